@@ -1,0 +1,64 @@
+# Fault-tolerant VMs on rust-vmm. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+BUILD := build
+GUEST_DIR := resources/guest
+GUEST_ELF := $(BUILD)/guest.elf
+VMM := target/release/vmm
+# Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
+APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3
+
+.PHONY: help deps build guest run demo test unit-test guest-test bench clean
+
+help:
+	@echo "make deps    install what the build and the tests need (idempotent; apt-get + cargo)"
+	@echo "make build   build the VMM and the backends (release)"
+	@echo "make guest   build the test guest into $(GUEST_ELF)"
+	@echo "make run     boot the test guest interactively (GUEST_CMDLINE=... to choose a mode)"
+	@echo "make demo    the product demo"
+	@echo "make test    every test: unit, guest boots, end-to-end"
+	@echo "make bench   measure and write docs/BENCHMARKS.md"
+	@echo "make clean   remove build outputs"
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	else echo "debian packages: all present"; fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
+	$(CARGO) fetch --locked
+	cd $(GUEST_DIR) && $(CARGO) fetch --locked
+
+build:
+	$(CARGO) build --release --workspace --locked
+
+guest: $(GUEST_ELF)
+
+# Cargo decides whether the guest is up to date; the copy is cheap.
+$(GUEST_ELF): FORCE
+	cd $(GUEST_DIR) && $(CARGO) build --release --locked
+	@mkdir -p $(BUILD)
+	cp $(GUEST_DIR)/target/x86_64-unknown-linux-gnu/release/guest $(GUEST_ELF)
+FORCE:
+
+GUEST_CMDLINE ?= guest.mode=spin guest.report=50000000 guest.lines=10
+run: build guest
+	$(VMM) --kernel $(GUEST_ELF) --cmdline "$(GUEST_CMDLINE)" --stats
+
+demo: build guest
+	./integration/demo.sh
+
+# Unit tests of every crate, then the tests that boot guests and run real processes.
+test: build guest
+	$(CARGO) test --release --workspace --locked
+
+bench: build guest
+	./resources/bench/bench.sh
+
+clean:
+	$(CARGO) clean
+	cd $(GUEST_DIR) && $(CARGO) clean
+	rm -rf $(BUILD)

@@ -1,0 +1,123 @@
+//! The VMM's configuration, built from the command line (or by tests directly).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where the guest's serial console goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialOutput {
+    Stdout,
+    File(PathBuf),
+}
+
+impl FromStr for SerialOutput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(SerialOutput::Stdout),
+            _ => match s.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(SerialOutput::File(PathBuf::from(path))),
+                _ => Err(format!("expected `stdout` or `file:PATH`, got `{s}`")),
+            },
+        }
+    }
+}
+
+/// `--net socket=PATH[,mac=MAC]`: a virtio-net device served by a vhost-user backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    pub socket: PathBuf,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// `--block socket=PATH`: a virtio-blk device served by a vhost-user backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockConfig {
+    pub socket: PathBuf,
+}
+
+/// Splits `k=v,k=v` into pairs, refusing keys not in `allowed`.
+fn key_values<'a>(s: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    s.split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("expected key=value, got `{kv}`"))?;
+            if !allowed.contains(&k) {
+                return Err(format!("unknown key `{k}` (expected one of: {})", allowed.join(", ")));
+            }
+            Ok((k, v))
+        })
+        .collect()
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bytes: Vec<u8> = s
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).map_err(|_| format!("invalid MAC address `{s}`")))
+        .collect::<Result<_, _>>()?;
+    <[u8; 6]>::try_from(bytes).map_err(|_| format!("invalid MAC address `{s}`"))
+}
+
+impl FromStr for NetConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut socket = None;
+        let mut mac = None;
+        for (k, v) in key_values(s, &["socket", "mac"])? {
+            match k {
+                "socket" => socket = Some(PathBuf::from(v)),
+                _ => mac = Some(parse_mac(v)?),
+            }
+        }
+        Ok(NetConfig { socket: socket.ok_or("missing socket=PATH")?, mac })
+    }
+}
+
+impl FromStr for BlockConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let kv = key_values(s, &["socket"])?;
+        let socket = kv.first().map(|(_, v)| PathBuf::from(v)).ok_or("missing socket=PATH")?;
+        Ok(BlockConfig { socket })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub serial: SerialOutput,
+    pub net: Option<NetConfig>,
+    pub block: Option<BlockConfig>,
+}
+
+pub const DEFAULT_MEM_MIB: u64 = 128;
+/// `console=ttyS0` makes a Linux guest use COM1; the test guest ignores it.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_output_parses() {
+        assert_eq!("stdout".parse::<SerialOutput>(), Ok(SerialOutput::Stdout));
+        assert_eq!("file:/tmp/x".parse::<SerialOutput>(), Ok(SerialOutput::File("/tmp/x".into())));
+        assert!("file:".parse::<SerialOutput>().is_err());
+        assert!("tty".parse::<SerialOutput>().is_err());
+    }
+
+    #[test]
+    fn device_options_parse() {
+        let net: NetConfig = "socket=/run/net.sock,mac=52:54:00:12:34:56".parse().expect("net");
+        assert_eq!(net.socket, PathBuf::from("/run/net.sock"));
+        assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+        assert!("mac=52:54:00:12:34:56".parse::<NetConfig>().is_err(), "socket is required");
+        assert!("socket=/x,mac=52:54".parse::<NetConfig>().is_err());
+        assert!("socket=/x,speed=10".parse::<NetConfig>().is_err());
+        let blk: BlockConfig = "socket=/run/blk.sock".parse().expect("block");
+        assert_eq!(blk.socket, PathBuf::from("/run/blk.sock"));
+        assert!("/run/blk.sock".parse::<BlockConfig>().is_err());
+    }
+}

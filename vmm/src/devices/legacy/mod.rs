@@ -1,0 +1,204 @@
+//! The PC platform devices on port I/O, and the dispatch of port accesses to them.
+//!
+//! | ports | device |
+//! | --- | --- |
+//! | 0x20-0x21, 0xa0-0xa1 | 8259A PIC pair (`pic`) |
+//! | 0x40-0x43, 0x61 | 8254 PIT and port B (`pit`) |
+//! | 0x3f8-0x3ff | 16550A UART, COM1 (`serial`) |
+//! | 0x60, 0x64 | i8042 (vm-superio): 0xfe on 0x64 resets = powers the VM off |
+//! | 0x501 | guest failure port (docs/GUEST-ABI.md) |
+//!
+//! Unknown ports read as 0xff (an ISA bus with nothing driving it) and ignore writes.
+
+pub mod pic;
+pub mod pit;
+pub mod serial;
+
+use std::time::Instant;
+
+use vm_superio::I8042Device;
+
+use pic::Pic;
+use pit::Pit;
+use serial::{ConsoleOut, FlagTrigger, SerialConsole, COM1_BASE, COM1_IRQ};
+
+pub const PIT_IRQ: u8 = 0;
+pub const GUEST_FAILURE_PORT: u16 = 0x501;
+const I8042_DATA_PORT: u16 = 0x60;
+const I8042_COMMAND_PORT: u16 = 0x64;
+
+/// What the vCPU loop must do after a port write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PioAction {
+    None,
+    /// The guest reset the machine through the i8042: power off.
+    PowerOff,
+    /// The guest wrote this code to the failure port.
+    GuestFailure(u8),
+    /// The PIT's channel 0 was reprogrammed: re-arm the host timer.
+    PitReprogrammed,
+    /// The guest sent an end-of-interrupt to the PIC.
+    PicEoi,
+}
+
+/// The VM's notion of time for the PIT: nanoseconds since the VM was created.
+#[derive(Clone, Copy, Debug)]
+pub struct VmClock(Instant);
+
+impl VmClock {
+    pub fn new() -> Self {
+        VmClock(Instant::now())
+    }
+    pub fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+impl Default for VmClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct LegacyDevices {
+    pub pic: Pic,
+    pub pit: Pit,
+    pub serial: SerialConsole,
+    i8042: I8042Device<FlagTrigger>,
+    reset: FlagTrigger,
+    pub clock: VmClock,
+}
+
+impl LegacyDevices {
+    pub fn new(console: ConsoleOut) -> Self {
+        let reset = FlagTrigger::default();
+        LegacyDevices {
+            pic: Pic::new(),
+            pit: Pit::new(),
+            serial: SerialConsole::new(console),
+            i8042: I8042Device::new(reset.clone()),
+            reset,
+            clock: VmClock::new(),
+        }
+    }
+
+    pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
+        let value = match port {
+            0x20 | 0x21 | 0xa0 | 0xa1 => self.pic.pio_read(port),
+            0x40..=0x43 | 0x61 => self.pit.pio_read(port, self.clock.now_ns()),
+            p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
+                let v = self.serial.read((p - COM1_BASE) as u8);
+                self.forward_serial_irq();
+                v
+            }
+            I8042_DATA_PORT | I8042_COMMAND_PORT => self.i8042.read((port - I8042_DATA_PORT) as u8),
+            _ => 0xff,
+        };
+        data.fill(0xff);
+        if let Some(first) = data.first_mut() {
+            *first = value;
+        }
+    }
+
+    pub fn pio_write(&mut self, port: u16, data: &[u8]) -> PioAction {
+        let Some(&value) = data.first() else {
+            return PioAction::None;
+        };
+        match port {
+            0x20 | 0xa0 if is_eoi(value) => {
+                self.pic.pio_write(port, value);
+                PioAction::PicEoi
+            }
+            0x20 | 0x21 | 0xa0 | 0xa1 => {
+                self.pic.pio_write(port, value);
+                PioAction::None
+            }
+            0x40..=0x43 | 0x61 => {
+                self.pit.pio_write(port, value, self.clock.now_ns());
+                if port == 0x61 {
+                    PioAction::None
+                } else {
+                    PioAction::PitReprogrammed
+                }
+            }
+            p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
+                self.serial.write((p - COM1_BASE) as u8, value);
+                self.forward_serial_irq();
+                PioAction::None
+            }
+            I8042_DATA_PORT | I8042_COMMAND_PORT => {
+                let _ = self.i8042.write((port - I8042_DATA_PORT) as u8, value);
+                if self.reset.take() {
+                    PioAction::PowerOff
+                } else {
+                    PioAction::None
+                }
+            }
+            GUEST_FAILURE_PORT => PioAction::GuestFailure(value),
+            _ => PioAction::None,
+        }
+    }
+
+    /// Raises IRQ 4 if the UART asked for an interrupt.
+    pub fn forward_serial_irq(&mut self) {
+        if self.serial.take_irq() {
+            self.pic.pulse_irq(COM1_IRQ);
+        }
+    }
+}
+
+/// OCW2 with the EOI bit (bit 5) set and bits 3-4 clear (8259A datasheet, "OCW2").
+fn is_eoi(value: u8) -> bool {
+    value & 0x18 == 0 && value & 0x20 != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices() -> LegacyDevices {
+        LegacyDevices::new(Box::new(std::io::sink()))
+    }
+
+    #[test]
+    fn i8042_reset_powers_off() {
+        let mut d = devices();
+        assert_eq!(d.pio_write(0x64, &[0x00]), PioAction::None);
+        assert_eq!(d.pio_write(0x64, &[0xfe]), PioAction::PowerOff);
+    }
+
+    #[test]
+    fn failure_port_reports_the_code() {
+        assert_eq!(devices().pio_write(GUEST_FAILURE_PORT, &[3]), PioAction::GuestFailure(3));
+    }
+
+    #[test]
+    fn unknown_ports_float_high() {
+        let mut d = devices();
+        let mut buf = [0u8; 2];
+        d.pio_read(0x1234, &mut buf);
+        assert_eq!(buf, [0xff, 0xff]);
+        assert_eq!(d.pio_write(0x80, &[1]), PioAction::None);
+    }
+
+    #[test]
+    fn pit_writes_ask_for_a_timer_rearm_and_eoi_is_seen() {
+        let mut d = devices();
+        assert_eq!(d.pio_write(0x43, &[0x34]), PioAction::PitReprogrammed);
+        assert_eq!(d.pio_write(0x20, &[0x20]), PioAction::PicEoi);
+        assert_eq!(d.pio_write(0x20, &[0x11]), PioAction::None, "ICW1 is not an EOI");
+    }
+
+    #[test]
+    fn serial_interrupt_reaches_the_pic() {
+        let mut d = devices();
+        // Initialise the master PIC: ICW1 (edge, cascade, ICW4), ICW2 base 0x20, ICW3, ICW4 8086.
+        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0x00)] {
+            d.pio_write(port, &[v]);
+        }
+        d.pio_write(COM1_BASE + 1, &[0x02]); // IER: transmitter holding register empty
+        d.pio_write(COM1_BASE, &[b'a']);
+        assert!(d.pic.has_pending());
+        assert_eq!(d.pic.acknowledge(), Some(0x20 + COM1_IRQ));
+    }
+}

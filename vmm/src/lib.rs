@@ -1,0 +1,172 @@
+//! A userspace VMM whose guest-visible non-determinism all enters at *landmarks* (exits to
+//! userspace), so that a primary's execution can later be replayed on a backup.
+//! See docs/ARCHITECTURE.md for the threads, the exits and the determinism contract.
+
+pub mod arch;
+pub mod config;
+pub mod devices;
+pub mod event_loop;
+pub mod inbox;
+pub mod loader;
+pub mod memory;
+pub mod stats;
+pub mod vstate;
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use vm_memory::GuestMemoryMmap;
+
+use config::{SerialOutput, VmmConfig};
+use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
+use devices::virtio::slots::VirtioDevices;
+use devices::virtio::vhost_user::VhostUserDevice;
+use devices::legacy::serial::ConsoleOut;
+use devices::legacy::LegacyDevices;
+use inbox::Inbox;
+use stats::Stats;
+use vstate::vcpu::{Vcpu, VcpuError, VmExit};
+use vstate::vm::{Vm, VmError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error(transparent)]
+    Loader(#[from] loader::LoaderError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    #[error("cannot set up the boot vCPU: {0}")]
+    Regs(#[from] arch::x86_64::regs::RegsError),
+    #[error(transparent)]
+    EventLoop(#[from] event_loop::EventLoopError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("cannot open the serial output file {path}: {source}")]
+    SerialFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the vCPU thread: {0}")]
+    SpawnVcpu(std::io::Error),
+    #[error(transparent)]
+    VhostUser(#[from] devices::virtio::vhost_user::VhostUserError),
+    #[error(transparent)]
+    Slot(#[from] devices::virtio::slots::SlotError),
+    #[error("cannot register a virtio kick ioeventfd: {0}")]
+    IoEvent(kvm_ioctls::Error),
+    #[error("the vCPU thread panicked")]
+    VcpuPanicked,
+}
+
+/// Console output to stdout, flushed after every write so that a prompt without a newline
+/// appears at once.
+struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(buf)?;
+        out.flush()?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().flush()
+    }
+}
+
+/// VIRTIO_NET_F_MAC (virtio 1.2 section 5.1.3): the VMM provides the MAC in config space.
+const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+
+/// Connects the vhost-user devices of `config`, registers their kick ioeventfds with KVM and
+/// their call eventfds and hang-up monitors with the event loop.
+fn virtio_devices(
+    config: &VmmConfig,
+    mem: &GuestMemoryMmap,
+    vm: &Vm,
+    inbox: &Arc<Inbox>,
+    subscribers: &mut Vec<event_loop::Subscriber>,
+) -> Result<VirtioDevices, Error> {
+    use devices::virtio::{TYPE_BLOCK, TYPE_NET};
+    let mut wanted = Vec::new();
+    if let Some(net) = &config.net {
+        let (features, mac) = match net.mac {
+            Some(mac) => (VIRTIO_NET_F_MAC, mac.to_vec()),
+            None => (0, Vec::new()),
+        };
+        wanted.push((net.socket.clone(), TYPE_NET, 2, features, mac));
+    }
+    if let Some(block) = &config.block {
+        wanted.push((block.socket.clone(), TYPE_BLOCK, 1, 0, Vec::new()));
+    }
+    let mut devices = VirtioDevices::new();
+    for (socket, device_type, queues, features, own_config) in wanted {
+        let dev = VhostUserDevice::new(socket, device_type, queues, mem.clone(), features, own_config)?;
+        let (base, _) = devices.next_slot()?;
+        for (i, kick) in dev.kick.iter().enumerate() {
+            vm.register_kick(kick, base + QUEUE_NOTIFY_OFFSET, i as u32).map_err(Error::IoEvent)?;
+        }
+        let calls = dev.call.iter().map(|c| c.try_clone()).collect::<Result<Vec<_>, _>>();
+        let calls = calls.map_err(|e| Error::IoEvent(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        let link = dev.link.clone();
+        let index = devices.add(MmioTransport::new(Box::new(dev)))?;
+        subscribers.push(Box::new(event_loop::CallWatch::new(index, calls, inbox.clone())));
+        subscribers.push(Box::new(event_loop::BackendMonitor::new(index, link, inbox.clone())?));
+    }
+    Ok(devices)
+}
+
+/// A VM ready to run: memory loaded, vCPU in its boot state, devices created.
+pub struct Vmm {
+    // Keeps the memory slots' host mappings alive for as long as the VM exists.
+    _guest_memory: GuestMemoryMmap,
+    _vm: Vm,
+    vcpu: Vcpu,
+    event_subscribers: Vec<event_loop::Subscriber>,
+}
+
+impl Vmm {
+    pub fn new(config: &VmmConfig) -> Result<Self, Error> {
+        let mem_size = config.mem_mib << 20;
+        let guest_memory = memory::create_guest_memory(mem_size)?;
+        let vm = Vm::new(&guest_memory)?;
+        let inbox = Arc::new(Inbox::new());
+        let mut event_subscribers: Vec<event_loop::Subscriber> = Vec::new();
+        let virtio = virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
+        let mut cmdline = config.cmdline.clone();
+        for word in virtio.cmdline_words() {
+            cmdline.push(' ');
+            cmdline.push_str(&word);
+        }
+        let loaded = loader::load_guest(&guest_memory, mem_size, &config.kernel, config.initrd.as_deref(), &cmdline)?;
+        let vcpu_fd = vm.create_vcpu(0)?;
+        arch::x86_64::regs::setup_boot_vcpu(&vcpu_fd, &guest_memory, loaded.entry)?;
+
+        let console: ConsoleOut = match &config.serial {
+            SerialOutput::Stdout => Box::new(Stdout),
+            SerialOutput::File(path) => Box::new(
+                File::create(path).map_err(|source| Error::SerialFile { path: path.clone(), source })?,
+            ),
+        };
+        let (pit_timer, pit_handle) = event_loop::pit_timer(inbox.clone())?;
+        event_subscribers.push(Box::new(pit_timer));
+        if config.serial == SerialOutput::Stdout {
+            event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
+        }
+        let vcpu = Vcpu::new(vcpu_fd, LegacyDevices::new(console), virtio, inbox, pit_handle);
+        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers })
+    }
+
+    /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
+    pub fn run(mut self) -> Result<(VmExit, Stats), Error> {
+        event_loop::spawn(std::mem::take(&mut self.event_subscribers))?;
+        let Vmm { _guest_memory, _vm, mut vcpu, .. } = self;
+        let handle = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || {
+                let result = vcpu.run();
+                (result, vcpu.stats.clone())
+            })
+            .map_err(Error::SpawnVcpu)?;
+        let (result, stats) = handle.join().map_err(|_| Error::VcpuPanicked)?;
+        Ok((result?, stats))
+    }
+}

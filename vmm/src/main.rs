@@ -1,0 +1,84 @@
+//! `vmm`: boots a guest kernel with a serial console. Exit status (docs/GUEST-ABI.md):
+//! 0 guest powered off, 1 VMM error, 2 usage, 3 triple fault, 4 KVM internal error,
+//! 5 guest-reported failure, 6 guest halted with interrupts disabled.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmm::config::{BlockConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
+use vmm::vstate::vcpu::VmExit;
+use vmm::Vmm;
+
+#[derive(Parser, Debug)]
+#[command(name = "vmm", version, about = "Boot a guest kernel on KVM with deterministic exits")]
+struct Cli {
+    /// Guest kernel: an x86_64 ELF (vmlinux, build/guest.elf) or a bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Guest memory in MiB (a multiple of 2).
+    #[arg(long, default_value_t = DEFAULT_MEM_MIB)]
+    mem_mib: u64,
+    /// Serial console: `stdout` or `file:PATH`.
+    #[arg(long, default_value = "stdout")]
+    serial: SerialOutput,
+    /// A virtio-net device served by the vhost-user backend at PATH; MAC goes to config space.
+    #[arg(long, value_name = "socket=PATH[,mac=MAC]")]
+    net: Option<NetConfig>,
+    /// A virtio-blk device served by the vhost-user backend at PATH.
+    #[arg(long, value_name = "socket=PATH")]
+    block: Option<BlockConfig>,
+    /// Print exit and interrupt statistics to stderr when the guest stops.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let config = VmmConfig {
+        kernel: cli.kernel,
+        initrd: cli.initrd,
+        cmdline: cli.cmdline,
+        mem_mib: cli.mem_mib,
+        serial: cli.serial,
+        net: cli.net,
+        block: cli.block,
+    };
+    let result = Vmm::new(&config).and_then(|vmm| vmm.run());
+    let (exit, stats) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vmm: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if cli.stats {
+        eprint!("{stats}");
+    }
+    match exit {
+        VmExit::PowerOff => ExitCode::SUCCESS,
+        VmExit::TripleFault { registers } => {
+            eprintln!("vmm: guest triple fault (KVM_EXIT_SHUTDOWN): {registers}");
+            ExitCode::from(3)
+        }
+        VmExit::InternalError { suberror, registers } => {
+            eprintln!("vmm: KVM internal error, suberror {suberror} (instruction emulation failed?): {registers}");
+            ExitCode::from(4)
+        }
+        VmExit::GuestFailure(code) => {
+            eprintln!("vmm: guest reported failure code {code}");
+            ExitCode::from(5)
+        }
+        VmExit::HaltedForever { registers } => {
+            eprintln!("vmm: guest halted with interrupts disabled; nothing can wake it: {registers}");
+            ExitCode::from(6)
+        }
+    }
+}

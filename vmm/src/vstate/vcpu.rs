@@ -1,0 +1,287 @@
+//! The vCPU thread's run loop: every exit that reaches userspace is a *landmark*; device
+//! events are applied and interrupts injected only there (docs/ARCHITECTURE.md,
+//! "Landmarks and interrupts").
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kvm_bindings::kvm_interrupt;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_iow_nr;
+
+use crate::devices::legacy::{LegacyDevices, PioAction, PIT_IRQ};
+use crate::devices::virtio::slots::VirtioDevices;
+use crate::event_loop::PitTimerHandle;
+use crate::inbox::{DeviceEvent, Inbox};
+use crate::stats::{LandmarkKind, Stats};
+
+// KVM_INTERRUPT (Linux Documentation/virt/kvm/api.rst 4.16): queue an external interrupt
+// vector when there is no in-kernel irqchip. kvm-ioctls has no wrapper for it.
+ioctl_iow_nr!(KVM_INTERRUPT, kvm_bindings::KVMIO, 0x86, kvm_interrupt);
+
+/// RFLAGS.IF (Intel SDM Vol. 1, 3.4.3).
+const RFLAGS_IF: u64 = 1 << 9;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    #[error("KVM_RUN failed: {0}")]
+    Run(kvm_ioctls::Error),
+    #[error("KVM_INTERRUPT failed for vector {0:#x}: {1}")]
+    Interrupt(u8, std::io::Error),
+    #[error("KVM could not enter the guest (hardware entry failure reason {0:#x})")]
+    FailEntry(u64),
+    #[error("unexpected exit from KVM: {0}")]
+    UnexpectedExit(String),
+}
+
+/// Why the guest stopped running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off through the i8042.
+    PowerOff,
+    /// The guest wrote a failure code to port 0x501.
+    GuestFailure(u8),
+    /// Triple fault: KVM_EXIT_SHUTDOWN.
+    TripleFault { registers: String },
+    /// KVM could not emulate an instruction (suberror 1 on these machines' emulating KVM).
+    InternalError { suberror: u32, registers: String },
+    /// `hlt` with interrupts disabled: nothing can ever wake the vCPU (no NMI source).
+    HaltedForever { registers: String },
+}
+
+/// What the exit handler decided, once the borrow of the exit data has ended.
+enum Outcome {
+    Continue,
+    Halted,
+    Stop(VmExit),
+    PitReprogrammed,
+    Eoi,
+    InternalError,
+    TripleFault,
+}
+
+pub struct Vcpu {
+    fd: VcpuFd,
+    pub devices: LegacyDevices,
+    pub virtio: VirtioDevices,
+    inbox: Arc<Inbox>,
+    pit_timer: PitTimerHandle,
+    pub stats: Stats,
+    /// When an interrupt line was raised that has not been injected yet.
+    irq_raised_at: Option<Instant>,
+    /// When the last interrupt was injected and its EOI not yet seen.
+    injected_at: Option<Instant>,
+}
+
+impl Vcpu {
+    pub fn new(
+        fd: VcpuFd,
+        devices: LegacyDevices,
+        virtio: VirtioDevices,
+        inbox: Arc<Inbox>,
+        pit_timer: PitTimerHandle,
+    ) -> Self {
+        Vcpu {
+            fd,
+            devices,
+            virtio,
+            inbox,
+            pit_timer,
+            stats: Stats::default(),
+            irq_raised_at: None,
+            injected_at: None,
+        }
+    }
+
+    /// Runs the guest until it stops. Errors are VMM/KVM failures; guest-caused stops are `VmExit`s.
+    pub fn run(&mut self) -> Result<VmExit, VcpuError> {
+        loop {
+            self.apply_events();
+            self.inject_pending()?;
+            match self.run_once()? {
+                Outcome::Continue => {}
+                Outcome::Halted => {
+                    if let Some(stop) = self.wait_for_interrupt() {
+                        return Ok(stop);
+                    }
+                }
+                Outcome::Stop(stop) => return Ok(stop),
+                Outcome::PitReprogrammed => {
+                    let request = self.devices.pit.channel0_timer();
+                    self.pit_timer.arm(&request, self.devices.clock.now_ns());
+                }
+                Outcome::Eoi => {
+                    if let Some(t) = self.injected_at.take() {
+                        self.stats.inject_to_eoi.record(t.elapsed());
+                    }
+                }
+                Outcome::TripleFault => return Ok(VmExit::TripleFault { registers: self.dump_registers() }),
+                Outcome::InternalError => {
+                    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
+                    // the union member KVM filled in.
+                    let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    return Ok(VmExit::InternalError { suberror, registers: self.dump_registers() });
+                }
+            }
+        }
+    }
+
+    /// One KVM_RUN and the handling of its exit.
+    fn run_once(&mut self) -> Result<Outcome, VcpuError> {
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            // A signal interrupted KVM_RUN: not a landmark, nothing happened in the guest.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(Outcome::Continue),
+            Err(e) => return Err(VcpuError::Run(e)),
+        };
+        let outcome = match exit {
+            VcpuExit::IoIn(port, data) => {
+                self.stats.landmark(LandmarkKind::PioIn);
+                self.devices.pio_read(port, data);
+                Outcome::Continue
+            }
+            VcpuExit::IoOut(port, data) => {
+                self.stats.landmark(LandmarkKind::PioOut);
+                match self.devices.pio_write(port, data) {
+                    PioAction::None => Outcome::Continue,
+                    PioAction::PowerOff => Outcome::Stop(VmExit::PowerOff),
+                    PioAction::GuestFailure(code) => Outcome::Stop(VmExit::GuestFailure(code)),
+                    PioAction::PitReprogrammed => Outcome::PitReprogrammed,
+                    PioAction::PicEoi => Outcome::Eoi,
+                }
+            }
+            VcpuExit::MmioRead(addr, data) => {
+                self.stats.landmark(LandmarkKind::MmioRead);
+                if !self.virtio.mmio_read(addr, data) {
+                    log::debug!("MMIO read of {} bytes at {addr:#x}: no device", data.len());
+                    data.fill(0xff);
+                }
+                Outcome::Continue
+            }
+            VcpuExit::MmioWrite(addr, data) => {
+                self.stats.landmark(LandmarkKind::MmioWrite);
+                if !self.virtio.mmio_write(addr, data) {
+                    log::debug!("MMIO write of {} bytes at {addr:#x}: no device", data.len());
+                }
+                Outcome::Continue
+            }
+            VcpuExit::Hlt => {
+                self.stats.landmark(LandmarkKind::Hlt);
+                Outcome::Halted
+            }
+            VcpuExit::Shutdown => Outcome::TripleFault,
+            VcpuExit::InternalError => Outcome::InternalError,
+            VcpuExit::FailEntry(reason, _cpu) => return Err(VcpuError::FailEntry(reason)),
+            VcpuExit::Intr => Outcome::Continue,
+            other => return Err(VcpuError::UnexpectedExit(format!("{other:?}"))),
+        };
+        Ok(outcome)
+    }
+
+    /// Applies the host events queued since the last landmark.
+    fn apply_events(&mut self) {
+        for event in self.inbox.drain() {
+            match event {
+                DeviceEvent::PitTick { at, .. } => {
+                    // Several expirations while the vCPU was busy coalesce into one edge, as
+                    // a real 8259A latches only one request per line.
+                    self.devices.pic.pulse_irq(PIT_IRQ);
+                    self.irq_raised_at.get_or_insert(at);
+                }
+                DeviceEvent::SerialInput(bytes) => {
+                    self.devices.serial.enqueue_input(&bytes);
+                    self.devices.forward_serial_irq();
+                    self.irq_raised_at.get_or_insert_with(Instant::now);
+                }
+                DeviceEvent::VirtioUsed(n) => {
+                    if let Some(slot) = self.virtio.slots.get_mut(n) {
+                        if slot.transport.signal_used() {
+                            self.devices.pic.pulse_irq(slot.irq);
+                            self.irq_raised_at.get_or_insert_with(Instant::now);
+                        }
+                    }
+                }
+                DeviceEvent::BackendHangup(n) => {
+                    if let Some(dev) = self.vhost_user(n) {
+                        dev.disconnected();
+                    }
+                }
+                DeviceEvent::BackendRetry(n) => {
+                    if let Some(dev) = self.vhost_user(n) {
+                        dev.try_reconnect();
+                    }
+                }
+            }
+        }
+    }
+
+    fn vhost_user(&mut self, n: usize) -> Option<&mut crate::devices::virtio::vhost_user::VhostUserDevice> {
+        self.virtio.slots.get_mut(n)?.transport.backend_mut().as_vhost_user()
+    }
+
+    /// Injects the highest-priority pending interrupt if the vCPU can take one now.
+    fn inject_pending(&mut self) -> Result<(), VcpuError> {
+        if !self.devices.pic.has_pending() {
+            return Ok(());
+        }
+        let run = self.fd.get_kvm_run();
+        if run.ready_for_interrupt_injection == 0 || run.if_flag == 0 {
+            return Ok(()); // stays pending until a later landmark
+        }
+        let Some(vector) = self.devices.pic.acknowledge() else {
+            return Ok(());
+        };
+        let irq = kvm_interrupt { irq: u32::from(vector) };
+        // SAFETY: KVM_INTERRUPT reads one `kvm_interrupt` from the pointer, which is valid
+        // for the duration of the call; `fd` is a vCPU fd.
+        let rc = unsafe { ioctl_with_ref(&self.fd, KVM_INTERRUPT(), &irq) };
+        if rc != 0 {
+            return Err(VcpuError::Interrupt(vector, std::io::Error::last_os_error()));
+        }
+        self.stats.interrupts_injected += 1;
+        if let Some(t) = self.irq_raised_at.take() {
+            self.stats.irq_latency.record(t.elapsed());
+        }
+        self.injected_at = Some(Instant::now());
+        Ok(())
+    }
+
+    /// After a `hlt`: blocks until an interrupt can be delivered. Returns a stop reason if none
+    /// ever can.
+    fn wait_for_interrupt(&mut self) -> Option<VmExit> {
+        if self.fd.get_kvm_run().if_flag == 0 {
+            let rflags = self.fd.get_regs().map(|r| r.rflags).unwrap_or(0);
+            if rflags & RFLAGS_IF == 0 {
+                return Some(VmExit::HaltedForever { registers: self.dump_registers() });
+            }
+        }
+        loop {
+            self.apply_events();
+            if self.devices.pic.has_pending() {
+                return None;
+            }
+            self.inbox.wait();
+        }
+    }
+
+    /// The registers, for error reports.
+    pub fn dump_registers(&self) -> String {
+        let regs = match self.fd.get_regs() {
+            Ok(r) => r,
+            Err(e) => return format!("(registers unavailable: {e})"),
+        };
+        let sregs = self.fd.get_sregs().ok();
+        let mut s = format!(
+            "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+            regs.rip, regs.rsp, regs.rflags, regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp
+        );
+        if let Some(sr) = sregs {
+            s.push_str(&format!(
+                " cs={:#x} cpl={} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+                sr.cs.selector, sr.cs.dpl, sr.cr0, sr.cr3, sr.cr4, sr.efer
+            ));
+        }
+        s
+    }
+}
