@@ -48,15 +48,15 @@ GUEST_CMDLINE ?= guest.mode=spin guest.report=50000000 guest.lines=10
 run: build guest
 	$(VMM) --kernel $(GUEST_ELF) --cmdline "$(GUEST_CMDLINE)" --stats
 
-demo: build guest
-	./integration/demo.sh
+demo: deps build guest
+	$(CARGO) run --release --locked -q -p integration --bin demo
 
 # Unit tests of every crate, then the tests that boot guests and run real processes.
 test: build guest
 	$(CARGO) test --release --workspace --locked
 
 bench: build guest
-	./resources/bench/bench.sh
+	python3 resources/bench/bench.py
 
 clean:
 	$(CARGO) clean

@@ -45,3 +45,43 @@ impl BootParams {
         }
     }
 }
+
+/// boot_params.e820_entries (u8) and boot_params.e820_table (20-byte entries).
+const E820_ENTRIES: usize = 0x1e8;
+const E820_TABLE: usize = 0x2d0;
+const E820_MAX: usize = 128;
+/// boot_params.hdr.ramdisk_image / ramdisk_size (u32 each).
+const RAMDISK_IMAGE: usize = 0x218;
+const RAMDISK_SIZE: usize = 0x21c;
+
+/// One e820 memory map entry.
+#[derive(Clone, Copy, Debug)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    /// 1 = usable RAM.
+    pub kind: u32,
+}
+
+impl BootParams {
+    fn read_u64(&self, offset: usize) -> u64 {
+        // SAFETY: within the 4 KiB zero page (see `new`).
+        unsafe { read_unaligned(self.base.add(offset).cast::<u64>()) }
+    }
+
+    /// The e820 memory map the VMM passed.
+    pub fn e820(&self) -> impl Iterator<Item = E820Entry> + '_ {
+        // SAFETY: within the zero page.
+        let n = usize::from(unsafe { *self.base.add(E820_ENTRIES) }).min(E820_MAX);
+        (0..n).map(move |i| {
+            let off = E820_TABLE + 20 * i;
+            E820Entry { addr: self.read_u64(off), size: self.read_u64(off + 8), kind: self.read_u32(off + 16) }
+        })
+    }
+
+    /// The initrd, if the VMM loaded one: (address, size).
+    pub fn ramdisk(&self) -> Option<(u64, u64)> {
+        let (addr, size) = (self.read_u32(RAMDISK_IMAGE), self.read_u32(RAMDISK_SIZE));
+        (size != 0).then_some((u64::from(addr), u64::from(size)))
+    }
+}

@@ -15,8 +15,9 @@ const FAILURE_PORT: u16 = 0x501;
 #[derive(Clone, Copy, Debug)]
 #[repr(u8)]
 pub enum Failure {
-    /// Invalid `guest.*` option (unknown mode, malformed number).
-    BadCommandLine = 1,
+    /// Invalid `guest.*` option (unknown mode, malformed number) or, in the kv mode, a
+    /// missing or unusable device, a bad disk or a disk I/O error.
+    Setup = 1,
     /// Unexpected CPU exception: written by the ring-0 shim (boot.S), listed for reference.
     #[allow(dead_code)]
     Exception = 3,

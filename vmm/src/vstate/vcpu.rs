@@ -10,6 +10,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
+use crate::devices::legacy::pit::TimerRequest;
 use crate::devices::legacy::{LegacyDevices, PioAction, PIT_IRQ};
 use crate::devices::virtio::slots::VirtioDevices;
 use crate::event_loop::PitTimerHandle;
@@ -50,6 +51,21 @@ pub enum VmExit {
     HaltedForever { registers: String },
 }
 
+/// Whether two timer requests fire at the same instants: equal, or periodic with the same
+/// period and a phase that differs by whole periods (within 1 us of rounding).
+fn same_schedule(a: &TimerRequest, b: &TimerRequest) -> bool {
+    match (a, b) {
+        (
+            TimerRequest::Periodic { first_deadline_ns: f1, period_ns: p1 },
+            TimerRequest::Periodic { first_deadline_ns: f2, period_ns: p2 },
+        ) if p1 == p2 && *p1 > 0 => {
+            let phase = f1.abs_diff(*f2) % p1;
+            phase < 1_000 || p1 - phase < 1_000
+        }
+        _ => a == b,
+    }
+}
+
 /// What the exit handler decided, once the borrow of the exit data has ended.
 enum Outcome {
     Continue,
@@ -72,6 +88,8 @@ pub struct Vcpu {
     irq_raised_at: Option<Instant>,
     /// When the last interrupt was injected and its EOI not yet seen.
     injected_at: Option<Instant>,
+    /// What the PIT host timer was last armed with.
+    armed: Option<TimerRequest>,
 }
 
 impl Vcpu {
@@ -91,6 +109,7 @@ impl Vcpu {
             stats: Stats::default(),
             irq_raised_at: None,
             injected_at: None,
+            armed: None,
         }
     }
 
@@ -108,8 +127,14 @@ impl Vcpu {
                 }
                 Outcome::Stop(stop) => return Ok(stop),
                 Outcome::PitReprogrammed => {
+                    // Re-arm only when the request changed: re-arming a timerfd discards an
+                    // expiration the event loop has not read yet (a lost tick), and latch
+                    // commands or reads of the count do not change the schedule.
                     let request = self.devices.pit.channel0_timer();
-                    self.pit_timer.arm(&request, self.devices.clock.now_ns());
+                    if !self.armed.as_ref().is_some_and(|a| same_schedule(a, &request)) {
+                        self.pit_timer.arm(&request, self.devices.clock.now_ns());
+                        self.armed = Some(request);
+                    }
                 }
                 Outcome::Eoi => {
                     if let Some(t) = self.injected_at.take() {
@@ -283,5 +308,23 @@ impl Vcpu {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periodic_requests_with_whole_period_offsets_are_the_same_schedule() {
+        let a = TimerRequest::Periodic { first_deadline_ns: 10_000_150, period_ns: 10_000_150 };
+        let b = TimerRequest::Periodic { first_deadline_ns: 30_000_451, period_ns: 10_000_150 };
+        let c = TimerRequest::Periodic { first_deadline_ns: 15_000_000, period_ns: 10_000_150 };
+        let d = TimerRequest::Periodic { first_deadline_ns: 10_000_150, period_ns: 1_000_000 };
+        assert!(same_schedule(&a, &b));
+        assert!(!same_schedule(&a, &c), "different phase");
+        assert!(!same_schedule(&a, &d), "different period");
+        assert!(!same_schedule(&a, &TimerRequest::Disarmed));
+        assert!(same_schedule(&TimerRequest::Disarmed, &TimerRequest::Disarmed));
     }
 }

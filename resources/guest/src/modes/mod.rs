@@ -39,13 +39,13 @@ pub fn run(cmdline: Cmdline) -> ! {
             print!("guest: unknown mode \"");
             write_bytes(mode);
             println!("\"");
-            fail(Failure::BadCommandLine)
+            fail(Failure::Setup)
         }
     }
 }
 
 /// Numeric option `key` (e.g. `"guest.hz"`), `default` if absent. A malformed value or one
-/// outside `range` is reported and ends the guest with `Failure::BadCommandLine`.
+/// outside `range` is reported and ends the guest with `Failure::Setup`.
 pub(crate) fn param(
     cmdline: Cmdline,
     key: &str,
@@ -61,7 +61,7 @@ pub(crate) fn param(
             print!("guest: invalid {key}=\"");
             write_bytes(raw);
             println!("\" (expected {}..={})", range.start(), range.end());
-            fail(Failure::BadCommandLine)
+            fail(Failure::Setup)
         }
     }
 }

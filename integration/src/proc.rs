@@ -1,0 +1,106 @@
+//! Processes started by the tests: output goes to files, and `Drop` kills them by PID.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("cannot start {name}: {source}")]
+    Spawn { name: String, source: std::io::Error },
+    #[error("{name} did not print `{pattern}` within {timeout:?}; its output:\n{output}")]
+    Timeout { name: String, pattern: String, timeout: Duration, output: String },
+    #[error("{name} exited ({status}) before printing `{pattern}`; its output:\n{output}")]
+    Exited { name: String, pattern: String, status: String, output: String },
+}
+
+/// A child process whose stdout and stderr go to `<dir>/<name>.log`.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `argv` (the first element is the program), optionally inside namespace `ns`.
+    pub fn spawn(name: &str, dir: &Path, ns: Option<&str>, argv: &[String]) -> Result<Self, ProcError> {
+        let log = dir.join(format!("{name}.log"));
+        let err = |source| ProcError::Spawn { name: name.to_string(), source };
+        let out = File::options().create(true).append(true).open(&log).map_err(err)?;
+        let errf = out.try_clone().map_err(err)?;
+        let mut full: Vec<String> = ns.map(crate::netns::exec_prefix).unwrap_or_default();
+        full.extend_from_slice(argv);
+        let child = Command::new(&full[0])
+            .args(&full[1..])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(errf)
+            .spawn()
+            .map_err(err)?;
+        Ok(Proc { name: name.to_string(), child: Some(child), log })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Exit status if the process has exited.
+    pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until the log contains `pattern` (counting only text after `from` bytes).
+    pub fn wait_for(&mut self, pattern: &str, from: usize, timeout: Duration) -> Result<(), ProcError> {
+        let start = Instant::now();
+        loop {
+            let out = self.output();
+            if out.get(from..).is_some_and(|s| s.contains(pattern)) {
+                return Ok(());
+            }
+            if let Some(status) = self.try_status() {
+                return Err(ProcError::Exited {
+                    name: self.name.clone(),
+                    pattern: pattern.into(),
+                    status: status.to_string(),
+                    output: out,
+                });
+            }
+            if start.elapsed() > timeout {
+                return Err(ProcError::Timeout { name: self.name.clone(), pattern: pattern.into(), timeout, output: out });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL by PID and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,290 @@
+//! The product's processes, started the way a user would start them, inside the topology:
+//! an NBD server in `storage`; vhost-net-ft, a block backend and the vmm with the `kv` guest
+//! in a host namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::netns::{connect_from, exec_prefix, NetnsError};
+use crate::proc::{Proc, ProcError};
+use crate::repo_path;
+use crate::resp;
+use crate::topology::{Topology, CLIENT_IP, GUEST_IP, GUEST_MAC, STORAGE_IP, TAP};
+
+pub const NBD_PORT: u16 = 10809;
+pub const EXPORT: &str = "disk";
+pub const DISK_MIB: u64 = 64;
+pub const KV_PORT: u16 = 6379;
+/// How long a guest may take to print `guest: kv ready` (it replays its disk log first).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Proc(#[from] ProcError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A topology, a private temp directory for sockets, disks and logs, and the client side.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    // Dropped last: processes (owned by the caller) die before the namespaces go.
+    pub topo: Topology,
+}
+
+impl Lab {
+    pub fn new(hosts: &[&str]) -> Result<Self, StackError> {
+        crate::require_environment();
+        let dir = tempfile::Builder::new().prefix("ftvm-e2e-").tempdir()?;
+        Ok(Lab { topo: Topology::new(hosts)?, dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs a client program (e.g. redis-cli) inside the `client` namespace.
+    pub fn client_cmd(&self, argv: &[&str]) -> Result<Output, StackError> {
+        let mut full = exec_prefix(&self.topo.ns("client"));
+        full.extend(argv.iter().map(|s| s.to_string()));
+        Ok(Command::new(&full[0]).args(&full[1..]).stdin(Stdio::null()).output()?)
+    }
+
+    /// `redis-cli -h GUEST_IP ARGS...` from the client namespace; returns trimmed stdout.
+    pub fn redis_cli(&self, args: &[&str]) -> Result<String, StackError> {
+        let mut argv = vec!["redis-cli", "-h", GUEST_IP, "-p", "6379"];
+        argv.extend_from_slice(args);
+        let out = self.client_cmd(&argv)?;
+        if !out.status.success() {
+            return Err(StackError::Other(format!(
+                "redis-cli {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A RESP connection to the guest from the client namespace.
+    pub fn connect(&self) -> Result<resp::Client, StackError> {
+        let addr = format!("{GUEST_IP}:{KV_PORT}").parse().map_err(|e| StackError::Other(format!("{e}")))?;
+        let stream = connect_from(&self.topo.ns("client"), addr, Duration::from_secs(5))?;
+        resp::Client::new(stream, Duration::from_secs(20)).map_err(|e| StackError::Other(e.to_string()))
+    }
+
+    /// Creates an all-zero raw disk image (a fresh disk: the guest formats it).
+    pub fn create_disk(&self, name: &str) -> Result<PathBuf, StackError> {
+        let path = self.path(name);
+        let f = std::fs::File::create(&path)?;
+        f.set_len(DISK_MIB << 20)?;
+        Ok(path)
+    }
+}
+
+/// Which NBD server the storage namespace runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NbdServer {
+    QemuNbd,
+    Nbdkit,
+}
+
+pub struct Storage {
+    pub proc: Proc,
+    kind: NbdServer,
+    disk: PathBuf,
+    ns: String,
+    dir: PathBuf,
+}
+
+impl Storage {
+    pub fn start(lab: &Lab, kind: NbdServer, disk: &Path) -> Result<Self, StackError> {
+        let mut s = Storage {
+            proc: Self::spawn(lab.dir.path(), &lab.topo.ns("storage"), kind, disk)?,
+            kind,
+            disk: disk.to_path_buf(),
+            ns: lab.topo.ns("storage"),
+            dir: lab.dir.path().to_path_buf(),
+        };
+        s.wait_listening()?;
+        Ok(s)
+    }
+
+    fn spawn(dir: &Path, ns: &str, kind: NbdServer, disk: &Path) -> Result<Proc, StackError> {
+        let disk = disk.display().to_string();
+        let port = NBD_PORT.to_string();
+        let argv: Vec<String> = match kind {
+            // -t: keep serving after a client disconnects; --shared: several clients at once.
+            NbdServer::QemuNbd => ["qemu-nbd", "-f", "raw", "-x", EXPORT, "-b", STORAGE_IP, "-p", &port, "-t", "--shared=8", "--cache=none", &disk]
+                .map(String::from)
+                .to_vec(),
+            NbdServer::Nbdkit => ["nbdkit", "-f", "-i", STORAGE_IP, "-p", &port, "-e", EXPORT, "file", &disk]
+                .map(String::from)
+                .to_vec(),
+        };
+        let name = match kind {
+            NbdServer::QemuNbd => "qemu-nbd",
+            NbdServer::Nbdkit => "nbdkit",
+        };
+        Ok(Proc::spawn(name, dir, Some(ns), &argv)?)
+    }
+
+    fn wait_listening(&mut self) -> Result<(), StackError> {
+        let addr = format!("{STORAGE_IP}:{NBD_PORT}").parse().map_err(|e| StackError::Other(format!("{e}")))?;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if connect_from(&self.ns, addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.proc.try_status() {
+                return Err(StackError::Other(format!("NBD server exited ({status}): {}", self.proc.output())));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(StackError::Other(format!("NBD server not listening: {}", self.proc.output())))
+    }
+
+    pub fn uri() -> String {
+        format!("nbd://{STORAGE_IP}:{NBD_PORT}/{EXPORT}")
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same disk.
+    pub fn restart(&mut self, downtime: Duration) -> Result<(), StackError> {
+        self.proc.kill();
+        std::thread::sleep(downtime);
+        self.proc = Self::spawn(&self.dir, &self.ns, self.kind, &self.disk)?;
+        self.wait_listening()
+    }
+}
+
+/// The block backend a host uses.
+#[derive(Clone, Debug)]
+pub enum BlockBackend {
+    /// Our vhost-blk-remote on this NBD URI.
+    Remote(String),
+    /// qemu-storage-daemon exporting this raw image as vhost-user-blk (a third-party backend).
+    QemuStorageDaemon(PathBuf),
+}
+
+/// One host: its backends and its vmm.
+pub struct Host {
+    pub role: String,
+    pub net: Proc,
+    pub blk: Proc,
+    pub vmm: Proc,
+    backend: BlockBackend,
+    ns: String,
+    dir: PathBuf,
+}
+
+fn bin(name: &str) -> String {
+    repo_path(&format!("target/release/{name}")).display().to_string()
+}
+
+/// Waits until a Unix socket file exists (the backend is listening).
+fn wait_socket(path: &Path, proc: &mut Proc) -> Result<(), StackError> {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Some(status) = proc.try_status() {
+            return Err(StackError::Other(format!("{} exited ({status}): {}", proc.name, proc.output())));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(StackError::Other(format!("{} never created {}: {}", proc.name, path.display(), proc.output())));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+impl Host {
+    pub fn start(lab: &Lab, role: &str, backend: BlockBackend) -> Result<Self, StackError> {
+        let ns = lab.topo.ns(role);
+        let dir = lab.dir.path().to_path_buf();
+        let net_sock = dir.join(format!("{role}-net.sock"));
+        let mut net = Proc::spawn(
+            &format!("{role}-vhost-net-ft"),
+            &dir,
+            Some(&ns),
+            &[bin("vhost-net-ft"), "--socket".into(), net_sock.display().to_string(), "--tap".into(), TAP.into(), "--mac".into(), GUEST_MAC.into()],
+        )?;
+        wait_socket(&net_sock, &mut net)?;
+        let mut blk = Self::spawn_blk(&dir, &ns, role, &backend)?;
+        wait_socket(&Self::blk_socket(&dir, role), &mut blk)?;
+        let vmm = Self::spawn_vmm(&dir, &ns, role)?;
+        let mut host = Host { role: role.into(), net, blk, vmm, backend, ns, dir };
+        host.wait_ready(0)?;
+        Ok(host)
+    }
+
+    fn blk_socket(dir: &Path, role: &str) -> PathBuf {
+        dir.join(format!("{role}-blk.sock"))
+    }
+
+    fn spawn_blk(dir: &Path, ns: &str, role: &str, backend: &BlockBackend) -> Result<Proc, StackError> {
+        let sock = Self::blk_socket(dir, role);
+        let _ = std::fs::remove_file(&sock);
+        let sock = sock.display().to_string();
+        let argv: Vec<String> = match backend {
+            BlockBackend::Remote(uri) => vec![bin("vhost-blk-remote"), "--socket".into(), sock, "--nbd".into(), uri.clone()],
+            BlockBackend::QemuStorageDaemon(image) => vec![
+                "qemu-storage-daemon".into(),
+                "--blockdev".into(),
+                format!("driver=file,node-name=file0,filename={},cache.direct=off", image.display()),
+                "--blockdev".into(),
+                "driver=raw,node-name=disk0,file=file0".into(),
+                "--export".into(),
+                format!("type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path={sock},writable=on"),
+            ],
+        };
+        Ok(Proc::spawn(&format!("{role}-blk"), dir, Some(ns), &argv)?)
+    }
+
+    fn spawn_vmm(dir: &Path, ns: &str, role: &str) -> Result<Proc, StackError> {
+        let argv = vec![
+            bin("vmm"),
+            "--kernel".into(),
+            repo_path("build/guest.elf").display().to_string(),
+            "--mem-mib".into(),
+            "64".into(),
+            "--cmdline".into(),
+            format!("guest.mode=kv guest.ip={GUEST_IP}/24"),
+            "--net".into(),
+            format!("socket={},mac={GUEST_MAC}", dir.join(format!("{role}-net.sock")).display()),
+            "--block".into(),
+            format!("socket={}", Self::blk_socket(dir, role).display()),
+            "--stats".into(),
+        ];
+        Ok(Proc::spawn(&format!("{role}-vmm"), dir, Some(ns), &argv)?)
+    }
+
+    /// Waits for the guest's `guest: kv ready` line printed after byte `from` of the vmm log.
+    pub fn wait_ready(&mut self, from: usize) -> Result<(), StackError> {
+        Ok(self.vmm.wait_for("guest: kv ready", from, BOOT_TIMEOUT)?)
+    }
+
+    /// Kills the vmm (SIGKILL) and boots the guest again on the same disk and backends.
+    pub fn restart_vmm(&mut self) -> Result<(), StackError> {
+        self.vmm.kill();
+        let from = self.vmm.output().len();
+        self.vmm = Self::spawn_vmm(&self.dir, &self.ns, &self.role)?;
+        self.wait_ready(from)
+    }
+
+    /// Kills the block backend (SIGKILL) and starts it again after `downtime`.
+    pub fn restart_blk(&mut self, downtime: Duration) -> Result<(), StackError> {
+        self.blk.kill();
+        std::thread::sleep(downtime);
+        self.blk = Self::spawn_blk(&self.dir, &self.ns, &self.role, &self.backend)?;
+        wait_socket(&Self::blk_socket(&self.dir, &self.role), &mut self.blk)
+    }
+}
+
+/// The client's address, for messages.
+pub fn client_ip() -> &'static str {
+    CLIENT_IP
+}

@@ -1,0 +1,9 @@
+//! The key-value server of the `kv` mode, minus the hardware: the Redis protocol (`resp`),
+//! the commands (`commands`), the in-memory store (`store`) and its durable append-only log
+//! (`log`, checksummed with `crc32`). The guest binary drives it from `src/modes/kv.rs`.
+
+pub mod commands;
+pub mod crc32;
+pub mod log;
+pub mod resp;
+pub mod store;

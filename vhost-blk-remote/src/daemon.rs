@@ -1,0 +1,107 @@
+//! The accept loop: serves one vhost-user frontend at a time on a Unix socket, forever.
+//!
+//! When a frontend disconnects, or sends a malformed message (then its connection is
+//! dropped with a logged error), the per-connection state (vrings, worker thread, sequencer)
+//! is thrown away and the next connection on the same socket gets a fresh daemon. The NBD
+//! client is shared by all connections and survives them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::blk::{BackendOptions, BlkBackend, DeviceConfig, Executor};
+use crate::nbd::Client;
+
+/// Errors that stop the daemon (everything per-connection is only logged).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: vhost::vhost_user::Error,
+    },
+    #[error("cannot create the per-connection backend: {0}")]
+    Backend(#[from] std::io::Error),
+    #[error("cannot create the vhost-user daemon: {0}")]
+    Daemon(String),
+}
+
+/// What the daemon serves.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub read_only: bool,
+    pub serial: String,
+    pub backend: BackendOptions,
+}
+
+type Daemon = VhostUserDaemon<Arc<BlkBackend>>;
+
+fn new_daemon(
+    exec: &Arc<Executor>,
+    cfg: &DaemonConfig,
+) -> Result<(Arc<BlkBackend>, Daemon), DaemonError> {
+    let backend = Arc::new(BlkBackend::new(exec.clone(), cfg.backend.clone())?);
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let daemon = VhostUserDaemon::new("vhost-blk-remote".into(), backend.clone(), mem)
+        .map_err(|e| DaemonError::Daemon(e.to_string()))?;
+    Ok((backend, daemon))
+}
+
+/// Serves frontends on `cfg.socket` until the process is killed. Returns only if the socket
+/// cannot be bound.
+pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
+    let mut listener = Listener::new(&cfg.socket, true).map_err(|source| DaemonError::Listen {
+        path: cfg.socket.clone(),
+        source,
+    })?;
+    let dev = DeviceConfig::from_export(&nbd.info(), cfg.read_only, &cfg.serial);
+    log::info!(
+        "device: {} sectors, blk_size {}, read-only {}, flush {}, discard {}",
+        dev.capacity_sectors,
+        dev.blk_size,
+        dev.read_only,
+        dev.flush,
+        dev.discard
+    );
+    let exec = Arc::new(Executor::new(nbd, dev));
+    loop {
+        let (backend, mut daemon) = match new_daemon(&exec, cfg) {
+            Ok(d) => d,
+            Err(e) => {
+                // Resource exhaustion (fds, threads): wait and try again rather than exit.
+                log::error!("{e}; retrying in 1s");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        log::info!(
+            "waiting for a vhost-user frontend on {}",
+            cfg.socket.display()
+        );
+        match daemon.start(&mut listener) {
+            Err(e) => {
+                log::error!("accepting a frontend failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(()) => {
+                log::info!("frontend connected");
+                match daemon.wait() {
+                    Ok(()) => log::info!("frontend disconnected"),
+                    Err(e) => log::error!("frontend connection dropped: {e}"),
+                }
+            }
+        }
+        backend.disconnect();
+        let workers = daemon.get_epoll_handlers();
+        for w in &workers {
+            w.send_exit_event();
+        }
+        drop(daemon);
+        backend.release_exit_fds(&workers);
+    }
+}

@@ -1,0 +1,11 @@
+//! `vhost-blk-remote`: a vhost-user block device backend whose storage is a remote NBD
+//! export.
+//!
+//! - [`nbd`]: the NBD client (handshake, several requests in flight, reconnection).
+//! - [`blk`]: the virtio-blk device on top of it (request parsing, execution against NBD,
+//!   in-order completion, the vhost-user backend).
+//! - [`daemon`]: the accept loop serving one frontend after another on a Unix socket.
+
+pub mod blk;
+pub mod daemon;
+pub mod nbd;

@@ -1,0 +1,101 @@
+//! `vhost-net-ft --socket PATH --tap NAME [--mac MAC]`
+//!
+//! Listens on the vhost-user socket `PATH` and serves one frontend at a time, forever
+//! (reconnecting frontends are accepted; a broken one is dropped). Logging is configured with
+//! `RUST_LOG` (default `info`). `SIGINT`/`SIGTERM` remove the socket file and exit with 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::{io, thread};
+
+use clap::Parser;
+use log::{error, info};
+
+use vhost_net_ft::net::config::{MacAddr, NetConfig};
+use vhost_net_ft::net::stats::NetStats;
+use vhost_net_ft::server::Server;
+use vhost_net_ft::tap::Tap;
+
+/// vhost-user virtio-net backend on a TAP device.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// vhost-user socket path to listen on (a stale file is replaced).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// TAP interface (created if it does not exist; a `%d` template is allowed).
+    #[arg(long, value_name = "NAME")]
+    tap: String,
+    /// Guest MAC address reported in the virtio-net configuration space.
+    #[arg(long, value_name = "MAC", default_value_t = MacAddr::DEFAULT)]
+    mac: MacAddr,
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread spawned later)
+/// and handles them in a dedicated thread: remove the socket, log the counters, exit 0.
+fn spawn_signal_thread(socket: PathBuf, stats: Arc<NetStats>) -> io::Result<()> {
+    // SAFETY: `sigset_t` is a plain bit set; all-zero is a valid (empty) value, and
+    // sigemptyset/sigaddset only write to the set we own.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: see above; the pointer is to our local set, signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    // SAFETY: changes only this thread's signal mask; the set is valid and the old mask is
+    // not requested (null pointer allowed).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` and `sig` are valid for the duration of the call; the signals in
+            // `set` are blocked in every thread, as sigwait requires.
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
+            if rc == 0 {
+                info!("signal {sig}: exiting; counters: {}", stats.snapshot());
+                remove_socket(&socket);
+                std::process::exit(0);
+            }
+        })?;
+    Ok(())
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != io::ErrorKind::NotFound {
+            error!("cannot remove {}: {e}", path.display());
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let stats = Arc::new(NetStats::default());
+
+    if let Err(e) = spawn_signal_thread(cli.socket.clone(), stats.clone()) {
+        error!("cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
+    let tap = match Tap::open(&cli.tap) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = Server::new(&cli.socket, NetConfig { mac: cli.mac }, tap, stats);
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
