@@ -54,6 +54,7 @@ demo: deps build guest
 # Unit tests of every crate, then the tests that boot guests and run real processes.
 test: build guest
 	$(CARGO) test --release --workspace --locked
+	cd $(GUEST_DIR) && $(CARGO) test --lib --locked
 
 bench: build guest
 	python3 resources/bench/bench.py

@@ -2,7 +2,7 @@
 //! server in another namespace, used with stock redis-cli and redis-benchmark from the client
 //! namespace.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use integration::resp::Reply;
@@ -76,33 +76,37 @@ fn acknowledged_keys_survive_a_vmm_restart() {
 
 /// Writes `count` keys in a loop on one connection; once 20 writes are acknowledged,
 /// `disrupt` runs on another thread while the loop keeps writing, so that writes are in
-/// flight when it strikes. Returns the acknowledged (key, value) pairs.
+/// flight when it strikes. Returns the acknowledged (key, value) pairs, and panics unless
+/// writes were still being made after the disruption ended.
 fn write_during<F: FnOnce() + Send>(lab: &Lab, count: usize, disrupt: F) -> Vec<(String, String)> {
-    let started = AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let progress = AtomicUsize::new(0);
+    let (during, after) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let acked = std::thread::scope(|scope| {
         let disruptor = scope.spawn(|| {
-            while !started.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(5));
+            while progress.load(Ordering::SeqCst) < 20 {
+                std::thread::sleep(Duration::from_millis(2));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            during.store(progress.load(Ordering::SeqCst), Ordering::SeqCst);
             disrupt();
+            after.store(progress.load(Ordering::SeqCst), Ordering::SeqCst);
         });
         let mut c = lab.connect().expect("connect");
         let mut acked = Vec::new();
         for i in 0..count {
-            if i == 20 {
-                started.store(true, Ordering::SeqCst);
-            }
             let (k, v) = (format!("w{i}"), format!("v{i}"));
             match c.cmd(&[b"SET", k.as_bytes(), v.as_bytes()]) {
                 Ok(Reply::Status(s)) if s == "OK" => acked.push((k, v)),
                 other => panic!("write {i} failed: {other:?}"),
             }
+            progress.store(i + 1, Ordering::SeqCst);
         }
-        started.store(true, Ordering::SeqCst);
         disruptor.join().expect("disruptor thread");
         acked
-    })
+    });
+    let (during, after) = (during.load(Ordering::SeqCst), after.load(Ordering::SeqCst));
+    eprintln!("disruption began after write {during} and ended after write {after} of {count}");
+    assert!(after < count, "the disruption ended after the last write; make the loop longer");
+    acked
 }
 
 fn check_all(lab: &Lab, acked: &[(String, String)]) {
@@ -138,7 +142,7 @@ fn nbd_server_restart_loses_no_acknowledged_write() {
 #[test]
 fn works_with_nbdkit_as_the_storage_server() {
     let (lab, _storage, mut host) = lab_with_guest(NbdServer::Nbdkit);
-    let acked = write_during(&lab, 30, || {});
+    let acked = write_during(&lab, 60, || {});
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
 }
@@ -148,7 +152,7 @@ fn qemu_storage_daemon_serves_the_guest_disk() {
     let lab = Lab::new(&["host-a"]).expect("topology");
     let disk = lab.create_disk("qsd.img").expect("disk");
     let mut host = Host::start(&lab, "host-a", BlockBackend::QemuStorageDaemon(disk)).expect("host-a with qemu-storage-daemon");
-    let acked = write_during(&lab, 30, || {});
+    let acked = write_during(&lab, 60, || {});
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
 }

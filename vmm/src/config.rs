@@ -90,6 +90,8 @@ pub struct VmmConfig {
     pub serial: SerialOutput,
     pub net: Option<NetConfig>,
     pub block: Option<BlockConfig>,
+    /// Control socket (crate::api).
+    pub api_sock: Option<PathBuf>,
 }
 
 pub const DEFAULT_MEM_MIB: u64 = 128;

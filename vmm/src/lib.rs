@@ -2,6 +2,7 @@
 //! userspace), so that a primary's execution can later be replayed on a backup.
 //! See docs/ARCHITECTURE.md for the threads, the exits and the determinism contract.
 
+pub mod api;
 pub mod arch;
 pub mod config;
 pub mod devices;
@@ -53,6 +54,8 @@ pub enum Error {
     Slot(#[from] devices::virtio::slots::SlotError),
     #[error("cannot register a virtio kick ioeventfd: {0}")]
     IoEvent(kvm_ioctls::Error),
+    #[error(transparent)]
+    Api(#[from] api::ApiError),
     #[error("the vCPU thread panicked")]
     VcpuPanicked,
 }
@@ -121,6 +124,8 @@ pub struct Vmm {
     _vm: Vm,
     vcpu: Vcpu,
     event_subscribers: Vec<event_loop::Subscriber>,
+    inbox: Arc<Inbox>,
+    api_sock: Option<std::path::PathBuf>,
 }
 
 impl Vmm {
@@ -151,13 +156,17 @@ impl Vmm {
         if config.serial == SerialOutput::Stdout {
             event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
         }
-        let vcpu = Vcpu::new(vcpu_fd, LegacyDevices::new(console), virtio, inbox, pit_handle);
-        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers })
+        let vcpu = Vcpu::new(vcpu_fd, guest_memory.clone(), LegacyDevices::new(console), virtio, inbox.clone(), pit_handle);
+        let api_sock = config.api_sock.clone();
+        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers, inbox, api_sock })
     }
 
     /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
     pub fn run(mut self) -> Result<(VmExit, Stats), Error> {
         event_loop::spawn(std::mem::take(&mut self.event_subscribers))?;
+        if let Some(path) = &self.api_sock {
+            api::spawn(path, self.inbox.clone())?;
+        }
         let Vmm { _guest_memory, _vm, mut vcpu, .. } = self;
         let handle = std::thread::Builder::new()
             .name("vcpu0".into())

@@ -34,6 +34,9 @@ struct Cli {
     /// A virtio-blk device served by the vhost-user backend at PATH.
     #[arg(long, value_name = "socket=PATH")]
     block: Option<BlockConfig>,
+    /// Control socket: JSON lines (status, pause [at landmark N], resume, digest).
+    #[arg(long, value_name = "PATH")]
+    api_sock: Option<PathBuf>,
     /// Print exit and interrupt statistics to stderr when the guest stops.
     #[arg(long)]
     stats: bool,
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         serial: cli.serial,
         net: cli.net,
         block: cli.block,
+        api_sock: cli.api_sock,
     };
     let result = Vmm::new(&config).and_then(|vmm| vmm.run());
     let (exit, stats) = match result {

@@ -5,7 +5,7 @@
 //! so the lock only has to catch re-entrance, which would be a bug: `NoLock` panics then.
 
 use crate::bootparams::BootParams;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use talc::lock_api::{GuardSend, RawMutex};
 use talc::source::Manual;
 use talc::TalcLock;
@@ -30,6 +30,8 @@ unsafe impl RawMutex for NoLock {
         self.0.store(false, Ordering::Release);
     }
 }
+
+static HEAP_SIZE: AtomicU64 = AtomicU64::new(0);
 
 #[global_allocator]
 static HEAP: TalcLock<NoLock, Manual> = TalcLock::new(Manual);
@@ -65,6 +67,12 @@ pub fn init(params: &BootParams) -> (u64, u64) {
     // SAFETY: this RAM is unused: above the image, below any initrd, not touched by the VMM
     // after boot (the zero page and command line are below 1 MiB).
     let claimed = unsafe { HEAP.lock().claim(start as *mut u8, size as usize) };
-    assert!(claimed.is_some(), "no RAM for the heap after the image ({start:#x}..{end:#x})");
+    let size = if claimed.is_some() { size } else { 0 };
+    HEAP_SIZE.store(size, Ordering::Relaxed);
     (start, size)
+}
+
+/// Bytes given to the heap by `init` (0 if there was no usable RAM).
+pub fn size() -> u64 {
+    HEAP_SIZE.load(Ordering::Relaxed)
 }

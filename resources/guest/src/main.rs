@@ -6,24 +6,33 @@
 //! machines ring 0 is emulated, ~1000x slower). Ring 3 uses port I/O directly (TSS I/O
 //! bitmap) and asks ring 0 only to idle (`hlt`) or to triple-fault.
 //!
-//! Layout: `arch` (CPU, ring-0 interface), device drivers (`serial`, `pic`, `pit`), boot
-//! information (`bootparams`, `cmdline`), `modes` (one module per `guest.mode=`), `exit`
-//! (power-off, failure codes), `mem` (the C memory functions the compiler needs).
+//! Layout: `arch` (CPU, ring-0 interface), device drivers (`serial`, `pic`, `pit`,
+//! `virtio`), boot information (`bootparams`, `cmdline`), `modes` (one module per
+//! `guest.mode=`), `exit` (power-off, failure codes), `mem` (the C memory functions the
+//! compiler needs), `heap` (the allocator), `clock` (PIT ticks), `net` (smoltcp glue and the
+//! kv server's TCP side). Pure logic (RESP, commands, the disk log, command-line parsing) is
+//! in the library crate `guestlib` (src/lib.rs), unit-tested on the host.
 
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 #[macro_use]
 mod serial;
 
 mod arch;
 mod bootparams;
+mod clock;
 mod cmdline;
 mod exit;
+mod heap;
 mod mem;
 mod modes;
+mod net;
 mod pic;
 mod pit;
+mod virtio;
 
 use bootparams::BootParams;
 use cmdline::Cmdline;
@@ -36,6 +45,7 @@ pub extern "C" fn guest_main(zero_page: usize) -> ! {
     serial::init();
     // SAFETY: the boot protocol guarantees RSI pointed at the boot parameters.
     let params = unsafe { BootParams::new(zero_page) };
+    heap::init(&params);
     modes::run(Cmdline::new(params.cmdline()))
 }
 

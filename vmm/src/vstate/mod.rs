@@ -1,3 +1,4 @@
 //! KVM state: the VM (memory slots) and the single vCPU with its run loop.
+mod control;
 pub mod vcpu;
 pub mod vm;

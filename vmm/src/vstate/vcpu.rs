@@ -10,6 +10,9 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
+use vm_memory::GuestMemoryMmap;
+
+use super::control::Control;
 use crate::devices::legacy::pit::TimerRequest;
 use crate::devices::legacy::{LegacyDevices, PioAction, PIT_IRQ};
 use crate::devices::virtio::slots::VirtioDevices;
@@ -78,10 +81,12 @@ enum Outcome {
 }
 
 pub struct Vcpu {
-    fd: VcpuFd,
+    pub(super) fd: VcpuFd,
+    pub(super) mem: GuestMemoryMmap,
+    pub(super) control: Control,
     pub devices: LegacyDevices,
     pub virtio: VirtioDevices,
-    inbox: Arc<Inbox>,
+    pub(super) inbox: Arc<Inbox>,
     pit_timer: PitTimerHandle,
     pub stats: Stats,
     /// When an interrupt line was raised that has not been injected yet.
@@ -95,6 +100,7 @@ pub struct Vcpu {
 impl Vcpu {
     pub fn new(
         fd: VcpuFd,
+        mem: GuestMemoryMmap,
         devices: LegacyDevices,
         virtio: VirtioDevices,
         inbox: Arc<Inbox>,
@@ -102,6 +108,8 @@ impl Vcpu {
     ) -> Self {
         Vcpu {
             fd,
+            mem,
+            control: Control::default(),
             devices,
             virtio,
             inbox,
@@ -116,7 +124,14 @@ impl Vcpu {
     /// Runs the guest until it stops. Errors are VMM/KVM failures; guest-caused stops are `VmExit`s.
     pub fn run(&mut self) -> Result<VmExit, VcpuError> {
         loop {
+            // Just after a landmark: the place where a requested pause takes effect.
+            if self.control.pause_due(self.stats.landmarks) {
+                self.pause_loop();
+            }
             self.apply_events();
+            if self.control.pause_due(self.stats.landmarks) {
+                continue;
+            }
             self.inject_pending()?;
             match self.run_once()? {
                 Outcome::Continue => {}
@@ -207,6 +222,12 @@ impl Vcpu {
     /// Applies the host events queued since the last landmark.
     fn apply_events(&mut self) {
         for event in self.inbox.drain() {
+            self.apply_event(event);
+        }
+    }
+
+    pub(super) fn apply_event(&mut self, event: DeviceEvent) {
+        {
             match event {
                 DeviceEvent::PitTick { at, .. } => {
                     // Several expirations while the vCPU was busy coalesce into one edge, as
@@ -237,6 +258,7 @@ impl Vcpu {
                         dev.try_reconnect();
                     }
                 }
+                DeviceEvent::Api(call) => self.handle_api(call),
             }
         }
     }
@@ -283,6 +305,10 @@ impl Vcpu {
         }
         loop {
             self.apply_events();
+            if self.control.pause_due(self.stats.landmarks) {
+                self.pause_loop();
+                continue;
+            }
             if self.devices.pic.has_pending() {
                 return None;
             }

@@ -245,7 +245,7 @@ fn mget(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> 
 }
 
 fn mset(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> Flow {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return wrong_arity(out, "mset");
     }
     let records: Vec<Record<'_>> = args[1..].chunks(2).map(|kv| Record::Set(&kv[0], &kv[1])).collect();

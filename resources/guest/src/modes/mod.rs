@@ -5,6 +5,7 @@
 
 mod fault;
 mod hello;
+mod kv;
 mod pio;
 mod spin;
 mod ticks;
@@ -28,6 +29,7 @@ const MODES: &[(&[u8], ModeFn)] = &[
     (b"fault", fault::run),
     (b"triple", triple::run),
     (b"pio", pio::run),
+    (b"kv", kv::run),
 ];
 
 /// Runs the mode the command line asks for.

@@ -46,7 +46,7 @@ impl phy::Device for VirtioNet {
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
         self.reclaim_tx();
-        (self.tx.free_count() > 0).then(|| TxToken { tx: &mut self.tx, kick: &mut self.tx_kick })
+        (self.tx.free_count() > 0).then_some(TxToken { tx: &mut self.tx, kick: &mut self.tx_kick })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {

@@ -15,7 +15,7 @@ use guestlib::kv::commands::{Engine, Flow, ServerInfo};
 use guestlib::kv::resp::{self, Parsed};
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
 
 pub const PORT: u16 = 6379;
@@ -24,6 +24,7 @@ pub const PORT: u16 = 6379;
 const LISTENERS: usize = 16;
 /// Connections at most (then SYNs are refused with RST).
 const MAX_CONNS: usize = 512;
+const CLIENT_TIMEOUT_SECS: u64 = 60;
 const RX_BUF: usize = 16 * 1024;
 const TX_BUF: usize = 16 * 1024;
 /// Stop running a client's commands while this much of its output is unsent.
@@ -70,10 +71,6 @@ impl Server {
         server
     }
 
-    pub fn connections(&self) -> usize {
-        self.conns.len()
-    }
-
     pub fn info(&self, uptime_secs: u64) -> ServerInfo {
         ServerInfo { uptime_secs, connected_clients: self.conns.len(), total_connections: self.total_conns }
     }
@@ -100,6 +97,9 @@ impl Server {
             let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUF]), tcp::SocketBuffer::new(vec![0; TX_BUF]));
             // Replies are small and requests pipelined: no Nagle delay.
             s.set_nagle_enabled(false);
+            // Reap clients that vanished with replies outstanding (smoltcp aborts when the
+            // peer sends nothing for this long while data is unacknowledged).
+            s.set_timeout(Some(Duration::from_secs(CLIENT_TIMEOUT_SECS)));
             s.listen(PORT).expect("listen on a fresh socket");
             self.listeners.push(self.sockets.add(s));
         }
@@ -151,7 +151,7 @@ impl Server {
                         if c.input.len() - pos >= INPUT_MAX {
                             resp::error(&mut c.output, b"ERR Protocol error: request too big");
                             c.closing = true;
-                        } else if !s.may_recv() && !s.can_recv() {
+                        } else if s.state() == State::CloseWait && !s.can_recv() {
                             // The client closed its side: no more requests will complete.
                             c.closing = true;
                         }

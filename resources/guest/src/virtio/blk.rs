@@ -146,7 +146,7 @@ impl VirtioBlk {
 
     /// Reads or writes `len` bytes at `addr` from `sector` on, in chunks of max_chunk.
     fn transfer(&mut self, op: &'static str, sector: u64, addr: u64, len: usize) -> Result<(), DiskError> {
-        assert!(len % SECTOR == 0, "{op} of {len} bytes: not whole sectors");
+        assert!(len.is_multiple_of(SECTOR), "{op} of {len} bytes: not whole sectors");
         let (kind, device_writes) = if op == "read" { (T_IN, true) } else { (T_OUT, false) };
         let mut done = 0;
         while done < len {

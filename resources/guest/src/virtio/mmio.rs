@@ -73,7 +73,7 @@ impl Transport {
     /// Checks the magic value and the version (4.2.3.1.1) and reads the device type
     /// (0 = no device behind this slot).
     pub fn probe(dev: &MmioDevice) -> Result<Self, &'static str> {
-        if dev.addr < WINDOW.start || dev.addr + dev.size.max(0x200) > WINDOW.end || dev.addr % 4096 != 0 {
+        if dev.addr < WINDOW.start || dev.addr + dev.size.max(0x200) > WINDOW.end || !dev.addr.is_multiple_of(4096) {
             return Err("must be a page-aligned window between 0xc0000000 and 4 GiB");
         }
         if dev.irq >= irq::IRQ_LINES as u32 || dev.irq == 0 || dev.irq == 2 {
@@ -211,6 +211,11 @@ impl Transport {
     /// Available buffer notification for queue `index` (4.2.3.3).
     pub fn notify(&self, index: u32) {
         self.write(QUEUE_NOTIFY, index);
+    }
+
+    /// Whether the interrupt line fired since the last `ack_interrupt` (memory only).
+    pub fn irq_pending(&self) -> bool {
+        irq::count(self.irq.into()) != self.seen_irqs
     }
 
     /// If this device's interrupt line fired since the last call, reads InterruptStatus and

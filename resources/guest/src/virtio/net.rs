@@ -62,7 +62,6 @@ pub struct VirtioNet {
     /// Transmit buffers were published since the last notification.
     pub tx_kick: bool,
     pub link_up: bool,
-    pub features: u64,
 }
 
 impl VirtioNet {
@@ -88,7 +87,7 @@ impl VirtioNet {
         t.setup_queue(RX_QUEUE, &rx)?;
         t.setup_queue(TX_QUEUE, &tx)?;
         let mut net =
-            Self { transport: t, mac, rx, tx, rx_done: alloc::vec::Vec::new(), tx_kick: false, link_up, features };
+            Self { transport: t, mac, rx, tx, rx_done: alloc::vec::Vec::new(), tx_kick: false, link_up };
         while let Some(id) = net.rx.alloc_desc() {
             net.post_rx(id);
         }

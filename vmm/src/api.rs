@@ -1,0 +1,127 @@
+//! The control socket (`--api-sock PATH`): one JSON object per line in each direction.
+//! Documented in docs/PROTOCOL.md ("Control socket"). Requests are forwarded to the vCPU
+//! thread through the inbox, so they take effect at a landmark like every other event.
+//!
+//! | request | reply |
+//! | --- | --- |
+//! | `{"cmd":"status"}` | `{"ok":true,"state":"running"/"paused","landmark":N,...}` |
+//! | `{"cmd":"pause"}` / `{"cmd":"pause","landmark":N}` | `{"ok":true,...}` once paused at N (or at the next landmark) |
+//! | `{"cmd":"resume"}` | `{"ok":true}` |
+//! | `{"cmd":"digest"}` (paused only) | `{"ok":true,"landmark":N,"memory":"<sha256>","vcpu":"<sha256>"}` |
+//! Errors: `{"ok":false,"error":"..."}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::inbox::{DeviceEvent, Inbox};
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "lowercase")]
+pub enum ApiRequest {
+    Status,
+    Pause {
+        #[serde(default)]
+        landmark: Option<u64>,
+    },
+    Resume,
+    Digest,
+}
+
+/// A request on its way to the vCPU thread, with the channel for its reply.
+#[derive(Debug)]
+pub struct ApiCall {
+    pub request: ApiRequest,
+    pub reply: mpsc::Sender<Value>,
+}
+
+/// How long a client waits for the vCPU thread (a pause at a far landmark may take long).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("cannot listen on the API socket {path}: {source}")]
+    Bind { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the API thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+pub fn error_reply(msg: impl std::fmt::Display) -> Value {
+    json!({"ok": false, "error": msg.to_string()})
+}
+
+/// Parses one request line; the error is the reply to send.
+pub fn parse_request(line: &str) -> Result<ApiRequest, Value> {
+    serde_json::from_str(line).map_err(|e| error_reply(format!("bad request: {e}")))
+}
+
+fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match parse_request(&line) {
+            Err(reply) => reply,
+            Ok(request) => {
+                let (tx, rx) = mpsc::channel();
+                inbox.post(DeviceEvent::Api(ApiCall { request, reply: tx }));
+                rx.recv_timeout(REPLY_TIMEOUT).unwrap_or_else(|_| error_reply("the vCPU did not answer"))
+            }
+        };
+        writer.write_all(format!("{reply}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Starts the API thread listening on `path` (a stale socket file is replaced).
+pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = serve_client(s, &inbox) {
+                            log::debug!("api client: {e}");
+                        }
+                    }
+                    Err(e) => log::warn!("api accept: {e}"),
+                }
+            }
+        })
+        .map_err(ApiError::Spawn)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse_request(r#"{"cmd":"status"}"#), Ok(ApiRequest::Status));
+        assert_eq!(parse_request(r#"{"cmd":"pause"}"#), Ok(ApiRequest::Pause { landmark: None }));
+        assert_eq!(parse_request(r#"{"cmd":"pause","landmark":42}"#), Ok(ApiRequest::Pause { landmark: Some(42) }));
+        assert_eq!(parse_request(r#"{"cmd":"resume"}"#), Ok(ApiRequest::Resume));
+        assert_eq!(parse_request(r#"{"cmd":"digest"}"#), Ok(ApiRequest::Digest));
+    }
+
+    #[test]
+    fn bad_requests_get_an_error_reply() {
+        for bad in ["", "{", r#"{"cmd":"reboot"}"#, r#"{"cmd":"pause","landmark":"x"}"#] {
+            let reply = parse_request(bad).expect_err(bad);
+            assert_eq!(reply["ok"], json!(false), "{bad}");
+            assert!(reply["error"].as_str().is_some_and(|e| e.starts_with("bad request")), "{bad}: {reply}");
+        }
+    }
+}

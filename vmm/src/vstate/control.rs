@@ -1,0 +1,132 @@
+//! Pausing the vCPU at a landmark and answering control-socket requests (crate::api).
+//! A paused vCPU stays stopped at an exit; host events that arrive meanwhile are kept and
+//! applied after `resume`, in order, so a pause changes nothing the guest can observe.
+
+use std::sync::mpsc::Sender;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+
+use super::vcpu::Vcpu;
+use crate::api::{error_reply, ApiCall, ApiRequest};
+use crate::inbox::DeviceEvent;
+
+#[derive(Default)]
+pub struct Control {
+    /// Pause once the landmark count reaches this.
+    pause_at: Option<u64>,
+    /// Clients waiting for the pause to happen.
+    waiters: Vec<Sender<Value>>,
+    paused: bool,
+    /// Events that arrived while paused.
+    deferred: Vec<DeviceEvent>,
+}
+
+impl Control {
+    pub fn pause_due(&self, landmark: u64) -> bool {
+        !self.paused && self.pause_at.is_some_and(|n| landmark >= n)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Vcpu {
+    fn status(&self) -> Value {
+        json!({
+            "ok": true,
+            "state": if self.control.paused { "paused" } else { "running" },
+            "landmark": self.stats.landmarks,
+            "pio_in": self.stats.pio_in,
+            "pio_out": self.stats.pio_out,
+            "mmio_read": self.stats.mmio_read,
+            "mmio_write": self.stats.mmio_write,
+            "hlt": self.stats.hlt,
+            "interrupts_injected": self.stats.interrupts_injected,
+        })
+    }
+
+    /// SHA-256 of all guest RAM, and of the vCPU's registers and special registers.
+    fn digest(&self) -> Value {
+        let mut mem = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        for region in self.mem.iter() {
+            let mut off = 0u64;
+            while off < region.len() {
+                let n = buf.len().min((region.len() - off) as usize);
+                if let Err(e) = region.read_slice(&mut buf[..n], MemoryRegionAddress(off)) {
+                    return error_reply(format!("cannot read guest memory: {e}"));
+                }
+                mem.update(&buf[..n]);
+                off += n as u64;
+            }
+        }
+        let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
+            (Ok(r), Ok(s)) => (r, s),
+            (Err(e), _) | (_, Err(e)) => return error_reply(format!("cannot read vCPU state: {e}")),
+        };
+        let mut vcpu = Sha256::new();
+        vcpu.update(format!("{regs:?}{sregs:?}").as_bytes());
+        json!({
+            "ok": true,
+            "landmark": self.stats.landmarks,
+            "rip": regs.rip,
+            "memory": hex(&mem.finalize()),
+            "vcpu": hex(&vcpu.finalize()),
+        })
+    }
+
+    pub(super) fn handle_api(&mut self, call: ApiCall) {
+        let now = self.stats.landmarks;
+        let reply = match call.request {
+            ApiRequest::Status => self.status(),
+            ApiRequest::Pause { landmark } => {
+                let target = landmark.unwrap_or(now);
+                if target < now {
+                    error_reply(format!("landmark {target} has passed (now at {now})"))
+                } else if self.control.paused {
+                    error_reply("already paused")
+                } else {
+                    self.control.pause_at = Some(target);
+                    self.control.waiters.push(call.reply);
+                    return; // answered when the pause happens
+                }
+            }
+            ApiRequest::Resume => {
+                if self.control.paused {
+                    self.control.paused = false;
+                    self.control.pause_at = None;
+                    json!({"ok": true, "landmark": now})
+                } else {
+                    error_reply("not paused")
+                }
+            }
+            ApiRequest::Digest if self.control.paused => self.digest(),
+            ApiRequest::Digest => error_reply("pause the vCPU first"),
+        };
+        let _ = call.reply.send(reply);
+    }
+
+    /// Stops here (at a landmark) until a `resume` request.
+    pub(super) fn pause_loop(&mut self) {
+        self.control.paused = true;
+        let status = self.status();
+        for waiter in self.control.waiters.drain(..) {
+            let _ = waiter.send(status.clone());
+        }
+        while self.control.paused {
+            self.inbox.wait();
+            for event in self.inbox.drain() {
+                match event {
+                    DeviceEvent::Api(call) => self.handle_api(call),
+                    other => self.control.deferred.push(other),
+                }
+            }
+        }
+        for event in std::mem::take(&mut self.control.deferred) {
+            self.apply_event(event);
+        }
+    }
+}
