@@ -206,12 +206,7 @@ impl Host {
         let ns = lab.topo.ns(role);
         let dir = lab.dir.path().to_path_buf();
         let net_sock = dir.join(format!("{role}-net.sock"));
-        let mut net = Proc::spawn(
-            &format!("{role}-vhost-net-ft"),
-            &dir,
-            Some(&ns),
-            &[bin("vhost-net-ft"), "--socket".into(), net_sock.display().to_string(), "--tap".into(), TAP.into(), "--mac".into(), GUEST_MAC.into()],
-        )?;
+        let mut net = Self::spawn_net(&dir, &ns, role)?;
         wait_socket(&net_sock, &mut net)?;
         let mut blk = Self::spawn_blk(&dir, &ns, role, &backend)?;
         wait_socket(&Self::blk_socket(&dir, role), &mut blk)?;
@@ -219,6 +214,22 @@ impl Host {
         let mut host = Host { role: role.into(), net, blk, vmm, backend, ns, dir };
         host.wait_ready(0)?;
         Ok(host)
+    }
+
+    fn spawn_net(dir: &Path, ns: &str, role: &str) -> Result<Proc, StackError> {
+        let sock = dir.join(format!("{role}-net.sock"));
+        let argv = [bin("vhost-net-ft"), "--socket".into(), sock.display().to_string(), "--tap".into(), TAP.into(), "--mac".into(), GUEST_MAC.into()];
+        Ok(Proc::spawn(&format!("{role}-vhost-net-ft"), dir, Some(ns), &argv)?)
+    }
+
+    /// Kills vhost-net-ft (SIGKILL) and starts it again after `downtime`.
+    pub fn restart_net(&mut self, downtime: Duration) -> Result<(), StackError> {
+        self.net.kill();
+        let sock = self.dir.join(format!("{}-net.sock", self.role));
+        let _ = std::fs::remove_file(&sock);
+        std::thread::sleep(downtime);
+        self.net = Self::spawn_net(&self.dir, &self.ns, &self.role)?;
+        wait_socket(&sock, &mut self.net)
     }
 
     fn blk_socket(dir: &Path, role: &str) -> PathBuf {

@@ -125,6 +125,8 @@ fn blk_backend_restart_loses_no_acknowledged_write() {
     let (lab, _storage, mut host) = lab_with_guest(NbdServer::QemuNbd);
     let acked = write_during(&lab, 300, || host.restart_blk(Duration::from_millis(300)).expect("restart blk"));
     assert_eq!(acked.len(), 300);
+    let vmm_log = host.vmm.output();
+    assert!(vmm_log.contains("reconnected"), "the vmm never reconnected:\n{vmm_log}");
     // Also after a reboot: the data is on the NBD disk, not only in the guest's memory.
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
@@ -155,4 +157,21 @@ fn qemu_storage_daemon_serves_the_guest_disk() {
     let acked = write_during(&lab, 60, || {});
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
+}
+
+#[test]
+fn net_backend_restart_keeps_the_tcp_connection() {
+    let (lab, _storage, mut host) = lab_with_guest(NbdServer::QemuNbd);
+    let mut c = lab.connect().expect("connect");
+    for expected in 1..=10 {
+        assert_eq!(c.cmd(&[b"INCR", b"n"]).expect("incr"), Reply::Int(expected));
+    }
+    host.restart_net(Duration::from_millis(300)).expect("restart vhost-net-ft");
+    // Same connection: TCP retransmits across the outage; every reply is the next number.
+    for expected in 11..=20 {
+        assert_eq!(c.cmd(&[b"INCR", b"n"]).expect("incr after restart"), Reply::Int(expected));
+    }
+    assert_eq!(lab.redis_cli(&["get", "n"]).expect("new connection"), "20");
+    let vmm_log = host.vmm.output();
+    assert!(vmm_log.contains("reconnected"), "the vmm never reconnected:\n{vmm_log}");
 }
