@@ -4,6 +4,9 @@
 //! dropped with a logged error), the per-connection state (vrings, worker thread, sequencer)
 //! is thrown away and the next connection on the same socket gets a fresh daemon. The NBD
 //! client is shared by all connections and survives them.
+//!
+//! With an FT socket, the FT server runs beside it on its own thread; the FT state (mode,
+//! held outputs) is process-wide and shared by every vhost-user connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::blk::{BackendOptions, BlkBackend, DeviceConfig, Executor};
+use crate::ft::{server, Ft};
 use crate::nbd::Client;
 
 /// Errors that stop the daemon (everything per-connection is only logged).
@@ -28,6 +32,8 @@ pub enum DaemonError {
     Backend(#[from] std::io::Error),
     #[error("cannot create the vhost-user daemon: {0}")]
     Daemon(String),
+    #[error(transparent)]
+    Ft(#[from] server::ServerError),
 }
 
 /// What the daemon serves.
@@ -37,6 +43,8 @@ pub struct DaemonConfig {
     pub read_only: bool,
     pub serial: String,
     pub backend: BackendOptions,
+    /// FT control socket (`--ft-socket`); `None`: a plain vhost-user backend.
+    pub ft_socket: Option<PathBuf>,
 }
 
 type Daemon = VhostUserDaemon<Arc<BlkBackend>>;
@@ -44,8 +52,13 @@ type Daemon = VhostUserDaemon<Arc<BlkBackend>>;
 fn new_daemon(
     exec: &Arc<Executor>,
     cfg: &DaemonConfig,
+    ft: &Option<Arc<Ft>>,
 ) -> Result<(Arc<BlkBackend>, Daemon), DaemonError> {
-    let backend = Arc::new(BlkBackend::new(exec.clone(), cfg.backend.clone())?);
+    let backend = Arc::new(BlkBackend::new(
+        exec.clone(),
+        cfg.backend.clone(),
+        ft.clone(),
+    )?);
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
     let daemon = VhostUserDaemon::new("vhost-blk-remote".into(), backend.clone(), mem)
         .map_err(|e| DaemonError::Daemon(e.to_string()))?;
@@ -55,6 +68,15 @@ fn new_daemon(
 /// Serves frontends on `cfg.socket` until the process is killed. Returns only if the socket
 /// cannot be bound.
 pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
+    // The FT socket first: once the vhost-user socket exists, both accept connections.
+    let ft = match &cfg.ft_socket {
+        Some(path) => {
+            let ft = Ft::new();
+            server::spawn(path, ft.clone())?;
+            Some(ft)
+        }
+        None => None,
+    };
     let mut listener = Listener::new(&cfg.socket, true).map_err(|source| DaemonError::Listen {
         path: cfg.socket.clone(),
         source,
@@ -70,7 +92,7 @@ pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
     );
     let exec = Arc::new(Executor::new(nbd, dev));
     loop {
-        let (backend, mut daemon) = match new_daemon(&exec, cfg) {
+        let (backend, mut daemon) = match new_daemon(&exec, cfg, &ft) {
             Ok(d) => d,
             Err(e) => {
                 // Resource exhaustion (fds, threads): wait and try again rather than exit.

@@ -1,4 +1,4 @@
-//! `vhost-blk-remote --socket PATH --nbd URI [--readonly]`
+//! `vhost-blk-remote --socket PATH --nbd URI [--readonly] [--ft-socket PATH]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,10 @@ struct Cli {
     /// Seconds GET_VRING_BASE waits for in-flight requests before rewinding the ring.
     #[arg(long, default_value_t = 5)]
     drain_timeout: u64,
+    /// Unix socket for the VMM's FT control channel (fault-tolerant mode); without it the
+    /// backend is a plain vhost-user backend.
+    #[arg(long)]
+    ft_socket: Option<PathBuf>,
 }
 
 fn connect(uri: &NbdUri, timeout: Duration) -> Result<Client, NbdError> {
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         backend: BackendOptions {
             drain_timeout: Duration::from_secs(cli.drain_timeout),
         },
+        ft_socket: cli.ft_socket,
     };
     match serve(client, &cfg) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,8 +1,9 @@
-//! `vhost-net-ft --socket PATH --tap NAME [--mac MAC]`
+//! `vhost-net-ft --socket PATH --tap NAME [--mac MAC] [--ft-socket PATH]`
 //!
 //! Listens on the vhost-user socket `PATH` and serves one frontend at a time, forever
-//! (reconnecting frontends are accepted; a broken one is dropped). Logging is configured with
-//! `RUST_LOG` (default `info`). `SIGINT`/`SIGTERM` remove the socket file and exit with 0.
+//! (reconnecting frontends are accepted; a broken one is dropped). With `--ft-socket` it also
+//! serves the FT control channel there (one VMM at a time). Logging is configured with
+//! `RUST_LOG` (default `info`). `SIGINT`/`SIGTERM` remove the socket files and exit with 0.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use std::{io, thread};
 use clap::Parser;
 use log::{error, info};
 
+use vhost_net_ft::ft::{FtLink, FtServer};
 use vhost_net_ft::net::config::{MacAddr, NetConfig};
 use vhost_net_ft::net::stats::NetStats;
 use vhost_net_ft::server::Server;
@@ -30,11 +32,15 @@ struct Cli {
     /// Guest MAC address reported in the virtio-net configuration space.
     #[arg(long, value_name = "MAC", default_value_t = MacAddr::DEFAULT)]
     mac: MacAddr,
+    /// FT control socket to listen on (fault-tolerant mode for a VMM that connects there;
+    /// without it, or while no VMM is connected, a plain vhost-user backend).
+    #[arg(long, value_name = "PATH")]
+    ft_socket: Option<PathBuf>,
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread spawned later)
-/// and handles them in a dedicated thread: remove the socket, log the counters, exit 0.
-fn spawn_signal_thread(socket: PathBuf, stats: Arc<NetStats>) -> io::Result<()> {
+/// and handles them in a dedicated thread: remove the sockets, log the counters, exit 0.
+fn spawn_signal_thread(sockets: Vec<PathBuf>, stats: Arc<NetStats>) -> io::Result<()> {
     // SAFETY: `sigset_t` is a plain bit set; all-zero is a valid (empty) value, and
     // sigemptyset/sigaddset only write to the set we own.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -59,7 +65,9 @@ fn spawn_signal_thread(socket: PathBuf, stats: Arc<NetStats>) -> io::Result<()> 
             let rc = unsafe { libc::sigwait(&set, &mut sig) };
             if rc == 0 {
                 info!("signal {sig}: exiting; counters: {}", stats.snapshot());
-                remove_socket(&socket);
+                for s in &sockets {
+                    remove_socket(s);
+                }
                 std::process::exit(0);
             }
         })?;
@@ -79,7 +87,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let stats = Arc::new(NetStats::default());
 
-    if let Err(e) = spawn_signal_thread(cli.socket.clone(), stats.clone()) {
+    let sockets = std::iter::once(cli.socket.clone())
+        .chain(cli.ft_socket.clone())
+        .collect();
+    if let Err(e) = spawn_signal_thread(sockets, stats.clone()) {
         error!("cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
     }
@@ -90,7 +101,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = Server::new(&cli.socket, NetConfig { mac: cli.mac }, tap, stats);
+    let link = Arc::new(FtLink::new(tap.clone(), stats.clone()));
+    if let Some(path) = &cli.ft_socket {
+        let spawned = FtServer::bind(path, link.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|srv| {
+                srv.spawn()
+                    .map_err(|e| format!("cannot start the FT thread: {e}"))
+            });
+        if let Err(e) = spawned {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let server = Server::new(&cli.socket, NetConfig { mac: cli.mac }, tap, stats, link);
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

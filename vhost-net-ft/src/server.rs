@@ -3,7 +3,8 @@
 //! The socket is bound once and stays bound for the life of the process (connections that
 //! arrive while another frontend is served wait in the listen backlog). For every connection
 //! a fresh [`NetBackend`] and `VhostUserDaemon` (vrings, worker thread) are made, so no state
-//! leaks from one frontend to the next; the TAP and the counters are shared. When the
+//! leaks from one frontend to the next; the TAP, the counters and the FT link (the FT control
+//! connection and its held outputs, which outlive a frontend) are shared. When the
 //! connection ends — the frontend disconnected, or sent something that is not a valid
 //! vhost-user message, which the library refuses by ending the connection — the outcome is
 //! logged, the worker thread is stopped and joined, and the next frontend is accepted. The
@@ -20,6 +21,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::error::ServeError;
+use crate::ft::FtLink;
 use crate::net::backend::NetBackend;
 use crate::net::config::NetConfig;
 use crate::net::stats::NetStats;
@@ -31,16 +33,24 @@ pub struct Server {
     config: NetConfig,
     tap: Arc<Tap>,
     stats: Arc<NetStats>,
+    link: Arc<FtLink>,
 }
 
 impl Server {
     /// A server for `socket` (not yet bound).
-    pub fn new(socket: &Path, config: NetConfig, tap: Arc<Tap>, stats: Arc<NetStats>) -> Self {
+    pub fn new(
+        socket: &Path,
+        config: NetConfig,
+        tap: Arc<Tap>,
+        stats: Arc<NetStats>,
+        link: Arc<FtLink>,
+    ) -> Self {
         Server {
             socket: socket.to_path_buf(),
             config,
             tap,
             stats,
+            link,
         }
     }
 
@@ -71,6 +81,7 @@ impl Server {
             self.config,
             self.tap.clone(),
             self.stats.clone(),
+            self.link.clone(),
         )));
         let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let mut daemon = VhostUserDaemon::new("vhost-net-ft".to_string(), backend.clone(), mem)

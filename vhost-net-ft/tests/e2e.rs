@@ -283,3 +283,30 @@ fn garbage_on_the_socket_then_a_fresh_connection_works() {
     let log = backend.log_text();
     assert!(log.contains("dropped"), "garbage connection logged:\n{log}");
 }
+
+/// Whether `f` is the RARP announcement of the guest MAC (as QEMU's qemu_announce_self).
+fn is_guest_rarp(f: &[u8]) -> bool {
+    f.len() >= 42 && f[12..14] == [0x80, 0x35] && f[6..12] == GUEST_MAC && f[22..28] == GUEST_MAC
+}
+
+#[test]
+fn starting_the_rings_announces_the_guest_mac_with_rarp() {
+    let mut rig = Rig::new();
+    let f = rig
+        .sock
+        .recv_matching(T, is_guest_rarp)
+        .expect("RARP announcement after the frontend started the rings");
+    assert_eq!(&f[..6], &BROADCAST);
+    assert_eq!(f.len(), 60);
+    // Once per activation: nothing more while the rings run...
+    assert!(rig
+        .sock
+        .recv_matching(Duration::from_millis(500), is_guest_rarp)
+        .is_none());
+    // ...and again when a frontend starts them anew.
+    rig.h.reconnect().expect("reconnect");
+    rig.sock
+        .recv_matching(T, is_guest_rarp)
+        .expect("RARP announcement after the reconnect");
+    assert!(rig.backend.log_text().contains("announced MAC"));
+}

@@ -90,9 +90,16 @@ pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
         .spawn(move || {
             for stream in listener.incoming() {
                 match stream {
+                    // One thread per client: a client waiting for a pause must not block others.
                     Ok(s) => {
-                        if let Err(e) = serve_client(s, &inbox) {
-                            log::debug!("api client: {e}");
+                        let inbox = inbox.clone();
+                        let spawned = std::thread::Builder::new().name("api-client".into()).spawn(move || {
+                            if let Err(e) = serve_client(s, &inbox) {
+                                log::debug!("api client: {e}");
+                            }
+                        });
+                        if let Err(e) = spawned {
+                            log::warn!("api: cannot start a client thread: {e}");
                         }
                     }
                     Err(e) => log::warn!("api accept: {e}"),

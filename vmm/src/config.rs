@@ -28,12 +28,26 @@ impl FromStr for SerialOutput {
 pub struct NetConfig {
     pub socket: PathBuf,
     pub mac: Option<[u8; 6]>,
+    /// The backend's FT control socket (`ft=PATH`), needed in FT mode.
+    pub ft: Option<PathBuf>,
 }
 
 /// `--block socket=PATH`: a virtio-blk device served by a vhost-user backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockConfig {
     pub socket: PathBuf,
+    /// The backend's FT control socket (`ft=PATH`), needed in FT mode.
+    pub ft: Option<PathBuf>,
+}
+
+/// Fault-tolerance role (`--ft`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FtConfig {
+    Off,
+    /// Record, and stream the log to a backup at `peer` once it is reachable.
+    Primary { peer: std::net::SocketAddr },
+    /// Wait on `listen` for a primary, take over its state and replay its log.
+    Backup { listen: std::net::SocketAddr },
 }
 
 /// Splits `k=v,k=v` into pairs, refusing keys not in `allowed`.
@@ -60,24 +74,29 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 impl FromStr for NetConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut socket = None;
-        let mut mac = None;
-        for (k, v) in key_values(s, &["socket", "mac"])? {
+        let (mut socket, mut mac, mut ft) = (None, None, None);
+        for (k, v) in key_values(s, &["socket", "mac", "ft"])? {
             match k {
                 "socket" => socket = Some(PathBuf::from(v)),
+                "ft" => ft = Some(PathBuf::from(v)),
                 _ => mac = Some(parse_mac(v)?),
             }
         }
-        Ok(NetConfig { socket: socket.ok_or("missing socket=PATH")?, mac })
+        Ok(NetConfig { socket: socket.ok_or("missing socket=PATH")?, mac, ft })
     }
 }
 
 impl FromStr for BlockConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let kv = key_values(s, &["socket"])?;
-        let socket = kv.first().map(|(_, v)| PathBuf::from(v)).ok_or("missing socket=PATH")?;
-        Ok(BlockConfig { socket })
+        let (mut socket, mut ft) = (None, None);
+        for (k, v) in key_values(s, &["socket", "ft"])? {
+            match k {
+                "socket" => socket = Some(PathBuf::from(v)),
+                _ => ft = Some(PathBuf::from(v)),
+            }
+        }
+        Ok(BlockConfig { socket: socket.ok_or("missing socket=PATH")?, ft })
     }
 }
 
@@ -92,6 +111,7 @@ pub struct VmmConfig {
     pub block: Option<BlockConfig>,
     /// Control socket (crate::api).
     pub api_sock: Option<PathBuf>,
+    pub ft: FtConfig,
 }
 
 pub const DEFAULT_MEM_MIB: u64 = 128;

@@ -24,6 +24,12 @@ pub enum DeviceEvent {
     BackendRetry(usize),
     /// A request from the control socket.
     Api(crate::api::ApiCall),
+    /// FT mode: a completion or output announcement from virtio device `n`'s backend.
+    Ft(usize, crate::devices::virtio::ft_link::FtNotice),
+    /// FT backup: log records arrived (wakes a vCPU waiting for them).
+    LogArrived,
+    /// FT primary: a backup connected; transfer the state to it.
+    BackupConnected(std::net::TcpStream),
 }
 
 #[derive(Debug, Default)]

@@ -7,6 +7,7 @@ pub mod arch;
 pub mod config;
 pub mod devices;
 pub mod event_loop;
+pub mod ft;
 pub mod inbox;
 pub mod loader;
 pub mod memory;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
 
-use config::{SerialOutput, VmmConfig};
+use config::{FtConfig, SerialOutput, VmmConfig};
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::slots::VirtioDevices;
 use devices::virtio::vhost_user::VhostUserDevice;
@@ -27,7 +28,7 @@ use devices::legacy::serial::ConsoleOut;
 use devices::legacy::LegacyDevices;
 use inbox::Inbox;
 use stats::Stats;
-use vstate::vcpu::{Vcpu, VcpuError, VmExit};
+use vstate::vcpu::{FtRole, Vcpu, VcpuError, VmExit};
 use vstate::vm::{Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,14 @@ pub enum Error {
     IoEvent(kvm_ioctls::Error),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error(transparent)]
+    FtLink(#[from] devices::virtio::ft_link::FtLinkError),
+    #[error("FT mode needs an FT control socket for every device: add ft=PATH to --{0}")]
+    FtSocketMissing(&'static str),
+    #[error("cannot listen for the primary on {addr}: {source}")]
+    FtListen { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("FT backup: {0}")]
+    FtBackup(String),
     #[error("the vCPU thread panicked")]
     VcpuPanicked,
 }
@@ -87,7 +96,7 @@ fn virtio_devices(
     vm: &Vm,
     inbox: &Arc<Inbox>,
     subscribers: &mut Vec<event_loop::Subscriber>,
-) -> Result<VirtioDevices, Error> {
+) -> Result<(VirtioDevices, Vec<Option<Arc<devices::virtio::ft_link::FtLink>>>), Error> {
     use devices::virtio::{TYPE_BLOCK, TYPE_NET};
     let mut wanted = Vec::new();
     if let Some(net) = &config.net {
@@ -95,13 +104,14 @@ fn virtio_devices(
             Some(mac) => (VIRTIO_NET_F_MAC, mac.to_vec()),
             None => (0, Vec::new()),
         };
-        wanted.push((net.socket.clone(), TYPE_NET, 2, features, mac));
+        wanted.push((net.socket.clone(), TYPE_NET, 2, features, mac, net.ft.clone(), "net"));
     }
     if let Some(block) = &config.block {
-        wanted.push((block.socket.clone(), TYPE_BLOCK, 1, 0, Vec::new()));
+        wanted.push((block.socket.clone(), TYPE_BLOCK, 1, 0, Vec::new(), block.ft.clone(), "block"));
     }
     let mut devices = VirtioDevices::new();
-    for (socket, device_type, queues, features, own_config) in wanted {
+    let mut ft_links = Vec::new();
+    for (socket, device_type, queues, features, own_config, ft, option) in wanted {
         let dev = VhostUserDevice::new(socket, device_type, queues, mem.clone(), features, own_config)?;
         let (base, _) = devices.next_slot()?;
         for (i, kick) in dev.kick.iter().enumerate() {
@@ -113,8 +123,35 @@ fn virtio_devices(
         let index = devices.add(MmioTransport::new(Box::new(dev)))?;
         subscribers.push(Box::new(event_loop::CallWatch::new(index, calls, inbox.clone())));
         subscribers.push(Box::new(event_loop::BackendMonitor::new(index, link, inbox.clone())?));
+        // A primary's backends hand completions and outputs to the VMM (FT control channel);
+        // a backup's backends stay idle until it goes live.
+        if let FtConfig::Primary { .. } = config.ft {
+            let path = ft.ok_or(Error::FtSocketMissing(option))?;
+            let link = devices::virtio::ft_link::FtLink::connect(&path, ft_control::Role::Primary, index, inbox.clone())?;
+            ft_links.push(Some(link));
+        } else {
+            ft_links.push(None);
+        }
     }
-    Ok(devices)
+    Ok((devices, ft_links))
+}
+
+/// Tries to reach the backup every 200 ms while `wanted` is set; a connection goes to the vCPU
+/// thread, which transfers the state at its next landmark.
+fn spawn_joiner(peer: std::net::SocketAddr, wanted: Arc<std::sync::atomic::AtomicBool>, inbox: Arc<Inbox>) {
+    use std::sync::atomic::Ordering;
+    let spawned = std::thread::Builder::new().name("ft-joiner".into()).spawn(move || loop {
+        if wanted.load(Ordering::SeqCst) {
+            if let Ok(stream) = std::net::TcpStream::connect_timeout(&peer, std::time::Duration::from_millis(500)) {
+                wanted.store(false, Ordering::SeqCst);
+                inbox.post(inbox::DeviceEvent::BackupConnected(stream));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    });
+    if let Err(e) = spawned {
+        log::error!("ft: cannot start the joiner thread: {e}");
+    }
 }
 
 /// A VM ready to run: memory loaded, vCPU in its boot state, devices created.
@@ -126,6 +163,8 @@ pub struct Vmm {
     event_subscribers: Vec<event_loop::Subscriber>,
     inbox: Arc<Inbox>,
     api_sock: Option<std::path::PathBuf>,
+    /// FT backup: where the primary connects.
+    backup_listener: Option<std::net::TcpListener>,
 }
 
 impl Vmm {
@@ -135,7 +174,7 @@ impl Vmm {
         let vm = Vm::new(&guest_memory)?;
         let inbox = Arc::new(Inbox::new());
         let mut event_subscribers: Vec<event_loop::Subscriber> = Vec::new();
-        let virtio = virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
+        let (virtio, ft_links) = virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
         let mut cmdline = config.cmdline.clone();
         for word in virtio.cmdline_words() {
             cmdline.push(' ');
@@ -156,9 +195,23 @@ impl Vmm {
         if config.serial == SerialOutput::Stdout {
             event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
         }
-        let vcpu = Vcpu::new(vcpu_fd, guest_memory.clone(), LegacyDevices::new(console), virtio, inbox.clone(), pit_handle);
+        let (ft, backup_listener) = match &config.ft {
+            FtConfig::Off => (FtRole::Off, None),
+            FtConfig::Primary { peer } => {
+                let primary = ft::primary::Primary::new(ft_links);
+                spawn_joiner(*peer, primary.join_wanted.clone(), inbox.clone());
+                (FtRole::Primary(Box::new(primary)), None)
+            }
+            FtConfig::Backup { listen } => {
+                let listener = std::net::TcpListener::bind(listen).map_err(|source| Error::FtListen { addr: *listen, source })?;
+                (FtRole::Off, Some(listener))
+            }
+        };
+        let msr_index = vm.msr_index();
+        let devices = LegacyDevices::new(console);
+        let vcpu = Vcpu::new(vcpu_fd, guest_memory.clone(), devices, virtio, inbox.clone(), pit_handle, ft, msr_index);
         let api_sock = config.api_sock.clone();
-        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers, inbox, api_sock })
+        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers, inbox, api_sock, backup_listener })
     }
 
     /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
@@ -166,6 +219,14 @@ impl Vmm {
         event_loop::spawn(std::mem::take(&mut self.event_subscribers))?;
         if let Some(path) = &self.api_sock {
             api::spawn(path, self.inbox.clone())?;
+        }
+        if let Some(listener) = self.backup_listener.take() {
+            log::warn!("ft: backup waiting for the primary on {:?}", listener.local_addr().ok());
+            let (stream, from) = listener.accept().map_err(|e| Error::FtBackup(format!("accept: {e}")))?;
+            log::warn!("ft: primary {from} connected");
+            let shared = ft::channel::start_backup(stream, self.inbox.clone()).map_err(|e| Error::FtBackup(e.to_string()))?;
+            self.vcpu.ft = FtRole::Backup(Box::new(ft::backup::Backup::new(shared)));
+            self.vcpu.load_state().map_err(Error::FtBackup)?;
         }
         let Vmm { _guest_memory, _vm, mut vcpu, .. } = self;
         let handle = std::thread::Builder::new()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::config::{BlockConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
+use vmm::config::{BlockConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
 use vmm::vstate::vcpu::VmExit;
 use vmm::Vmm;
 
@@ -37,6 +37,15 @@ struct Cli {
     /// Control socket: JSON lines (status, pause [at landmark N], resume, digest).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
+    #[arg(long, value_parser = ["primary", "backup"])]
+    ft: Option<String>,
+    /// FT primary: the backup's logging-channel address (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "ft")]
+    peer: Option<std::net::SocketAddr>,
+    /// FT backup: where to wait for the primary (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", requires = "ft")]
+    listen: Option<std::net::SocketAddr>,
     /// Print exit and interrupt statistics to stderr when the guest stops.
     #[arg(long)]
     stats: bool,
@@ -45,6 +54,15 @@ struct Cli {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    let ft = match (cli.ft.as_deref(), cli.peer, cli.listen) {
+        (None, _, _) => FtConfig::Off,
+        (Some("primary"), Some(peer), None) => FtConfig::Primary { peer },
+        (Some("backup"), None, Some(listen)) => FtConfig::Backup { listen },
+        _ => {
+            eprintln!("vmm: error: --ft primary needs --peer HOST:PORT; --ft backup needs --listen HOST:PORT");
+            return ExitCode::from(2);
+        }
+    };
     let config = VmmConfig {
         kernel: cli.kernel,
         initrd: cli.initrd,
@@ -54,6 +72,7 @@ fn main() -> ExitCode {
         net: cli.net,
         block: cli.block,
         api_sock: cli.api_sock,
+        ft,
     };
     let result = Vmm::new(&config).and_then(|vmm| vmm.run());
     let (exit, stats) = match result {
@@ -79,6 +98,14 @@ fn main() -> ExitCode {
         VmExit::GuestFailure(code) => {
             eprintln!("vmm: guest reported failure code {code}");
             ExitCode::from(5)
+        }
+        VmExit::Diverged { landmark, reason } => {
+            eprintln!("vmm: backup diverged at landmark {landmark}: {reason}");
+            ExitCode::from(7)
+        }
+        VmExit::PrimaryLost { landmark } => {
+            eprintln!("vmm: the primary is gone (logging channel closed at landmark {landmark}); backup stopped");
+            ExitCode::from(8)
         }
         VmExit::HaltedForever { registers } => {
             eprintln!("vmm: guest halted with interrupts disabled; nothing can wake it: {registers}");

@@ -5,8 +5,13 @@
 //! hands it to the [`Executor`]; completions come back on the NBD reader thread and go
 //! through the [`Sequencer`] to the sink, in avail order.
 //!
-//! Lock order: the vring lock is never held while calling into the sequencer or NBD; the
-//! sequencer's lock is taken before the vring lock (the sink adds used entries).
+//! With an FT socket ([`crate::ft`]), outputs (write, discard, flush) go through the FT
+//! output gate instead of straight to the executor, completions go through [`FtSink`], and
+//! while in FT mode the worker does not touch notification suppression (it lives in the used
+//! ring, which only the VMM writes then).
+//!
+//! Lock order: the vring lock is never held while calling into the sequencer, the FT gate
+//! or NBD; gate -> sequencer -> FT link -> vring (the sink adds used entries).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -24,10 +29,13 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use super::completion::{Completion, Sequencer, Ticket, VringSink};
+use super::completion::{Completion, CompletionSink, Sequencer, Ticket, VringSink};
 use super::config::{DeviceConfig, QUEUE_SIZE};
-use super::executor::Executor;
-use super::request::parse;
+use super::executor::{Done, Executor};
+use super::ft_sink::{FtSink, QUEUE};
+use super::output;
+use super::request::{parse, Request};
+use crate::ft::Ft;
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -51,6 +59,10 @@ impl Default for BackendOptions {
 pub struct BlkBackend {
     exec: Arc<Executor>,
     opts: BackendOptions,
+    /// FT state when the backend has an FT socket (`--ft-socket`).
+    ft: Option<Arc<Ft>>,
+    /// Whether the "FT mode with EVENT_IDX" warning was logged.
+    warned_event_idx: AtomicBool,
     seq: Arc<Sequencer>,
     mem: Mutex<Option<Mem>>,
     vring: Mutex<Option<VringRwLock>>,
@@ -66,10 +78,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl BlkBackend {
-    pub fn new(exec: Arc<Executor>, opts: BackendOptions) -> io::Result<Self> {
+    pub fn new(exec: Arc<Executor>, opts: BackendOptions, ft: Option<Arc<Ft>>) -> io::Result<Self> {
         Ok(BlkBackend {
             exec,
             opts,
+            ft,
+            warned_event_idx: AtomicBool::new(false),
             seq: Arc::new(Sequencer::new()),
             mem: Mutex::new(None),
             vring: Mutex::new(None),
@@ -118,8 +132,13 @@ impl BlkBackend {
             match parse(chain) {
                 Ok(req) => {
                     let seq = self.seq.clone();
-                    self.exec
-                        .execute(req, Box::new(move |c: Completion| seq.deliver(ticket, c)));
+                    let done: Done = Box::new(move |c: Completion| seq.deliver(ticket, c));
+                    match &self.ft {
+                        Some(ft) if output::is_output(&req) => {
+                            self.submit_output(ft, ticket, req, done)
+                        }
+                        _ => self.exec.execute(req, done),
+                    }
                 }
                 Err(bad) => {
                     log::error!("invalid request (head {}): {}", bad.head, bad.error);
@@ -132,6 +151,43 @@ impl BlkBackend {
                 }
             }
         }
+    }
+
+    /// Hands an output to the FT gate. In FT mode it is announced now (in avail order, as
+    /// the chains are walked) and its NBD command is issued only once the VMM releases it
+    /// (output rule); its completion follows the NBD reply. In plain mode it runs at once.
+    fn submit_output(&self, ft: &Ft, ticket: Ticket, req: Request, done: Done) {
+        let exec = self.exec.clone();
+        let seq = self.seq.clone();
+        let head = req.head;
+        ft.output(
+            QUEUE,
+            head,
+            (req, done),
+            |(req, _)| output::digest(req).unwrap_or_default(),
+            move |(req, done)| {
+                if seq.is_current(ticket) {
+                    exec.execute(req, done);
+                } else {
+                    // Abandoned (ring stopped, reset, frontend gone): the frontend hands the
+                    // chain over again; issuing this copy later could overwrite newer data.
+                    log::warn!("output of abandoned request (head {head}) discarded");
+                }
+            },
+        );
+    }
+
+    /// The sink for completions of this connection.
+    fn make_sink(&self, mem: Mem, vring: VringRwLock) -> Box<dyn CompletionSink> {
+        match &self.ft {
+            Some(ft) => Box::new(FtSink::new(mem, vring, ft.clone())),
+            None => Box::new(VringSink::new(mem, vring)),
+        }
+    }
+
+    /// In FT mode (`Role::Primary`): the used ring, `avail_event` included, belongs to the VMM.
+    fn ft_mode(&self) -> bool {
+        self.ft.as_ref().is_some_and(|f| f.is_primary())
     }
 
     /// Closes the exit-event fds given to the vring workers, once every worker has exited
@@ -260,10 +316,24 @@ impl VhostUserBackend for BlkBackend {
         }
         if let Some(mem) = lock(&self.mem).clone() {
             let v = vring.clone();
-            self.seq
-                .ensure_sink(move || Box::new(VringSink::new(mem, v)));
+            self.seq.ensure_sink(|| self.make_sink(mem, v));
         }
-        if !self.event_idx.load(Ordering::Acquire) {
+        let event_idx = self.event_idx.load(Ordering::Acquire);
+        if self.ft_mode() {
+            // Determinism contract point 4: no backend write into guest memory in FT mode,
+            // and `avail_event` / the used flags are guest memory. The driver therefore keeps
+            // kicking (flags stay 0 without EVENT_IDX); with EVENT_IDX it would stop once past
+            // the last `avail_event` written, unless the VMM maintains that field.
+            if event_idx && !self.warned_event_idx.swap(true, Ordering::AcqRel) {
+                log::warn!(
+                    "FT mode with VIRTIO_RING_F_EVENT_IDX negotiated: the backend no longer \
+                     updates avail_event; the VMM must (or must not negotiate EVENT_IDX)"
+                );
+            }
+            self.process_queue(vring);
+            return Ok(());
+        }
+        if !event_idx {
             self.process_queue(vring);
             return Ok(());
         }

@@ -20,11 +20,9 @@
 //! re-executed READ/WRITE/FLUSH is idempotent). It also makes the sequence of completions a
 //! deterministic function of the avail ring, which FT replay needs.
 //!
-//! Fault tolerance (not implemented yet): in FT mode the backend must not write guest
-//! memory on its own. A second sink will keep the completions in a *bounce buffer* and
-//! apply (or hand over for logging) each one only when the VMM says so at a landmark; the
-//! `Completion` value is exactly what has to be logged for the backup. Nothing else in the
-//! backend needs to change.
+//! Fault tolerance: in FT mode the backend must not write guest memory on its own.
+//! [`super::ft_sink::FtSink`] sends each completion (exactly the writes listed here) to the
+//! VMM, which applies and logs it at a landmark.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -241,6 +239,13 @@ impl Sequencer {
             epoch: self.epoch.load(Ordering::Acquire),
             seq: self.next_seq.fetch_add(1, Ordering::AcqRel),
         }
+    }
+
+    /// Whether the request holding `t` still counts (not abandoned, frontend not gone).
+    /// A held FT output whose request was abandoned is never issued: the frontend will hand
+    /// the chain to us again, and issuing the stale copy later could overwrite newer data.
+    pub fn is_current(&self, t: Ticket) -> bool {
+        t.epoch == self.epoch.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
     }
 
     /// Delivers a completion; applies it and every following one that is ready.

@@ -4,13 +4,17 @@
 //! - [`request`]: parsing and validation of descriptor chains.
 //! - [`executor`]: running requests against NBD, producing completions.
 //! - [`completion`]: the completion type, the in-order sequencer and the sinks that apply
-//!   completions to guest memory (the seam where FT's bounce buffer goes).
+//!   completions to guest memory (`CompletionSink` is where FT mode plugs in).
+//! - [`ft_sink`]: the sink that sends completions to the VMM in FT mode.
+//! - [`output`]: which requests are FT outputs, and their digests.
 //! - [`backend`]: the `VhostUserBackend` implementation.
 
 pub mod backend;
 pub mod completion;
 pub mod config;
 pub mod executor;
+pub mod ft_sink;
+pub mod output;
 pub mod request;
 
 pub use backend::{BackendOptions, BlkBackend};

@@ -2,6 +2,8 @@
 //! process, all cleaned up on Drop (also when the test fails).
 #![allow(dead_code)]
 
+pub mod ft;
+
 use std::fs::{self, File};
 use std::io::Read;
 use std::net::TcpListener;

@@ -8,6 +8,13 @@
 //! The TAP is in the worker's epoll set only while the guest has RX buffers: when a frame
 //! finds no buffer it waits in the bounce buffer, the TAP is removed from the epoll set, and
 //! the next RX kick (the guest refilled) delivers it and re-adds the TAP.
+//!
+//! Finished chains go through the process's [`FtLink`] ([`FtCompleter`]): plain vhost-user
+//! behaviour unless an FT primary VMM is attached (see [`crate::ft`]). The guest is notified
+//! (call eventfd) only for chains the backend completed itself.
+//!
+//! When the frontend starts the rings, the guest MAC is announced on the TAP with a RARP
+//! frame ([`crate::net::announce`]), once per activation.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -23,12 +30,15 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
+use crate::ft::{FtCompleter, FtLink};
+use crate::net::announce::rarp_packet;
+use crate::net::completion::Completer;
 use crate::net::config::{
     device_features, protocol_features, NetConfig, MAX_QUEUE_SIZE, NUM_QUEUES, RX_QUEUE, TX_QUEUE,
 };
 use crate::net::rx::{run_rx, RxBounce, RX_SCRATCH_LEN};
 use crate::net::stats::NetStats;
-use crate::net::tx::{run_tx, TapOutput, TxOutput};
+use crate::net::tx::run_tx;
 use crate::tap::Tap;
 
 /// Guest memory as the vhost-user library provides it.
@@ -57,15 +67,17 @@ pub struct NetBackend {
     acked_features: u64,
     rx: RxBounce,
     scratch: Vec<u8>,
-    tx_out: Box<dyn TxOutput>,
+    link: Arc<FtLink>,
     epoll: Option<Weak<EpollHandler>>,
     tap_polled: bool,
+    /// Whether the guest MAC was announced since the rings were (re)started.
+    announced: bool,
 }
 
 impl NetBackend {
-    /// A backend for one connection, writing TX frames straight to the TAP.
-    pub fn new(config: NetConfig, tap: Arc<Tap>, stats: Arc<NetStats>) -> Self {
-        let tx_out = Box::new(TapOutput::new(tap.clone(), stats.clone()));
+    /// A backend for one connection; TX frames leave through `link` (at once in plain mode,
+    /// on the VMM's release in FT mode).
+    pub fn new(config: NetConfig, tap: Arc<Tap>, stats: Arc<NetStats>, link: Arc<FtLink>) -> Self {
         NetBackend {
             config,
             tap,
@@ -74,9 +86,10 @@ impl NetBackend {
             acked_features: 0,
             rx: RxBounce::new(PLAIN_BOUNCE_FRAMES),
             scratch: vec![0u8; RX_SCRATCH_LEN],
-            tx_out,
+            link,
             epoll: None,
             tap_polled: false,
+            announced: false,
         }
     }
 
@@ -119,6 +132,40 @@ impl NetBackend {
         }
     }
 
+    /// Sends the RARP announcement once the frontend has started a ring (the library calls
+    /// `handle_event` for each ring when it becomes ready and enabled), as QEMU's
+    /// `qemu_announce_self` does after start and migration: bridges learn the guest MAC's port
+    /// now, e.g. after a failover moved the guest to this host. It is written directly: it
+    /// is not guest output, so the output rule does not apply.
+    fn announce_if_started(&mut self, vrings: &[NetVring]) {
+        if self.announced {
+            return;
+        }
+        let started = vrings.iter().any(|v| {
+            let st = v.get_ref();
+            st.get_queue().ready() && st.is_enabled()
+        });
+        if !started {
+            return;
+        }
+        self.announced = true;
+        match self.tap.write_packet(&rarp_packet(self.config.mac)) {
+            Ok(()) => {
+                NetStats::inc(&self.stats.announces);
+                info!(
+                    "announced MAC {} on {} (RARP)",
+                    self.config.mac,
+                    self.tap.name()
+                );
+            }
+            Err(e) => warn!(
+                "cannot announce MAC {} on {}: {e}",
+                self.config.mac,
+                self.tap.name()
+            ),
+        }
+    }
+
     fn drop_bounced(&mut self, why: &str) {
         let n = self.rx.clear();
         if n > 0 {
@@ -139,30 +186,29 @@ impl NetBackend {
             self.set_tap_polling(false);
             return;
         }
+        let mut completer = FtCompleter::new(&self.link);
         let result = run_rx(
             &mut self.rx,
             &*self.tap,
             &mut self.scratch,
             state.get_queue_mut(),
             &*mem,
+            &mut completer,
             &self.stats,
         );
-        let poll = match result {
-            Ok(run) => {
-                if run.used > 0 {
-                    if let Err(e) = state.signal_used_queue() {
-                        error!("RX: cannot notify the guest: {e}");
-                    }
-                }
-                run.poll_tap
+        // In FT mode the call eventfd is the VMM's (it injects at a landmark): notify only
+        // for chains completed here.
+        if completer.guest_used() > 0 {
+            if let Err(e) = state.signal_used_queue() {
+                error!("RX: cannot notify the guest: {e}");
             }
+        }
+        let poll = match result {
+            Ok(run) => run.poll_tap,
             Err(e) => {
                 // The used ring is outside guest memory: nothing can be delivered until the
                 // frontend sets the queue up again (which kicks RX and re-enables polling).
                 error!("RX queue unusable, pausing TAP polling: {e}");
-                if let Err(e) = state.signal_used_queue() {
-                    error!("RX: cannot notify the guest: {e}");
-                }
                 false
             }
         };
@@ -179,19 +225,11 @@ impl NetBackend {
         if !(state.get_queue().ready() && state.is_enabled()) {
             return;
         }
-        let used = match run_tx(
-            state.get_queue_mut(),
-            &*mem,
-            self.tx_out.as_mut(),
-            &self.stats,
-        ) {
-            Ok(n) => n,
-            Err(e) => {
-                error!("TX queue unusable: {e}");
-                1
-            }
-        };
-        if used > 0 {
+        let mut completer = FtCompleter::new(&self.link);
+        if let Err(e) = run_tx(state.get_queue_mut(), &*mem, &mut completer, &self.stats) {
+            error!("TX queue unusable: {e}");
+        }
+        if completer.guest_used() > 0 {
             if let Err(e) = state.signal_used_queue() {
                 error!("TX: cannot notify the guest: {e}");
             }
@@ -229,6 +267,7 @@ impl VhostUserBackendMut for NetBackend {
         self.set_tap_polling(false);
         self.drop_bounced("device reset");
         self.acked_features = 0;
+        self.announced = false;
     }
 
     fn set_event_idx(&mut self, enabled: bool) {
@@ -275,6 +314,8 @@ impl VhostUserBackendMut for NetBackend {
 
     fn stop_vring(&mut self, queue_index: u32) -> io::Result<()> {
         debug!("vring {queue_index} stopped");
+        // A restart (e.g. after migration) is a new activation: announce again.
+        self.announced = false;
         if queue_index as usize == RX_QUEUE {
             self.set_tap_polling(false);
         }
@@ -289,6 +330,7 @@ impl VhostUserBackendMut for NetBackend {
         _thread_id: usize,
     ) -> io::Result<()> {
         // Errors are handled (logged, counted) here: an `Err` would end the worker thread.
+        self.announce_if_started(vrings);
         match device_event {
             e if usize::from(e) == RX_QUEUE => self.process_rx(vrings),
             e if usize::from(e) == TX_QUEUE => self.process_tx(vrings),

@@ -153,6 +153,33 @@ pub fn scatter<M: GuestMemory + ?Sized>(
     Ok(need)
 }
 
+/// Where `data` lands when written back to back into validated device-writable segments, as
+/// [`scatter`] would write it: one `(address, piece)` per segment touched, in chain order.
+/// The FT primary sends these to the VMM instead of writing them. Fails with
+/// [`ChainError::TooShort`] if `data` does not fit.
+pub fn plan_writes<'d>(
+    segs: &Segments,
+    data: &'d [u8],
+) -> Result<Vec<(GuestAddress, &'d [u8])>, ChainError> {
+    if data.len() > segs.total {
+        return Err(ChainError::TooShort {
+            have: segs.total,
+            need: data.len(),
+        });
+    }
+    let mut out = Vec::new();
+    let mut rest = data;
+    for s in &segs.segments {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at(s.len.min(rest.len()));
+        out.push((s.addr, piece));
+        rest = tail;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +293,52 @@ mod tests {
         let mut b = [0xffu8; 4];
         m.read_slice(&mut b, GuestAddress(0x1000)).expect("read");
         assert_eq!(b, [0; 4]);
+    }
+    #[test]
+    fn plan_writes_matches_what_scatter_writes() {
+        let m = mem();
+        let segs = validate_chain(
+            &m,
+            [
+                d(0x1000, 5, W | N),
+                d(0x2_0000, 3, W | N),
+                d(0x3000, 100, W),
+            ],
+            Direction::DeviceWritable,
+        )
+        .expect("valid");
+        let data = b"helloworld!";
+        let plan = plan_writes(&segs, data).expect("fits");
+        assert_eq!(
+            plan,
+            vec![
+                (GuestAddress(0x1000), &b"hello"[..]),
+                (GuestAddress(0x2_0000), &b"wor"[..]),
+                (GuestAddress(0x3000), &b"ld!"[..]),
+            ]
+        );
+        // Exactly fitting data touches every segment and nothing more.
+        let exact = [7u8; 108];
+        let plan = plan_writes(&segs, &exact).expect("fits");
+        assert_eq!(plan.iter().map(|(_, p)| p.len()).sum::<usize>(), 108);
+        assert_eq!(plan.len(), 3);
+        let e = plan_writes(&segs, &[0u8; 109]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ChainError::TooShort {
+                    have: 108,
+                    need: 109
+                }
+            ),
+            "{e}"
+        );
+        // scatter writes the same bytes at the same places.
+        scatter(&m, &segs, &[data]).expect("scatter");
+        for (addr, piece) in plan_writes(&segs, data).expect("fits") {
+            let mut b = vec![0u8; piece.len()];
+            m.read_slice(&mut b, addr).expect("read");
+            assert_eq!(b, piece);
+        }
     }
 }

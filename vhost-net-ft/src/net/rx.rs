@@ -4,8 +4,11 @@
 //! 1. *Arrival* ([`fill_one`]): one packet is read from the TAP, its virtio-net header checked
 //!    and replaced by the header the guest gets, and the result kept as an [`RxFrame`] in the
 //!    [`RxBounce`] buffer. No guest memory is touched.
-//! 2. *Apply* ([`apply_rx_frame`], [`deliver_pending`]): the oldest frame is written into the
-//!    next available RX chain and the chain is put on the used ring; the caller notifies.
+//! 2. *Apply* ([`apply_rx_frame`], [`deliver_pending`]): the next available RX chain is taken
+//!    and validated, and the oldest frame is handed with it to a [`Completer`]: in plain mode
+//!    it is written into the chain and the chain put on the used ring (the caller notifies);
+//!    in FT mode the same writes go to the VMM as a completion message instead (determinism
+//!    contract: the backend itself never writes guest memory then).
 //!
 //! In plain mode [`run_rx`] alternates both with a bounce capacity of one: a frame is read only
 //! after the previous one found a buffer, and when the guest has no buffer the frame waits in
@@ -19,8 +22,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
 use crate::error::{HdrError, UsedRingError};
-use crate::net::chain::{scatter, validate_chain, Direction};
-use crate::net::completion::{complete, Completion};
+use crate::net::chain::{validate_chain, Direction};
+use crate::net::completion::{Completer, Completion, FinishError, Job};
+use crate::net::config::RX_QUEUE;
 use crate::net::hdr::{split_packet, VirtioNetHdr, MAX_FRAME_LEN, MIN_RX_CHAIN_LEN, VNET_HDR_LEN};
 use crate::net::stats::NetStats;
 
@@ -113,7 +117,7 @@ impl RxBounce {
 /// What happened to one frame offered to the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RxOutcome {
-    /// Written into a chain and put on the used ring.
+    /// Written into a chain and completed (by the backend or, in FT mode, by the VMM).
     Delivered(Completion),
     /// The guest has no (valid) buffer; the frame must wait.
     NoBuffer,
@@ -122,12 +126,44 @@ pub enum RxOutcome {
     Dropped,
 }
 
-/// Writes `frame` into the next valid RX chain. Refused chains on the way are completed with
-/// length 0 (logged, counted) and the next one is tried.
-pub fn apply_rx_frame<M: GuestMemory>(
+/// Completes a refused RX chain with length 0 (logged, counted).
+fn refuse<M: GuestMemory, C: Completer>(
+    queue: &mut Queue,
+    mem: &M,
+    completer: &mut C,
+    head: u16,
+    why: &dyn std::fmt::Display,
+    stats: &NetStats,
+) -> Result<(), UsedRingError> {
+    let n = NetStats::inc(&stats.rx_bad_chains);
+    if NetStats::sampled(n) {
+        error!("RX: refusing chain {head}: {why}; returned with length 0 (#{n})");
+    }
+    let job = Job {
+        queue_index: RX_QUEUE as u16,
+        head,
+        write: None,
+        output: None,
+    };
+    match completer.finish(queue, mem, job) {
+        Ok(_) => Ok(()),
+        Err(FinishError::Used(e)) => Err(e),
+        // Nothing is written for a refused chain, so this cannot happen; if it did, the
+        // chain stays unused (the frontend gets it back on reset).
+        Err(FinishError::Chain(e)) => {
+            error!("RX: cannot return chain {head}: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// Writes `frame` into the next valid RX chain through `completer`. Refused chains on the way
+/// are completed with length 0 (logged, counted) and the next one is tried.
+pub fn apply_rx_frame<M: GuestMemory, C: Completer>(
     queue: &mut Queue,
     mem: &M,
     frame: &RxFrame,
+    completer: &mut C,
     stats: &NetStats,
 ) -> Result<RxOutcome, UsedRingError> {
     let need = frame.packet.len();
@@ -136,17 +172,10 @@ pub fn apply_rx_frame<M: GuestMemory>(
             return Ok(RxOutcome::NoBuffer);
         };
         let head = chain.head_index();
-        let refuse = |queue: &mut Queue, why: &dyn std::fmt::Display| {
-            let n = NetStats::inc(&stats.rx_bad_chains);
-            if NetStats::sampled(n) {
-                error!("RX: refusing chain {head}: {why}; returned with length 0 (#{n})");
-            }
-            complete(queue, mem, Completion { head, len: 0 }, stats)
-        };
         let segs = match validate_chain(mem, chain, Direction::DeviceWritable) {
             Ok(s) => s,
             Err(e) => {
-                refuse(queue, &e)?;
+                refuse(queue, mem, completer, head, &e, stats)?;
                 continue;
             }
         };
@@ -156,7 +185,7 @@ pub fn apply_rx_frame<M: GuestMemory>(
                     "chain too short: {} bytes, a driver without MRG_RXBUF must post {MIN_RX_CHAIN_LEN}",
                     segs.total
                 );
-                refuse(queue, &why)?;
+                refuse(queue, mem, completer, head, &why, stats)?;
                 continue;
             }
             // A conforming buffer, but the frame is larger (TAP MTU above 1500): drop the
@@ -172,18 +201,20 @@ pub fn apply_rx_frame<M: GuestMemory>(
             }
             return Ok(RxOutcome::Dropped);
         }
-        match scatter(mem, &segs, &[frame.packet()]) {
-            Ok(n) => {
-                let c = Completion {
-                    head,
-                    len: n as u32,
-                };
-                complete(queue, mem, c, stats)?;
+        let job = Job {
+            queue_index: RX_QUEUE as u16,
+            head,
+            write: Some((&segs, frame.packet())),
+            output: None,
+        };
+        match completer.finish(queue, mem, job) {
+            Ok(done) => {
                 NetStats::inc(&stats.rx_frames);
                 NetStats::add(&stats.rx_bytes, frame.frame().len() as u64);
-                return Ok(RxOutcome::Delivered(c));
+                return Ok(RxOutcome::Delivered(done.completion));
             }
-            Err(e) => refuse(queue, &e)?,
+            Err(FinishError::Used(e)) => return Err(e),
+            Err(FinishError::Chain(e)) => refuse(queue, mem, completer, head, &e, stats)?,
         }
     }
 }
@@ -193,7 +224,8 @@ pub fn apply_rx_frame<M: GuestMemory>(
 pub struct Delivered {
     /// Frames put on the used ring (the caller must notify if non-zero).
     pub frames: usize,
-    /// Chains completed (frames plus refused chains); notify if non-zero.
+    /// Chains completed (frames plus refused chains), by the backend or the VMM; whether to
+    /// notify is the completer's [`Completer::guest_used`].
     pub used: usize,
     /// The guest ran out of buffers with frames still waiting.
     pub starved: bool,
@@ -201,17 +233,18 @@ pub struct Delivered {
 
 /// Applies waiting frames oldest first until the bounce buffer is empty or the guest has no
 /// buffer.
-pub fn deliver_pending<M: GuestMemory>(
+pub fn deliver_pending<M: GuestMemory, C: Completer>(
     bounce: &mut RxBounce,
     queue: &mut Queue,
     mem: &M,
+    completer: &mut C,
     stats: &NetStats,
 ) -> Result<Delivered, UsedRingError> {
     let mut d = Delivered::default();
     let used_before = queue.next_used();
     let result = (|| {
         while let Some(frame) = bounce.frames.front() {
-            match apply_rx_frame(queue, mem, frame, stats)? {
+            match apply_rx_frame(queue, mem, frame, completer, stats)? {
                 RxOutcome::Delivered(_) => d.frames += 1,
                 RxOutcome::Dropped => {}
                 RxOutcome::NoBuffer => {
@@ -286,23 +319,24 @@ pub fn fill_one(
 pub struct RxRun {
     /// Keep polling the TAP (false: the guest has no buffer, wait for an RX kick).
     pub poll_tap: bool,
-    /// Chains put on the used ring (notify the guest if non-zero).
+    /// Chains completed (by the backend or the VMM; see [`Delivered::used`]).
     pub used: usize,
 }
 
 /// The plain-mode receive loop: deliver waiting frames, read the next, until the TAP is empty,
 /// the guest is out of buffers, or the budget is spent.
-pub fn run_rx<M: GuestMemory>(
+pub fn run_rx<M: GuestMemory, C: Completer>(
     bounce: &mut RxBounce,
     src: &dyn PacketSource,
     scratch: &mut [u8],
     queue: &mut Queue,
     mem: &M,
+    completer: &mut C,
     stats: &NetStats,
 ) -> Result<RxRun, UsedRingError> {
     let mut run = RxRun::default();
     for _ in 0..RX_BUDGET {
-        let d = deliver_pending(bounce, queue, mem, stats)?;
+        let d = deliver_pending(bounce, queue, mem, completer, stats)?;
         run.used += d.used;
         if d.starved {
             NetStats::inc(&stats.rx_no_buffer);
@@ -330,7 +364,7 @@ pub fn run_rx<M: GuestMemory>(
     }
     // Budget spent: deliver what was read last, then come back via the (level-triggered) TAP
     // event.
-    let d = deliver_pending(bounce, queue, mem, stats)?;
+    let d = deliver_pending(bounce, queue, mem, completer, stats)?;
     run.used += d.used;
     run.poll_tap = !d.starved;
     Ok(run)

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use super::*;
+use crate::net::completion::GuestCompleter;
 use crate::net::hdr::VirtioNetHdr;
 use crate::net::testutil::*;
 
@@ -55,7 +56,8 @@ fn frame_is_written_with_clean_header_and_completed() {
     };
     let f = RxFrame::from_tap(&tap_packet(hdr, &frame(60, 1))).expect("frame");
 
-    let out = apply_rx_frame(&mut q, &m, &f, &stats).expect("used ring ok");
+    let out = apply_rx_frame(&mut q, &m, &f, &mut GuestCompleter::rx(&stats), &stats)
+        .expect("used ring ok");
     assert_eq!(out, RxOutcome::Delivered(Completion { head, len: 72 }));
     assert_eq!(drv.used(), vec![(u32::from(head), 72)]);
     assert_eq!(
@@ -81,7 +83,7 @@ fn frame_is_scattered_over_several_descriptors() {
     let mut q = drv.queue();
     let stats = NetStats::default();
     let f = rx_frame(100, 3);
-    let out = apply_rx_frame(&mut q, &m, &f, &stats).expect("ok");
+    let out = apply_rx_frame(&mut q, &m, &f, &mut GuestCompleter::rx(&stats), &stats).expect("ok");
     assert!(matches!(
         out,
         RxOutcome::Delivered(Completion { len: 112, .. })
@@ -106,7 +108,14 @@ fn bad_chains_are_returned_empty_and_the_frame_goes_to_the_next_good_one() {
     let mut q = drv.queue();
     let stats = NetStats::default();
 
-    let out = apply_rx_frame(&mut q, &m, &rx_frame(200, 9), &stats).expect("ok");
+    let out = apply_rx_frame(
+        &mut q,
+        &m,
+        &rx_frame(200, 9),
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert_eq!(
         out,
         RxOutcome::Delivered(Completion {
@@ -133,7 +142,14 @@ fn small_chain_that_fits_is_used() {
     let head = drv.add(&[w(BUF_BASE, 100)]);
     let mut q = drv.queue();
     let stats = NetStats::default();
-    let out = apply_rx_frame(&mut q, &m, &rx_frame(88, 0), &stats).expect("ok");
+    let out = apply_rx_frame(
+        &mut q,
+        &m,
+        &rx_frame(88, 0),
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert_eq!(out, RxOutcome::Delivered(Completion { head, len: 100 }));
 }
 
@@ -152,7 +168,14 @@ fn broken_and_indirect_chains_are_validated() {
     let good_ind = drv.add_indirect(0x9000, &[w(BUF_BASE, 12), w(BUF_BASE + 0x1000, GOOD)]);
     let mut q = drv.queue();
     let stats = NetStats::default();
-    let out = apply_rx_frame(&mut q, &m, &rx_frame(64, 5), &stats).expect("ok");
+    let out = apply_rx_frame(
+        &mut q,
+        &m,
+        &rx_frame(64, 5),
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert!(matches!(out, RxOutcome::Delivered(c) if c.head == good_ind && c.len == 76));
     assert_eq!(
         drv.used(),
@@ -179,7 +202,16 @@ fn no_buffer_keeps_the_frame_until_the_guest_refills() {
     let mut scratch = vec![0u8; RX_SCRATCH_LEN];
 
     // No buffer at all: one frame is read, waits, polling stops.
-    let run = run_rx(&mut bounce, &tap, &mut scratch, &mut q, &m, &stats).expect("ok");
+    let run = run_rx(
+        &mut bounce,
+        &tap,
+        &mut scratch,
+        &mut q,
+        &m,
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert_eq!(
         run,
         RxRun {
@@ -193,7 +225,16 @@ fn no_buffer_keeps_the_frame_until_the_guest_refills() {
 
     // The guest posts one buffer: the waiting frame goes in, the next one waits.
     let h1 = drv.add(&[w(BUF_BASE, GOOD)]);
-    let run = run_rx(&mut bounce, &tap, &mut scratch, &mut q, &m, &stats).expect("ok");
+    let run = run_rx(
+        &mut bounce,
+        &tap,
+        &mut scratch,
+        &mut q,
+        &m,
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert_eq!(
         run,
         RxRun {
@@ -207,7 +248,16 @@ fn no_buffer_keeps_the_frame_until_the_guest_refills() {
     // Two more buffers: the second frame goes in, the TAP is empty, polling resumes.
     let h2 = drv.add(&[w(BUF_BASE + 0x1000, GOOD)]);
     drv.add(&[w(BUF_BASE + 0x2000, GOOD)]);
-    let run = run_rx(&mut bounce, &tap, &mut scratch, &mut q, &m, &stats).expect("ok");
+    let run = run_rx(
+        &mut bounce,
+        &tap,
+        &mut scratch,
+        &mut q,
+        &m,
+        &mut GuestCompleter::rx(&stats),
+        &stats,
+    )
+    .expect("ok");
     assert_eq!(
         run,
         RxRun {
@@ -229,14 +279,14 @@ fn oversized_frame_is_dropped_and_the_buffer_kept_for_the_next() {
     let stats = NetStats::default();
     let big = rx_frame(3000, 1);
     assert_eq!(
-        apply_rx_frame(&mut q, &m, &big, &stats).expect("ok"),
+        apply_rx_frame(&mut q, &m, &big, &mut GuestCompleter::rx(&stats), &stats).expect("ok"),
         RxOutcome::Dropped
     );
     assert!(drv.used().is_empty(), "buffer not consumed");
     assert_eq!(stats.snapshot().rx_dropped_bad_length, 1);
     let small = rx_frame(100, 2);
     assert!(matches!(
-        apply_rx_frame(&mut q, &m, &small, &stats).expect("ok"),
+        apply_rx_frame(&mut q, &m, &small, &mut GuestCompleter::rx(&stats), &stats).expect("ok"),
         RxOutcome::Delivered(c) if c.head == head
     ));
 }
@@ -281,6 +331,13 @@ fn used_ring_outside_memory_is_an_error_not_a_panic() {
     let mut q = drv.queue();
     q.set_used_ring_address(Some((MEM_SIZE + 0x1000) as u32), Some(0));
     let stats = NetStats::default();
-    assert!(apply_rx_frame(&mut q, &m, &rx_frame(60, 0), &stats).is_err());
+    assert!(apply_rx_frame(
+        &mut q,
+        &m,
+        &rx_frame(60, 0),
+        &mut GuestCompleter::rx(&stats),
+        &stats
+    )
+    .is_err());
     assert_eq!(stats.snapshot().used_ring_errors, 1);
 }

@@ -75,6 +75,16 @@ counters! {
     tx_tap_errors,
     /// Used-ring updates that failed (the queue itself is unusable).
     used_ring_errors,
+    /// RARP announcements of the guest MAC written to the TAP.
+    announces,
+    /// FT control connections accepted (handshake passed).
+    ft_connections,
+    /// FT control connections dropped for a bad handshake, garbage or a send failure.
+    ft_bad_connections,
+    /// Completions sent to the VMM instead of being written to the used ring.
+    ft_completions,
+    /// TX frames announced to the VMM and held until released.
+    ft_outputs,
 }
 
 impl NetStats {

@@ -4,10 +4,11 @@
 //! 1. *Produce* ([`pop_tx`]): a TX chain is validated and copied out of guest memory into a
 //!    [`TxFrame`] (header checked, then replaced by a clean all-zero header); the chain
 //!    becomes a [`Completion`] with length 0, whether the frame was good or refused.
-//! 2. *Release* ([`TxOutput::release`]): the frame leaves the VM. [`TapOutput`] writes it to
-//!    the TAP at once. The FT NIC will add outputs that hold a frame until the backup has
-//!    acknowledged the log position current when it was produced (primary) or drop it
-//!    (backup), without changing this module.
+//! 2. *Finish* ([`run_tx`]): each chain is handed, with its frame, to a [`Completer`]. In
+//!    plain mode the frame is released to a [`TxOutput`] ([`TapOutput`] writes it to the TAP at
+//!    once) and the chain put on the used ring. The FT primary instead announces the frame to
+//!    the VMM and holds it until the VMM releases it (output rule: nothing leaves before the
+//!    backup has the log up to it), and sends the chain's completion to the VMM.
 
 use std::io;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use vm_memory::GuestMemory;
 
 use crate::error::{ChainError, UsedRingError};
 use crate::net::chain::{gather, validate_chain, Direction};
-use crate::net::completion::{complete, Completion};
+use crate::net::completion::{Completer, Completion, FinishError, Job};
+use crate::net::config::TX_QUEUE;
 use crate::net::hdr::{split_packet, VirtioNetHdr, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN};
 use crate::net::stats::NetStats;
 
@@ -26,9 +28,31 @@ use crate::net::stats::NetStats;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxFrame {
     packet: Vec<u8>,
+    /// The header exactly as the guest wrote it (the backup's digest covers the chain's
+    /// readable bytes as they were, not the cleaned header).
+    guest_hdr: [u8; VNET_HDR_LEN],
 }
 
 impl TxFrame {
+    /// A frame from `header || frame` bytes as the guest wrote them (unchecked; for tests and
+    /// for [`read_tx_chain`], which checks first).
+    pub fn from_guest(mut packet: Vec<u8>) -> Result<TxFrame, ChainError> {
+        let mut guest_hdr = [0u8; VNET_HDR_LEN];
+        let hdr = packet.get(..VNET_HDR_LEN).ok_or(ChainError::TooShort {
+            have: packet.len(),
+            need: VNET_HDR_LEN,
+        })?;
+        guest_hdr.copy_from_slice(hdr);
+        packet[..VNET_HDR_LEN].copy_from_slice(&VirtioNetHdr::default().to_bytes());
+        Ok(TxFrame { packet, guest_hdr })
+    }
+
+    /// The readable bytes of the chain as the guest wrote them, in chain order (header, then
+    /// frame): what the FT output digest covers.
+    pub fn guest_bytes(&self) -> [&[u8]; 2] {
+        [&self.guest_hdr, self.frame()]
+    }
+
     /// Header and frame as written to the TAP.
     pub fn packet(&self) -> &[u8] {
         &self.packet
@@ -114,10 +138,9 @@ pub fn read_tx_chain<M: GuestMemory>(
         });
     }
     // Validate the copy, not guest memory, so the guest cannot change it after the check.
-    let mut packet = gather(mem, &segs)?;
+    let packet = gather(mem, &segs)?;
     split_packet(&packet, VirtioNetHdr::check_tx)?;
-    packet[..VNET_HDR_LEN].copy_from_slice(&VirtioNetHdr::default().to_bytes());
-    Ok(TxFrame { packet })
+    TxFrame::from_guest(packet)
 }
 
 /// Takes every chain that is available now (a later addition comes with a new kick) and
@@ -143,18 +166,20 @@ pub fn pop_tx<M: GuestMemory>(
         .collect()
 }
 
-/// The plain-mode transmit step: release every good frame, complete every chain at once.
-/// Returns the number of chains put on the used ring (notify the guest if non-zero).
-pub fn run_tx<M: GuestMemory>(
+/// The transmit step: hands every available chain, with its frame if it is good, to
+/// `completer` (which releases or holds the frame and completes the chain with length 0).
+/// Returns the number of chains finished (whether to notify is
+/// [`Completer::guest_used`]).
+pub fn run_tx<M: GuestMemory, C: Completer>(
     queue: &mut Queue,
     mem: &M,
-    out: &mut dyn TxOutput,
+    completer: &mut C,
     stats: &NetStats,
 ) -> Result<usize, UsedRingError> {
     let mut used = 0;
     for (c, frame) in pop_tx(queue, mem) {
-        match frame {
-            Ok(f) => out.release(f),
+        let output = match frame {
+            Ok(f) => Some(f),
             Err(e) => {
                 let n = NetStats::inc(&stats.tx_bad_chains);
                 if NetStats::sampled(n) {
@@ -163,10 +188,21 @@ pub fn run_tx<M: GuestMemory>(
                         c.head
                     );
                 }
+                None
             }
+        };
+        let job = Job {
+            queue_index: TX_QUEUE as u16,
+            head: c.head,
+            write: None,
+            output,
+        };
+        match completer.finish(queue, mem, job) {
+            Ok(_) => used += 1,
+            Err(FinishError::Used(e)) => return Err(e),
+            // Nothing is written into a TX chain, so this cannot happen.
+            Err(FinishError::Chain(e)) => error!("TX: cannot complete chain {}: {e}", c.head),
         }
-        complete(queue, mem, c, stats)?;
-        used += 1;
     }
     Ok(used)
 }

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 
 use super::*;
+use crate::net::completion::GuestCompleter;
 use crate::net::testutil::*;
 
 /// A TAP stand-in recording written packets (or failing).
@@ -66,7 +67,16 @@ fn frame_reaches_the_tap_with_a_clean_header_and_chain_is_completed() {
     let mut q = drv.queue();
     let (tap, stats, mut out) = setup(false);
 
-    assert_eq!(run_tx(&mut q, &m, &mut out, &stats).expect("ok"), 1);
+    assert_eq!(
+        run_tx(
+            &mut q,
+            &m,
+            &mut GuestCompleter::new(&mut out, &stats),
+            &stats
+        )
+        .expect("ok"),
+        1
+    );
     let mut expect = vec![0u8; 12];
     expect.extend_from_slice(&f);
     assert_eq!(written(&tap), vec![expect]);
@@ -103,7 +113,13 @@ fn bad_chains_are_consumed_with_len_zero_and_the_next_frame_still_passes() {
     let (tap, stats, mut out) = setup(false);
 
     assert_eq!(
-        run_tx(&mut q, &m, &mut out, &stats).expect("ok"),
+        run_tx(
+            &mut q,
+            &m,
+            &mut GuestCompleter::new(&mut out, &stats),
+            &stats
+        )
+        .expect("ok"),
         heads.len()
     );
     let mut expect = vec![0u8; 12];
@@ -128,7 +144,16 @@ fn looping_chain_is_refused() {
     ]);
     let mut q = drv.queue();
     let (tap, stats, mut out) = setup(false);
-    assert_eq!(run_tx(&mut q, &m, &mut out, &stats).expect("ok"), 1);
+    assert_eq!(
+        run_tx(
+            &mut q,
+            &m,
+            &mut GuestCompleter::new(&mut out, &stats),
+            &stats
+        )
+        .expect("ok"),
+        1
+    );
     assert!(written(&tap).is_empty());
     assert_eq!(drv.used(), vec![(head.into(), 0)]);
     assert_eq!(stats.snapshot().tx_bad_chains, 1);
@@ -142,7 +167,16 @@ fn tap_refusal_is_counted_and_chain_still_completed() {
     let head = drv.add(&[r(BUF_BASE, len)]);
     let mut q = drv.queue();
     let (_tap, stats, mut out) = setup(true);
-    assert_eq!(run_tx(&mut q, &m, &mut out, &stats).expect("ok"), 1);
+    assert_eq!(
+        run_tx(
+            &mut q,
+            &m,
+            &mut GuestCompleter::new(&mut out, &stats),
+            &stats
+        )
+        .expect("ok"),
+        1
+    );
     assert_eq!(drv.used(), vec![(head.into(), 0)]);
     let s = stats.snapshot();
     assert_eq!((s.tx_frames, s.tx_tap_errors), (0, 1));

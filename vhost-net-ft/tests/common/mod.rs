@@ -112,6 +112,18 @@ impl Backend {
     /// Starts `vhost-net-ft --socket DIR/vhost.sock --tap TAP --mac MAC` in `ns` and waits
     /// for the socket to appear.
     pub fn start(ns: &NetNs, dir: &Path, tap: &str, mac: &str) -> Backend {
+        Backend::start_with(ns, dir, tap, mac, &[])
+    }
+
+    /// Like [`Backend::start`], with more command-line arguments. When they include
+    /// `--ft-socket PATH`, the caller waits for that socket itself.
+    pub fn start_with(
+        ns: &NetNs,
+        dir: &Path,
+        tap: &str,
+        mac: &str,
+        extra: &[&std::ffi::OsStr],
+    ) -> Backend {
         let socket = dir.join(format!("vhost-{tap}.sock"));
         let log = dir.join(format!("backend-{tap}.log"));
         let logf = File::create(&log).expect("log file");
@@ -125,6 +137,7 @@ impl Backend {
             .arg("--socket")
             .arg(&socket)
             .args(["--tap", tap, "--mac", mac])
+            .args(extra)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

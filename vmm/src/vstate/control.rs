@@ -112,6 +112,10 @@ impl Vcpu {
     /// Stops here (at a landmark) until a `resume` request.
     pub(super) fn pause_loop(&mut self) {
         self.control.paused = true;
+        // Let a backup run up to this landmark too, so that both can stop at the same place.
+        if let super::vcpu::FtRole::Primary(p) = &mut self.ft {
+            p.checkpoint(self.stats.landmarks, true);
+        }
         let status = self.status();
         for waiter in self.control.waiters.drain(..) {
             let _ = waiter.send(status.clone());

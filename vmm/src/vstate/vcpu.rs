@@ -14,10 +14,15 @@ use vm_memory::GuestMemoryMmap;
 
 use super::control::Control;
 use crate::devices::legacy::pit::TimerRequest;
-use crate::devices::legacy::{LegacyDevices, PioAction, PIT_IRQ};
+use crate::ft::backup::{Backup, ReplayStop};
+use crate::ft::primary::Primary;
+use crate::ft::record::{ExitKind, Record};
+use crate::ft::signature::{hlt_sig, read_sig, write_sig};
+use crate::ft::{DEV_PIT, EV_PIT_CLOCK};
+use crate::devices::legacy::{LegacyDevices, PioAction, VmClock};
 use crate::devices::virtio::slots::VirtioDevices;
 use crate::event_loop::PitTimerHandle;
-use crate::inbox::{DeviceEvent, Inbox};
+use crate::inbox::Inbox;
 use crate::stats::{LandmarkKind, Stats};
 
 // KVM_INTERRUPT (Linux Documentation/virt/kvm/api.rst 4.16): queue an external interrupt
@@ -52,6 +57,31 @@ pub enum VmExit {
     InternalError { suberror: u32, registers: String },
     /// `hlt` with interrupts disabled: nothing can ever wake the vCPU (no NMI source).
     HaltedForever { registers: String },
+    /// FT backup: this copy is not where the primary was.
+    Diverged { landmark: u64, reason: String },
+    /// FT backup: the logging channel is gone.
+    PrimaryLost { landmark: u64 },
+}
+
+impl From<ReplayStop> for VmExit {
+    fn from(stop: ReplayStop) -> Self {
+        match stop {
+            ReplayStop::Diverged { landmark, reason } => VmExit::Diverged { landmark, reason },
+            ReplayStop::PrimaryLost { landmark } => VmExit::PrimaryLost { landmark },
+        }
+    }
+}
+
+/// The vCPU's part in fault tolerance.
+pub enum FtRole {
+    Off,
+    Primary(Box<Primary>),
+    Backup(Box<Backup>),
+}
+
+/// Ports whose values depend on time: the PIT and port B (its channel 2 output).
+fn is_pit_port(port: u16) -> bool {
+    matches!(port, 0x40..=0x43 | 0x61)
 }
 
 /// Whether two timer requests fire at the same instants: equal, or periodic with the same
@@ -89,8 +119,13 @@ pub struct Vcpu {
     pub(super) inbox: Arc<Inbox>,
     pit_timer: PitTimerHandle,
     pub stats: Stats,
+    pub ft: FtRole,
+    /// KVM's list of MSRs to save (for state transfer).
+    pub(super) msr_index: Vec<u32>,
+    /// The vCPU is stopped in `hlt` and needs an interrupt to go on.
+    pub(super) halted: bool,
     /// When an interrupt line was raised that has not been injected yet.
-    irq_raised_at: Option<Instant>,
+    pub(super) irq_raised_at: Option<Instant>,
     /// When the last interrupt was injected and its EOI not yet seen.
     injected_at: Option<Instant>,
     /// What the PIT host timer was last armed with.
@@ -105,6 +140,8 @@ impl Vcpu {
         virtio: VirtioDevices,
         inbox: Arc<Inbox>,
         pit_timer: PitTimerHandle,
+        ft: FtRole,
+        msr_index: Vec<u32>,
     ) -> Self {
         Vcpu {
             fd,
@@ -118,23 +155,40 @@ impl Vcpu {
             irq_raised_at: None,
             injected_at: None,
             armed: None,
+            ft,
+            msr_index,
+            halted: false,
         }
     }
 
     /// Runs the guest until it stops. Errors are VMM/KVM failures; guest-caused stops are `VmExit`s.
     pub fn run(&mut self) -> Result<VmExit, VcpuError> {
         loop {
-            // Just after a landmark: the place where a requested pause takes effect.
-            if self.control.pause_due(self.stats.landmarks) {
+            // Just after a landmark: the place where a requested pause takes effect (a backup
+            // pauses inside replay_landmark, where it knows how much of the landmark it applied).
+            let backup = matches!(self.ft, FtRole::Backup(_));
+            if !backup && self.control.pause_due(self.stats.landmarks) {
                 self.pause_loop();
             }
             self.apply_events();
-            if self.control.pause_due(self.stats.landmarks) {
+            if !backup && self.control.pause_due(self.stats.landmarks) {
                 continue;
             }
-            self.inject_pending()?;
+            if let FtRole::Backup(_) = self.ft {
+                if let Err(stop) = self.replay_landmark() {
+                    return Ok(stop.into());
+                }
+            } else {
+                self.inject_pending()?;
+                if let FtRole::Primary(p) = &mut self.ft {
+                    p.check_link();
+                    p.checkpoint(self.stats.landmarks, false);
+                    p.throttle();
+                }
+            }
             match self.run_once()? {
                 Outcome::Continue => {}
+                Outcome::Halted if matches!(self.ft, FtRole::Backup(_)) => self.halted = true,
                 Outcome::Halted => {
                     if let Some(stop) = self.wait_for_interrupt() {
                         return Ok(stop);
@@ -167,6 +221,36 @@ impl Vcpu {
         }
     }
 
+    /// The time the PIT sees for an access at `landmark`: the clock on a primary (logged),
+    /// the logged time on a backup.
+    fn pit_time(ft: &mut FtRole, clock: &VmClock, landmark: u64) -> Result<u64, ReplayStop> {
+        match ft {
+            FtRole::Off => Ok(clock.now_ns()),
+            FtRole::Primary(p) => {
+                let now = clock.now_ns();
+                let sig = p.last_sig;
+                p.record(landmark, Record::DeviceEvent { landmark, sig, device: DEV_PIT, event: EV_PIT_CLOCK, arg: now });
+                Ok(now)
+            }
+            FtRole::Backup(b) => match b.next_at(landmark)? {
+                Some(Record::DeviceEvent { sig, device: DEV_PIT, event: EV_PIT_CLOCK, arg, .. }) => {
+                    b.check_sig(landmark, &sig)?;
+                    Ok(arg)
+                }
+                other => Err(b.diverged(landmark, format!("a PIT access has no logged time (next entry: {other:?})"))),
+            },
+        }
+    }
+
+    /// Signature bookkeeping for every landmark.
+    fn on_exit(&mut self, sig: crate::ft::record::ExitSignature) {
+        match &mut self.ft {
+            FtRole::Off => {}
+            FtRole::Primary(p) => p.on_exit(sig),
+            FtRole::Backup(b) => b.on_exit(sig),
+        }
+    }
+
     /// One KVM_RUN and the handling of its exit.
     fn run_once(&mut self) -> Result<Outcome, VcpuError> {
         let exit = match self.fd.run() {
@@ -177,12 +261,34 @@ impl Vcpu {
         };
         let outcome = match exit {
             VcpuExit::IoIn(port, data) => {
-                self.stats.landmark(LandmarkKind::PioIn);
+                let landmark = self.stats.landmark(LandmarkKind::PioIn);
+                match &mut self.ft {
+                    FtRole::Off => {}
+                    FtRole::Primary(p) => p.on_exit(read_sig(ExitKind::PioIn, u64::from(port), data.len())),
+                    FtRole::Backup(b) => b.on_exit(read_sig(ExitKind::PioIn, u64::from(port), data.len())),
+                }
+                if is_pit_port(port) {
+                    match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
+                        Ok(now) => self.devices.pit_now = Some(now),
+                        Err(stop) => return Ok(Outcome::Stop(stop.into())),
+                    }
+                }
                 self.devices.pio_read(port, data);
                 Outcome::Continue
             }
             VcpuExit::IoOut(port, data) => {
-                self.stats.landmark(LandmarkKind::PioOut);
+                let landmark = self.stats.landmark(LandmarkKind::PioOut);
+                match &mut self.ft {
+                    FtRole::Off => {}
+                    FtRole::Primary(p) => p.on_exit(write_sig(ExitKind::PioOut, u64::from(port), data)),
+                    FtRole::Backup(b) => b.on_exit(write_sig(ExitKind::PioOut, u64::from(port), data)),
+                }
+                if is_pit_port(port) {
+                    match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
+                        Ok(now) => self.devices.pit_now = Some(now),
+                        Err(stop) => return Ok(Outcome::Stop(stop.into())),
+                    }
+                }
                 match self.devices.pio_write(port, data) {
                     PioAction::None => Outcome::Continue,
                     PioAction::PowerOff => Outcome::Stop(VmExit::PowerOff),
@@ -193,6 +299,11 @@ impl Vcpu {
             }
             VcpuExit::MmioRead(addr, data) => {
                 self.stats.landmark(LandmarkKind::MmioRead);
+                match &mut self.ft {
+                    FtRole::Off => {}
+                    FtRole::Primary(p) => p.on_exit(read_sig(ExitKind::MmioRead, addr, data.len())),
+                    FtRole::Backup(b) => b.on_exit(read_sig(ExitKind::MmioRead, addr, data.len())),
+                }
                 if !self.virtio.mmio_read(addr, data) {
                     log::debug!("MMIO read of {} bytes at {addr:#x}: no device", data.len());
                     data.fill(0xff);
@@ -201,6 +312,11 @@ impl Vcpu {
             }
             VcpuExit::MmioWrite(addr, data) => {
                 self.stats.landmark(LandmarkKind::MmioWrite);
+                match &mut self.ft {
+                    FtRole::Off => {}
+                    FtRole::Primary(p) => p.on_exit(write_sig(ExitKind::MmioWrite, addr, data)),
+                    FtRole::Backup(b) => b.on_exit(write_sig(ExitKind::MmioWrite, addr, data)),
+                }
                 if !self.virtio.mmio_write(addr, data) {
                     log::debug!("MMIO write of {} bytes at {addr:#x}: no device", data.len());
                 }
@@ -208,6 +324,7 @@ impl Vcpu {
             }
             VcpuExit::Hlt => {
                 self.stats.landmark(LandmarkKind::Hlt);
+                self.on_exit(hlt_sig());
                 Outcome::Halted
             }
             VcpuExit::Shutdown => Outcome::TripleFault,
@@ -219,66 +336,29 @@ impl Vcpu {
         Ok(outcome)
     }
 
-    /// Applies the host events queued since the last landmark.
-    fn apply_events(&mut self) {
-        for event in self.inbox.drain() {
-            self.apply_event(event);
-        }
-    }
-
-    pub(super) fn apply_event(&mut self, event: DeviceEvent) {
-        {
-            match event {
-                DeviceEvent::PitTick { at, .. } => {
-                    // Several expirations while the vCPU was busy coalesce into one edge, as
-                    // a real 8259A latches only one request per line.
-                    self.devices.pic.pulse_irq(PIT_IRQ);
-                    self.irq_raised_at.get_or_insert(at);
-                }
-                DeviceEvent::SerialInput(bytes) => {
-                    self.devices.serial.enqueue_input(&bytes);
-                    self.devices.forward_serial_irq();
-                    self.irq_raised_at.get_or_insert_with(Instant::now);
-                }
-                DeviceEvent::VirtioUsed(n) => {
-                    if let Some(slot) = self.virtio.slots.get_mut(n) {
-                        if slot.transport.signal_used() {
-                            self.devices.pic.pulse_irq(slot.irq);
-                            self.irq_raised_at.get_or_insert_with(Instant::now);
-                        }
-                    }
-                }
-                DeviceEvent::BackendHangup(n) => {
-                    if let Some(dev) = self.vhost_user(n) {
-                        dev.disconnected();
-                    }
-                }
-                DeviceEvent::BackendRetry(n) => {
-                    if let Some(dev) = self.vhost_user(n) {
-                        dev.try_reconnect();
-                    }
-                }
-                DeviceEvent::Api(call) => self.handle_api(call),
-            }
-        }
-    }
-
-    fn vhost_user(&mut self, n: usize) -> Option<&mut crate::devices::virtio::vhost_user::VhostUserDevice> {
+    pub(super) fn vhost_user(&mut self, n: usize) -> Option<&mut crate::devices::virtio::vhost_user::VhostUserDevice> {
         self.virtio.slots.get_mut(n)?.transport.backend_mut().as_vhost_user()
+    }
+
+    /// Whether KVM can take an interrupt now (`ready_for_interrupt_injection` and IF).
+    pub(super) fn can_inject(&mut self) -> bool {
+        let run = self.fd.get_kvm_run();
+        run.ready_for_interrupt_injection != 0 && run.if_flag != 0
     }
 
     /// Injects the highest-priority pending interrupt if the vCPU can take one now.
     fn inject_pending(&mut self) -> Result<(), VcpuError> {
-        if !self.devices.pic.has_pending() {
-            return Ok(());
-        }
-        let run = self.fd.get_kvm_run();
-        if run.ready_for_interrupt_injection == 0 || run.if_flag == 0 {
+        if !self.devices.pic.has_pending() || !self.can_inject() {
             return Ok(()); // stays pending until a later landmark
         }
         let Some(vector) = self.devices.pic.acknowledge() else {
             return Ok(());
         };
+        self.inject(vector)
+    }
+
+    /// KVM_INTERRUPT with `vector` (already acknowledged on the PIC).
+    pub(super) fn inject(&mut self, vector: u8) -> Result<(), VcpuError> {
         let irq = kvm_interrupt { irq: u32::from(vector) };
         // SAFETY: KVM_INTERRUPT reads one `kvm_interrupt` from the pointer, which is valid
         // for the duration of the call; `fd` is a vCPU fd.
@@ -287,6 +367,12 @@ impl Vcpu {
             return Err(VcpuError::Interrupt(vector, std::io::Error::last_os_error()));
         }
         self.stats.interrupts_injected += 1;
+        self.halted = false;
+        if let FtRole::Primary(p) = &mut self.ft {
+            let landmark = self.stats.landmarks;
+            let sig = p.last_sig;
+            p.record(landmark, Record::Interrupt { landmark, sig, vector });
+        }
         if let Some(t) = self.irq_raised_at.take() {
             self.stats.irq_latency.record(t.elapsed());
         }
@@ -311,6 +397,9 @@ impl Vcpu {
             }
             if self.devices.pic.has_pending() {
                 return None;
+            }
+            if let FtRole::Primary(p) = &mut self.ft {
+                p.checkpoint(self.stats.landmarks, true);
             }
             self.inbox.wait();
         }

@@ -65,6 +65,11 @@ impl Vm {
         self.fd.register_ioevent(kick, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
     }
 
+    /// The MSRs KVM can save and restore (for state transfer).
+    pub fn msr_index(&self) -> Vec<u32> {
+        self.kvm.get_msr_index_list().map(|l| l.as_slice().to_vec()).unwrap_or_default()
+    }
+
     /// Creates vCPU `id` with the host's supported CPUID, minus the local APIC.
     pub fn create_vcpu(&self, id: u64) -> Result<VcpuFd, VmError> {
         let vcpu = self.fd.create_vcpu(id).map_err(VmError::CreateVcpu)?;

@@ -41,16 +41,24 @@ pub enum PioAction {
     PicEoi,
 }
 
-/// The VM's notion of time for the PIT: nanoseconds since the VM was created.
+/// The VM's notion of time for the PIT: nanoseconds since the VM was created (on a backup
+/// that took over the state of a primary: since the primary's VM was created).
 #[derive(Clone, Copy, Debug)]
-pub struct VmClock(Instant);
+pub struct VmClock {
+    start: Instant,
+    offset_ns: u64,
+}
 
 impl VmClock {
     pub fn new() -> Self {
-        VmClock(Instant::now())
+        VmClock { start: Instant::now(), offset_ns: 0 }
+    }
+    /// A clock that reads `ns` now.
+    pub fn starting_at(ns: u64) -> Self {
+        VmClock { start: Instant::now(), offset_ns: ns }
     }
     pub fn now_ns(&self) -> u64 {
-        self.0.elapsed().as_nanos() as u64
+        self.offset_ns + self.start.elapsed().as_nanos() as u64
     }
 }
 
@@ -67,6 +75,8 @@ pub struct LegacyDevices {
     i8042: I8042Device<FlagTrigger>,
     reset: FlagTrigger,
     pub clock: VmClock,
+    /// The time the next PIT access sees, when the caller decides it (FT: logged/replayed).
+    pub pit_now: Option<u64>,
 }
 
 impl LegacyDevices {
@@ -79,13 +89,17 @@ impl LegacyDevices {
             i8042: I8042Device::new(reset.clone()),
             reset,
             clock: VmClock::new(),
+            pit_now: None,
         }
     }
 
     pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
         let value = match port {
             0x20 | 0x21 | 0xa0 | 0xa1 => self.pic.pio_read(port),
-            0x40..=0x43 | 0x61 => self.pit.pio_read(port, self.clock.now_ns()),
+            0x40..=0x43 | 0x61 => {
+                let now = self.pit_now.take().unwrap_or_else(|| self.clock.now_ns());
+                self.pit.pio_read(port, now)
+            }
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
                 let v = self.serial.read((p - COM1_BASE) as u8);
                 self.forward_serial_irq();
@@ -114,7 +128,8 @@ impl LegacyDevices {
                 PioAction::None
             }
             0x40..=0x43 | 0x61 => {
-                self.pit.pio_write(port, value, self.clock.now_ns());
+                let now = self.pit_now.take().unwrap_or_else(|| self.clock.now_ns());
+                self.pit.pio_write(port, value, now);
                 if port == 0x61 {
                     PioAction::None
                 } else {

@@ -67,6 +67,19 @@ impl SerialConsole {
         }
     }
 
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.uart.state()
+    }
+
+    /// Replaces the UART's registers and FIFO with `state`, keeping the output.
+    pub fn restore(&mut self, state: &vm_superio::serial::SerialState) -> Result<(), String> {
+        let placeholder = Serial::new(self.irq.clone(), Box::new(std::io::sink()) as ConsoleOut);
+        let old = std::mem::replace(&mut self.uart, placeholder);
+        let out = old.into_writer();
+        self.uart = Serial::from_state(state, self.irq.clone(), vm_superio::serial::NoEvents, out).map_err(|e| format!("{e:?}"))?;
+        Ok(())
+    }
+
     /// Whether the UART raised its interrupt since the last call.
     pub fn take_irq(&mut self) -> bool {
         self.irq.take()

@@ -81,6 +81,12 @@ impl MmioTransport {
         &self.state
     }
 
+    /// Takes over a primary's transport state (FT backup). The backend is not started: a
+    /// backup's backends stay idle; going live activates them.
+    pub fn restore_state(&mut self, state: MmioState) {
+        self.state = state;
+    }
+
     pub fn backend_mut(&mut self) -> &mut dyn VirtioBackend {
         self.backend.as_mut()
     }

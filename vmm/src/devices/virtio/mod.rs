@@ -1,7 +1,9 @@
 //! Virtio devices: the virtio-mmio transport (virtio 1.2 section 4.2) and the vhost-user
 //! frontend that hands the device work to a backend process.
 
+pub mod ft_link;
 pub mod mmio;
+pub mod ring;
 pub mod slots;
 pub mod vhost_user;
 

@@ -27,6 +27,9 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{QueueConfig, VirtioBackend};
 
+/// VIRTIO_RING_F_EVENT_IDX (virtio 1.2 section 6).
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+
 /// Protocol features we use when the backend offers them.
 fn wanted_protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK
@@ -238,7 +241,10 @@ impl VirtioBackend for VhostUserDevice {
         self.queue_max_size
     }
     fn device_features(&self) -> u64 {
-        (self.backend_features & !VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()) | self.vmm_features
+        // EVENT_IDX is not offered: the VMM raises interrupts itself (at landmarks) and, in FT
+        // mode, writes the used ring for the backend, so nobody would maintain avail_event.
+        let hidden = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() | VIRTIO_RING_F_EVENT_IDX;
+        (self.backend_features & !hidden) | self.vmm_features
     }
 
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {

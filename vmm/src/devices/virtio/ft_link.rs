@@ -1,0 +1,94 @@
+//! The VMM's end of a backend's FT control channel (crate ft_control; docs/PROTOCOL.md).
+//! A reader thread turns the backend's messages into `DeviceEvent`s, so that completions are
+//! applied, and outputs logged, at a landmark on the vCPU thread.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use ft_control::{ControlError, Message, Role, VERSION};
+
+use crate::inbox::{DeviceEvent, Inbox};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FtLinkError {
+    #[error("cannot connect to the FT control socket {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("FT control handshake with {path} failed: {source}")]
+    Handshake { path: String, source: ControlError },
+}
+
+/// A backend completion or output announcement, as the vCPU thread receives it.
+#[derive(Debug)]
+pub enum FtNotice {
+    Completion { queue: u16, head: u16, len: u32, writes: Vec<ft_control::MemWrite> },
+    Output { id: u64, queue: u16, head: u16, digest: [u8; 32] },
+}
+
+/// The write side, shared by the vCPU thread and the logging channel's ack reader.
+#[derive(Debug)]
+pub struct FtLink {
+    writer: Mutex<UnixStream>,
+    path: String,
+}
+
+impl FtLink {
+    /// Connects to `path` as `role` and starts the reader thread for device `device`.
+    pub fn connect(path: &Path, role: Role, device: usize, inbox: Arc<Inbox>) -> Result<Arc<Self>, FtLinkError> {
+        let p = path.display().to_string();
+        let mut stream = UnixStream::connect(path).map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
+        Message::Hello { version: VERSION, role }
+            .write_to(&mut stream)
+            .map_err(|source| FtLinkError::Handshake { path: p.clone(), source })?;
+        match Message::read_from(&mut stream) {
+            Ok(Some(Message::HelloAck { version })) if version == VERSION => {}
+            Ok(other) => {
+                let source = ControlError::Malformed("expected HelloAck");
+                log::error!("FT control {p}: got {other:?}");
+                return Err(FtLinkError::Handshake { path: p, source });
+            }
+            Err(source) => return Err(FtLinkError::Handshake { path: p, source }),
+        }
+        let mut reader = stream.try_clone().map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
+        let name = p.clone();
+        std::thread::Builder::new()
+            .name("ft-control".into())
+            .spawn(move || loop {
+                let notice = match Message::read_from(&mut reader) {
+                    Ok(Some(Message::Completion { queue, head, len, writes })) => FtNotice::Completion { queue, head, len, writes },
+                    Ok(Some(Message::OutputReady { id, queue, head, digest })) => FtNotice::Output { id, queue, head, digest },
+                    Ok(Some(other)) => {
+                        log::error!("FT control {name}: unexpected {other:?}; closing");
+                        return;
+                    }
+                    Ok(None) => {
+                        log::warn!("FT control {name}: backend closed the channel");
+                        return;
+                    }
+                    Err(e) => {
+                        log::error!("FT control {name}: {e}");
+                        return;
+                    }
+                };
+                inbox.post(DeviceEvent::Ft(device, notice));
+            })
+            .map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
+        Ok(Arc::new(FtLink { writer: Mutex::new(stream), path: p }))
+    }
+
+    fn send(&self, m: Message) {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = m.write_to(&mut *w) {
+            log::error!("FT control {}: {e}", self.path);
+        }
+    }
+
+    /// Lets outputs up to `id` leave.
+    pub fn release(&self, id: u64) {
+        self.send(Message::Release { id });
+    }
+
+    pub fn set_role(&self, role: Role) {
+        self.send(Message::SetRole { role });
+    }
+}

@@ -1,0 +1,122 @@
+//! The backup's replayer: hands the vCPU thread the primary's log entries landmark by
+//! landmark. The backup may leave landmark L only once it holds an entry for a later
+//! landmark: only then does it know that it has every entry for L (the log is in landmark
+//! order). So it always lags at least one entry behind, as the VMware FT design requires.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::channel::BackupShared;
+use super::record::{ExitSignature, Record};
+use super::signature::{describe, hlt_sig, RunningHash};
+
+/// Why replay stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStop {
+    /// The backup is not where the primary was.
+    Diverged { landmark: u64, reason: String },
+    /// The logging channel is gone (the primary died, or the network failed).
+    PrimaryLost { landmark: u64 },
+}
+
+pub struct Backup {
+    pub shared: Arc<BackupShared>,
+    pub hash: RunningHash,
+    pub last_sig: ExitSignature,
+    pub applied: u64,
+}
+
+impl Backup {
+    pub fn new(shared: Arc<BackupShared>) -> Self {
+        Backup { shared, hash: RunningHash::default(), last_sig: hlt_sig(), applied: 0 }
+    }
+
+    pub fn on_exit(&mut self, sig: ExitSignature) {
+        self.hash.add(&sig);
+        self.last_sig = sig;
+    }
+
+    /// Blocks until the next record is available; its landmark if it is an entry.
+    fn peek_landmark(&self, landmark: u64) -> Result<Option<u64>, ReplayStop> {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some((_, r)) = q.front() {
+                return Ok(r.entry_landmark());
+            }
+            if !self.shared.alive.load(Ordering::SeqCst) {
+                return Err(ReplayStop::PrimaryLost { landmark });
+            }
+            q = self.shared.arrived.wait(q).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Like `next_at`, without blocking: `Ok(None)` when the log does not tell yet.
+    pub fn poll_at(&mut self, landmark: u64) -> Result<Option<Option<Record>>, ReplayStop> {
+        loop {
+            let front = {
+                let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.front().map(|(_, r)| r.entry_landmark())
+            };
+            match front {
+                None if !self.shared.alive.load(Ordering::SeqCst) => return Err(ReplayStop::PrimaryLost { landmark }),
+                None => return Ok(None),
+                Some(Some(l)) if l < landmark => {
+                    let r = self.pop();
+                    return Err(self.diverged(landmark, format!("entry for past landmark {l} left over: {r:?}")));
+                }
+                Some(Some(l)) if l > landmark => return Ok(Some(None)),
+                Some(Some(_)) => return Ok(Some(self.pop())),
+                Some(None) => {
+                    self.pop();
+                }
+            }
+        }
+    }
+
+    /// Takes the next record if it is an entry for `landmark`. Returns `None` once the next
+    /// entry is for a later landmark, i.e. when `landmark` is complete. Blocks until it knows.
+    pub fn next_at(&mut self, landmark: u64) -> Result<Option<Record>, ReplayStop> {
+        loop {
+            match self.peek_landmark(landmark)? {
+                Some(l) if l < landmark => {
+                    let r = self.pop();
+                    return Err(self.diverged(landmark, format!("entry for past landmark {l} left over: {r:?}")));
+                }
+                Some(l) if l > landmark => return Ok(None),
+                Some(_) => return Ok(self.pop()),
+                None => {
+                    // A non-entry record (state transfer leftovers): skip it.
+                    self.pop();
+                }
+            }
+        }
+    }
+
+    /// The next record of any kind (state transfer), blocking.
+    pub fn next_record(&mut self) -> Result<Record, ReplayStop> {
+        self.peek_landmark(0)?;
+        self.pop().ok_or(ReplayStop::PrimaryLost { landmark: 0 })
+    }
+
+    fn pop(&mut self) -> Option<Record> {
+        self.applied += 1;
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front().map(|(_, r)| r)
+    }
+
+    /// Checks an entry's signature against the backup's own exit at the same landmark.
+    pub fn check_sig(&self, landmark: u64, expected: &ExitSignature) -> Result<(), ReplayStop> {
+        if *expected != self.last_sig {
+            return Err(self.diverged(
+                landmark,
+                format!("expected {}, got {}", describe(expected), describe(&self.last_sig)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reports a divergence to the primary and returns the stop reason.
+    pub fn diverged(&self, landmark: u64, reason: String) -> ReplayStop {
+        let _ = self.shared.reply(&Record::Diverged { landmark, reason: reason.chars().take(1000).collect() });
+        ReplayStop::Diverged { landmark, reason }
+    }
+}

@@ -1,0 +1,285 @@
+//! The logging channel's two ends (docs/PROTOCOL.md, "Logging channel"): one TCP connection,
+//! records primary -> backup, acknowledgements and heartbeats backup -> primary.
+//!
+//! Primary: the vCPU thread hands records to a writer thread (never blocking on the network);
+//! the writer numbers, encodes and sends them and remembers which outputs wait for which
+//! sequence number; a reader thread takes the backup's acks and releases those outputs.
+//! Backup: a reader thread queues records for the vCPU thread and acknowledges each batch.
+
+use std::collections::VecDeque;
+use std::io::BufWriter;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::record::{Record, RecordReader, RecordWriter};
+
+/// Heartbeat period in both directions when nothing else is sent.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// An output waiting for the backup: released by `release` once the ack covers `seq`.
+pub struct HeldOutput {
+    pub seq: u64,
+    pub device: usize,
+    pub id: u64,
+    pub since: Instant,
+}
+
+/// What the primary's threads share.
+pub struct PrimaryShared {
+    pub acked: AtomicU64,
+    pub sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub alive: AtomicBool,
+    pub landmark: AtomicU64,
+    pub held: Mutex<VecDeque<HeldOutput>>,
+    pub last_heard: Mutex<Instant>,
+    /// Set by the reader when the backup reports a divergence.
+    pub diverged: Mutex<Option<String>>,
+    /// How long released outputs were held (output rule), in microseconds.
+    pub hold: Mutex<crate::stats::Samples>,
+}
+
+/// A record for the writer thread, with the output it protects, if any.
+pub struct Outgoing {
+    pub record: Record,
+    pub output: Option<(usize, u64)>,
+}
+
+/// The primary's end: the vCPU thread's handle.
+pub struct PrimaryLink {
+    tx: mpsc::Sender<Outgoing>,
+    pub shared: Arc<PrimaryShared>,
+}
+
+/// Called with (device, output id) for every output whose log position the backup acked.
+pub type ReleaseFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
+
+impl PrimaryLink {
+    /// Starts the writer and reader threads on `stream`; record numbering continues after
+    /// `last_seq` (the state transfer used the numbers before it).
+    pub fn start(stream: TcpStream, last_seq: u64, release: ReleaseFn) -> std::io::Result<Self> {
+        stream.set_nodelay(true)?;
+        let shared = Arc::new(PrimaryShared {
+            acked: AtomicU64::new(last_seq),
+            sent: AtomicU64::new(last_seq),
+            bytes_sent: AtomicU64::new(0),
+            alive: AtomicBool::new(true),
+            landmark: AtomicU64::new(0),
+            held: Mutex::new(VecDeque::new()),
+            last_heard: Mutex::new(Instant::now()),
+            diverged: Mutex::new(None),
+            hold: Mutex::new(crate::stats::Samples::default()),
+        });
+        let (tx, rx) = mpsc::channel::<Outgoing>();
+        let reader = stream.try_clone()?;
+        let w = shared.clone();
+        std::thread::Builder::new().name("ft-log-writer".into()).spawn(move || {
+            writer_loop(stream, last_seq + 1, rx, &w);
+            w.alive.store(false, Ordering::SeqCst);
+        })?;
+        let r = shared.clone();
+        std::thread::Builder::new().name("ft-ack-reader".into()).spawn(move || {
+            ack_loop(reader, &r, &release);
+            r.alive.store(false, Ordering::SeqCst);
+        })?;
+        Ok(PrimaryLink { tx, shared })
+    }
+
+    /// Queues a record; returns false if the link is down.
+    pub fn send(&self, record: Record, output: Option<(usize, u64)>) -> bool {
+        self.shared.alive.load(Ordering::SeqCst) && self.tx.send(Outgoing { record, output }).is_ok()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    /// Records sent but not yet acknowledged.
+    pub fn unacked(&self) -> u64 {
+        self.shared.sent.load(Ordering::SeqCst).saturating_sub(self.shared.acked.load(Ordering::SeqCst))
+    }
+}
+
+fn writer_loop(stream: TcpStream, first_seq: u64, rx: mpsc::Receiver<Outgoing>, shared: &PrimaryShared) {
+    let mut w = RecordWriter::starting_at(BufWriter::with_capacity(256 << 10, stream), first_seq);
+    loop {
+        let first = match rx.recv_timeout(HEARTBEAT) {
+            Ok(o) => o,
+            Err(RecvTimeoutError::Timeout) => Outgoing {
+                record: Record::Heartbeat { landmark: shared.landmark.load(Ordering::SeqCst), unix_ms: unix_ms() },
+                output: None,
+            },
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        // Send everything queued in one go, then flush once.
+        let mut next = Some(first);
+        while let Some(o) = next.take() {
+            let seq = match w.write(&o.record) {
+                Ok(seq) => seq,
+                Err(e) => {
+                    log::error!("ft: logging channel write failed: {e}");
+                    return;
+                }
+            };
+            if let Some((device, id)) = o.output {
+                let held = HeldOutput { seq, device, id, since: Instant::now() };
+                shared.held.lock().unwrap_or_else(|e| e.into_inner()).push_back(held);
+            }
+            shared.sent.store(seq, Ordering::SeqCst);
+            next = rx.try_recv().ok();
+        }
+        let before = w.get_ref().buffer().len() as u64;
+        if let Err(e) = w.flush() {
+            log::error!("ft: logging channel flush failed: {e}");
+            return;
+        }
+        shared.bytes_sent.fetch_add(before, Ordering::Relaxed);
+    }
+}
+
+/// Releases every held output whose record the backup has acknowledged.
+pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
+    let acked = shared.acked.load(Ordering::SeqCst);
+    let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+    while held.front().is_some_and(|h| h.seq <= acked) {
+        if let Some(h) = held.pop_front() {
+            release(h.device, h.id);
+            shared.hold.lock().unwrap_or_else(|e| e.into_inner()).record(h.since.elapsed());
+        }
+    }
+}
+
+fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
+    let mut reader = RecordReader::new(stream);
+    loop {
+        match reader.next() {
+            Ok(Some((_, Record::Ack { seq }))) => {
+                shared.acked.fetch_max(seq, Ordering::SeqCst);
+                *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                release_acked(shared, release);
+            }
+            Ok(Some((_, Record::Heartbeat { .. }))) => {
+                *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+            Ok(Some((_, Record::Diverged { landmark, reason }))) => {
+                let msg = format!("backup diverged at landmark {landmark}: {reason}");
+                log::error!("ft: {msg}");
+                *shared.diverged.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                return;
+            }
+            Ok(Some((_, other))) => {
+                log::error!("ft: unexpected record from the backup: {:?}", other.kind());
+                return;
+            }
+            Ok(None) => {
+                log::warn!("ft: the backup closed the logging channel");
+                return;
+            }
+            Err(e) => {
+                log::error!("ft: logging channel: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// The backup's end: records in arrival order for the vCPU thread.
+pub struct BackupShared {
+    pub queue: Mutex<VecDeque<(u64, Record)>>,
+    pub arrived: Condvar,
+    pub alive: AtomicBool,
+    /// Landmark of the newest landmark entry received.
+    pub newest_landmark: AtomicU64,
+    pub received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub last_heard: Mutex<Instant>,
+    writer: Mutex<RecordWriter<TcpStream>>,
+}
+
+impl BackupShared {
+    /// Sends a record to the primary (acks, heartbeats, divergence reports).
+    pub fn reply(&self, record: &Record) -> bool {
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.write(record).and_then(|_| w.flush()).is_ok()
+    }
+}
+
+/// Starts the backup's reader (which also wakes the vCPU thread through `inbox` whenever
+/// records arrive) and heartbeat threads.
+pub fn start_backup(stream: TcpStream, inbox: Arc<crate::inbox::Inbox>) -> std::io::Result<Arc<BackupShared>> {
+    stream.set_nodelay(true)?;
+    let reader = stream.try_clone()?;
+    let shared = Arc::new(BackupShared {
+        queue: Mutex::new(VecDeque::new()),
+        arrived: Condvar::new(),
+        alive: AtomicBool::new(true),
+        newest_landmark: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        bytes_received: AtomicU64::new(0),
+        last_heard: Mutex::new(Instant::now()),
+        writer: Mutex::new(RecordWriter::new(stream)),
+    });
+    let r = shared.clone();
+    std::thread::Builder::new().name("ft-log-reader".into()).spawn(move || {
+        receive_loop(reader, &r, &inbox);
+        r.alive.store(false, Ordering::SeqCst);
+        r.arrived.notify_all();
+        inbox.post(crate::inbox::DeviceEvent::LogArrived);
+    })?;
+    let h = shared.clone();
+    std::thread::Builder::new().name("ft-heartbeat".into()).spawn(move || {
+        while h.alive.load(Ordering::SeqCst) {
+            std::thread::sleep(HEARTBEAT);
+            let hb = Record::Heartbeat { landmark: h.newest_landmark.load(Ordering::SeqCst), unix_ms: unix_ms() };
+            if !h.reply(&hb) {
+                break;
+            }
+        }
+    })?;
+    Ok(shared)
+}
+
+fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &crate::inbox::Inbox) {
+    let mut reader = RecordReader::new(stream);
+    loop {
+        let (seq, record) = match reader.next() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                log::warn!("ft: the primary closed the logging channel");
+                return;
+            }
+            Err(e) => {
+                log::error!("ft: logging channel: {e}");
+                return;
+            }
+        };
+        *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        if let Some(l) = record.entry_landmark() {
+            shared.newest_landmark.fetch_max(l, Ordering::SeqCst);
+        }
+        shared.received.store(seq, Ordering::SeqCst);
+        if !matches!(record, Record::Heartbeat { .. }) {
+            let was_empty = {
+                let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                q.push_back((seq, record));
+                q.len() == 1
+            };
+            shared.arrived.notify_all();
+            if was_empty {
+                inbox.post(crate::inbox::DeviceEvent::LogArrived);
+            }
+        }
+        // Acknowledge receipt (not application): the output rule needs only that the backup
+        // holds the log up to an output's position.
+        if !shared.reply(&Record::Ack { seq }) {
+            return;
+        }
+    }
+}
