@@ -8,7 +8,7 @@ VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
 APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3
 
-.PHONY: help deps build guest run demo test unit-test guest-test bench clean
+.PHONY: help deps build guest run demo test bench fuzz clean
 
 help:
 	@echo "make deps    install what the build and the tests need (idempotent; apt-get + cargo)"
@@ -18,6 +18,7 @@ help:
 	@echo "make demo    the product demo"
 	@echo "make test    every test: unit, guest boots, end-to-end"
 	@echo "make bench   measure and write docs/BENCHMARKS.md"
+	@echo "make fuzz    fuzz the logging-channel record decoder (FUZZ_SECONDS=30)"
 	@echo "make clean   remove build outputs"
 
 deps:
@@ -58,6 +59,10 @@ test: build guest
 
 bench: build guest
 	python3 resources/bench/bench.py
+
+FUZZ_SECONDS ?= 30
+fuzz:
+	./fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

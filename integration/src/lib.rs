@@ -2,6 +2,7 @@
 //! product started inside them, and a small RESP client. Everything created here is torn
 //! down by `Drop` guards, also when a test fails (panics unwind through them).
 
+pub mod api;
 pub mod netns;
 pub mod proc;
 pub mod resp;

@@ -171,6 +171,19 @@ pub enum BlockBackend {
     QemuStorageDaemon(PathBuf),
 }
 
+/// The logging-channel port of an FT backup.
+pub const FT_PORT: u16 = 7000;
+
+/// How a host's vmm runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FtMode {
+    Off,
+    /// `--ft primary --peer IP:FT_PORT`.
+    Primary { peer_ip: String },
+    /// `--ft backup --listen IP:FT_PORT` (its own address).
+    Backup { own_ip: String },
+}
+
 /// One host: its backends and its vmm.
 pub struct Host {
     pub role: String,
@@ -180,6 +193,8 @@ pub struct Host {
     backend: BlockBackend,
     ns: String,
     dir: PathBuf,
+    ft: FtMode,
+    pub extra_cmdline: String,
 }
 
 fn bin(name: &str) -> String {
@@ -203,6 +218,12 @@ fn wait_socket(path: &Path, proc: &mut Proc) -> Result<(), StackError> {
 
 impl Host {
     pub fn start(lab: &Lab, role: &str, backend: BlockBackend) -> Result<Self, StackError> {
+        Self::start_with(lab, role, backend, FtMode::Off, "")
+    }
+
+    /// Starts the backends and the vmm; waits for `guest: kv ready` (a primary or plain vmm)
+    /// or for the backup's `replaying` (a backup; it waits for its primary first).
+    pub fn start_with(lab: &Lab, role: &str, backend: BlockBackend, ft: FtMode, extra_cmdline: &str) -> Result<Self, StackError> {
         let ns = lab.topo.ns(role);
         let dir = lab.dir.path().to_path_buf();
         let net_sock = dir.join(format!("{role}-net.sock"));
@@ -210,15 +231,28 @@ impl Host {
         wait_socket(&net_sock, &mut net)?;
         let mut blk = Self::spawn_blk(&dir, &ns, role, &backend)?;
         wait_socket(&Self::blk_socket(&dir, role), &mut blk)?;
-        let vmm = Self::spawn_vmm(&dir, &ns, role)?;
-        let mut host = Host { role: role.into(), net, blk, vmm, backend, ns, dir };
-        host.wait_ready(0)?;
+        let vmm = Self::spawn_vmm(&dir, &ns, role, &ft, extra_cmdline)?;
+        let mut host = Host { role: role.into(), net, blk, vmm, backend, ns, dir, ft, extra_cmdline: extra_cmdline.into() };
+        if !matches!(host.ft, FtMode::Backup { .. }) {
+            host.wait_ready(0)?;
+        }
         Ok(host)
     }
 
     fn spawn_net(dir: &Path, ns: &str, role: &str) -> Result<Proc, StackError> {
         let sock = dir.join(format!("{role}-net.sock"));
-        let argv = [bin("vhost-net-ft"), "--socket".into(), sock.display().to_string(), "--tap".into(), TAP.into(), "--mac".into(), GUEST_MAC.into()];
+        let ft = dir.join(format!("{role}-net-ft.sock"));
+        let argv = [
+            bin("vhost-net-ft"),
+            "--socket".into(),
+            sock.display().to_string(),
+            "--tap".into(),
+            TAP.into(),
+            "--mac".into(),
+            GUEST_MAC.into(),
+            "--ft-socket".into(),
+            ft.display().to_string(),
+        ];
         Ok(Proc::spawn(&format!("{role}-vhost-net-ft"), dir, Some(ns), &argv)?)
     }
 
@@ -232,6 +266,15 @@ impl Host {
         wait_socket(&sock, &mut self.net)
     }
 
+    pub fn api_socket(dir: &Path, role: &str) -> PathBuf {
+        dir.join(format!("{role}-api.sock"))
+    }
+
+    /// A control-socket connection to this host's vmm.
+    pub fn api(&self) -> Result<crate::api::ApiClient, StackError> {
+        crate::api::ApiClient::connect(&Self::api_socket(&self.dir, &self.role)).map_err(StackError::Io)
+    }
+
     fn blk_socket(dir: &Path, role: &str) -> PathBuf {
         dir.join(format!("{role}-blk.sock"))
     }
@@ -241,7 +284,10 @@ impl Host {
         let _ = std::fs::remove_file(&sock);
         let sock = sock.display().to_string();
         let argv: Vec<String> = match backend {
-            BlockBackend::Remote(uri) => vec![bin("vhost-blk-remote"), "--socket".into(), sock, "--nbd".into(), uri.clone()],
+            BlockBackend::Remote(uri) => {
+                let ft = dir.join(format!("{role}-blk-ft.sock")).display().to_string();
+                vec![bin("vhost-blk-remote"), "--socket".into(), sock, "--nbd".into(), uri.clone(), "--ft-socket".into(), ft]
+            }
             BlockBackend::QemuStorageDaemon(image) => vec![
                 "qemu-storage-daemon".into(),
                 "--blockdev".into(),
@@ -255,21 +301,31 @@ impl Host {
         Ok(Proc::spawn(&format!("{role}-blk"), dir, Some(ns), &argv)?)
     }
 
-    fn spawn_vmm(dir: &Path, ns: &str, role: &str) -> Result<Proc, StackError> {
-        let argv = vec![
+    fn spawn_vmm(dir: &Path, ns: &str, role: &str, ft: &FtMode, extra: &str) -> Result<Proc, StackError> {
+        let net_ft = format!(",ft={}", dir.join(format!("{role}-net-ft.sock")).display());
+        let blk_ft = format!(",ft={}", dir.join(format!("{role}-blk-ft.sock")).display());
+        let (net_ft, blk_ft) = if matches!(ft, FtMode::Primary { .. }) { (net_ft, blk_ft) } else { (String::new(), String::new()) };
+        let mut argv = vec![
             bin("vmm"),
             "--kernel".into(),
             repo_path("build/guest.elf").display().to_string(),
             "--mem-mib".into(),
             "64".into(),
             "--cmdline".into(),
-            format!("guest.mode=kv guest.ip={GUEST_IP}/24"),
+            format!("guest.mode=kv guest.ip={GUEST_IP}/24 {extra}"),
             "--net".into(),
-            format!("socket={},mac={GUEST_MAC}", dir.join(format!("{role}-net.sock")).display()),
+            format!("socket={},mac={GUEST_MAC}{net_ft}", dir.join(format!("{role}-net.sock")).display()),
             "--block".into(),
-            format!("socket={}", Self::blk_socket(dir, role).display()),
+            format!("socket={}{blk_ft}", Self::blk_socket(dir, role).display()),
+            "--api-sock".into(),
+            Self::api_socket(dir, role).display().to_string(),
             "--stats".into(),
         ];
+        match ft {
+            FtMode::Off => {}
+            FtMode::Primary { peer_ip } => argv.extend(["--ft".into(), "primary".into(), "--peer".into(), format!("{peer_ip}:{FT_PORT}")]),
+            FtMode::Backup { own_ip } => argv.extend(["--ft".into(), "backup".into(), "--listen".into(), format!("{own_ip}:{FT_PORT}")]),
+        }
         Ok(Proc::spawn(&format!("{role}-vmm"), dir, Some(ns), &argv)?)
     }
 
@@ -282,7 +338,7 @@ impl Host {
     pub fn restart_vmm(&mut self) -> Result<(), StackError> {
         self.vmm.kill();
         let from = self.vmm.output().len();
-        self.vmm = Self::spawn_vmm(&self.dir, &self.ns, &self.role)?;
+        self.vmm = Self::spawn_vmm(&self.dir, &self.ns, &self.role, &self.ft, &self.extra_cmdline)?;
         self.wait_ready(from)
     }
 

@@ -120,7 +120,12 @@ fn virtio_devices(
         let calls = dev.call.iter().map(|c| c.try_clone()).collect::<Result<Vec<_>, _>>();
         let calls = calls.map_err(|e| Error::IoEvent(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO))))?;
         let link = dev.link.clone();
-        let index = devices.add(MmioTransport::new(Box::new(dev)))?;
+        let mut transport = MmioTransport::new(Box::new(dev));
+        if let FtConfig::Backup { .. } = config.ft {
+            // Nothing to start yet, so this cannot fail.
+            let _ = transport.hold_backend(true);
+        }
+        let index = devices.add(transport)?;
         subscribers.push(Box::new(event_loop::CallWatch::new(index, calls, inbox.clone())));
         subscribers.push(Box::new(event_loop::BackendMonitor::new(index, link, inbox.clone())?));
         // A primary's backends hand completions and outputs to the VMM (FT control channel);

@@ -60,6 +60,8 @@ pub struct Stats {
     pub irq_latency: Samples,
     /// From `KVM_INTERRUPT` to the guest's EOI: how long the guest took to run its handler.
     pub inject_to_eoi: Samples,
+    /// FT primary: the replication summary.
+    pub ft_summary: Option<String>,
 }
 
 impl Default for Stats {
@@ -75,6 +77,7 @@ impl Default for Stats {
             interrupts_injected: 0,
             irq_latency: Samples::default(),
             inject_to_eoi: Samples::default(),
+            ft_summary: None,
         }
     }
 }
@@ -121,7 +124,11 @@ impl fmt::Display for Stats {
             opt(self.irq_latency.percentile(99)),
             opt(self.inject_to_eoi.percentile(50)),
             opt(self.inject_to_eoi.percentile(99)),
-        )
+        )?;
+        if let Some(ft) = &self.ft_summary {
+            writeln!(f, "vmm: stats: {ft}")?;
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,34 @@ pub struct PrimaryShared {
     pub diverged: Mutex<Option<String>>,
     /// How long released outputs were held (output rule), in microseconds.
     pub hold: Mutex<crate::stats::Samples>,
+    /// When the primary sent its entries for each landmark (for the backup's lag in time).
+    pub history: Mutex<VecDeque<(u64, Instant)>>,
+    /// The landmark the backup last reported (heartbeat).
+    pub backup_landmark: AtomicU64,
+    /// How far behind the backup was, in time, at each of its heartbeats.
+    pub lag: Mutex<crate::stats::Samples>,
+}
+
+impl PrimaryShared {
+    /// A one-line summary for logs and `--stats`.
+    pub fn summary(&self, since: Instant) -> String {
+        let secs = since.elapsed().as_secs_f64().max(1e-9);
+        let sent = self.sent.load(Ordering::SeqCst);
+        let bytes = self.bytes_sent.load(Ordering::Relaxed);
+        let lag_lm = self.landmark.load(Ordering::Relaxed).saturating_sub(self.backup_landmark.load(Ordering::Relaxed));
+        let pct = |s: &Mutex<crate::stats::Samples>, p| {
+            s.lock().unwrap_or_else(|e| e.into_inner()).percentile(p).map_or("-".to_string(), |v| v.to_string())
+        };
+        format!(
+            "ft: records={sent} records_per_s={:.0} log_mbit_per_s={:.3} backup_lag_landmarks={lag_lm} backup_lag_us_p50={} backup_lag_us_p99={} output_hold_us_p50={} output_hold_us_p99={}",
+            sent as f64 / secs,
+            bytes as f64 * 8.0 / secs / 1e6,
+            pct(&self.lag, 50),
+            pct(&self.lag, 99),
+            pct(&self.hold, 50),
+            pct(&self.hold, 99),
+        )
+    }
 }
 
 /// A record for the writer thread, with the output it protects, if any.
@@ -76,13 +104,28 @@ impl PrimaryLink {
             last_heard: Mutex::new(Instant::now()),
             diverged: Mutex::new(None),
             hold: Mutex::new(crate::stats::Samples::default()),
+            history: Mutex::new(VecDeque::new()),
+            backup_landmark: AtomicU64::new(0),
+            lag: Mutex::new(crate::stats::Samples::default()),
         });
         let (tx, rx) = mpsc::channel::<Outgoing>();
         let reader = stream.try_clone()?;
         let w = shared.clone();
+        let writer_release = release.clone();
         std::thread::Builder::new().name("ft-log-writer".into()).spawn(move || {
-            writer_loop(stream, last_seq + 1, rx, &w);
+            writer_loop(stream, last_seq + 1, &rx, &w);
             w.alive.store(false, Ordering::SeqCst);
+            // The backup is gone: every output still waiting for it leaves now (the primary
+            // runs unprotected), including those queued but never sent.
+            let held: Vec<HeldOutput> = w.held.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+            for h in held {
+                writer_release(h.device, h.id);
+            }
+            while let Ok(o) = rx.recv_timeout(Duration::from_millis(100)) {
+                if let Some((device, id)) = o.output {
+                    writer_release(device, id);
+                }
+            }
         })?;
         let r = shared.clone();
         std::thread::Builder::new().name("ft-ack-reader".into()).spawn(move || {
@@ -107,9 +150,12 @@ impl PrimaryLink {
     }
 }
 
-fn writer_loop(stream: TcpStream, first_seq: u64, rx: mpsc::Receiver<Outgoing>, shared: &PrimaryShared) {
+fn writer_loop(stream: TcpStream, first_seq: u64, rx: &mpsc::Receiver<Outgoing>, shared: &PrimaryShared) {
     let mut w = RecordWriter::starting_at(BufWriter::with_capacity(256 << 10, stream), first_seq);
     loop {
+        if !shared.alive.load(Ordering::SeqCst) {
+            return;
+        }
         let first = match rx.recv_timeout(HEARTBEAT) {
             Ok(o) => o,
             Err(RecvTimeoutError::Timeout) => Outgoing {
@@ -121,6 +167,12 @@ fn writer_loop(stream: TcpStream, first_seq: u64, rx: mpsc::Receiver<Outgoing>, 
         // Send everything queued in one go, then flush once.
         let mut next = Some(first);
         while let Some(o) = next.take() {
+            // An output is registered before its record can reach the backup, so that the ack
+            // that covers it always finds it (the BufWriter may send before the flush below).
+            if let Some((device, id)) = o.output {
+                let held = HeldOutput { seq: w.last_seq() + 1, device, id, since: Instant::now() };
+                shared.held.lock().unwrap_or_else(|e| e.into_inner()).push_back(held);
+            }
             let seq = match w.write(&o.record) {
                 Ok(seq) => seq,
                 Err(e) => {
@@ -128,9 +180,14 @@ fn writer_loop(stream: TcpStream, first_seq: u64, rx: mpsc::Receiver<Outgoing>, 
                     return;
                 }
             };
-            if let Some((device, id)) = o.output {
-                let held = HeldOutput { seq, device, id, since: Instant::now() };
-                shared.held.lock().unwrap_or_else(|e| e.into_inner()).push_back(held);
+            if let Some(l) = o.record.entry_landmark() {
+                let mut h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+                if h.back().is_none_or(|&(last, _)| last < l) {
+                    h.push_back((l, Instant::now()));
+                    if h.len() > 200_000 {
+                        h.pop_front();
+                    }
+                }
             }
             shared.sent.store(seq, Ordering::SeqCst);
             next = rx.try_recv().ok();
@@ -165,8 +222,17 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
                 *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 release_acked(shared, release);
             }
-            Ok(Some((_, Record::Heartbeat { .. }))) => {
+            Ok(Some((_, Record::Heartbeat { landmark, .. }))) => {
                 *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                shared.backup_landmark.store(landmark, Ordering::Relaxed);
+                // Lag in time: how long ago the primary logged the landmark the backup is at.
+                let mut h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+                let mut at = None;
+                while h.front().is_some_and(|&(l, _)| l <= landmark) {
+                    at = h.pop_front().map(|(_, t)| t);
+                }
+                let lag = if h.is_empty() { Duration::ZERO } else { at.map_or(Duration::ZERO, |t| t.elapsed()) };
+                shared.lag.lock().unwrap_or_else(|e| e.into_inner()).record(lag);
             }
             Ok(Some((_, Record::Diverged { landmark, reason }))) => {
                 let msg = format!("backup diverged at landmark {landmark}: {reason}");
@@ -200,6 +266,8 @@ pub struct BackupShared {
     pub received: AtomicU64,
     pub bytes_received: AtomicU64,
     pub last_heard: Mutex<Instant>,
+    /// The landmark the backup's vCPU has reached (reported in heartbeats).
+    pub applied_landmark: AtomicU64,
     writer: Mutex<RecordWriter<TcpStream>>,
 }
 
@@ -224,6 +292,7 @@ pub fn start_backup(stream: TcpStream, inbox: Arc<crate::inbox::Inbox>) -> std::
         received: AtomicU64::new(0),
         bytes_received: AtomicU64::new(0),
         last_heard: Mutex::new(Instant::now()),
+        applied_landmark: AtomicU64::new(0),
         writer: Mutex::new(RecordWriter::new(stream)),
     });
     let r = shared.clone();
@@ -237,7 +306,7 @@ pub fn start_backup(stream: TcpStream, inbox: Arc<crate::inbox::Inbox>) -> std::
     std::thread::Builder::new().name("ft-heartbeat".into()).spawn(move || {
         while h.alive.load(Ordering::SeqCst) {
             std::thread::sleep(HEARTBEAT);
-            let hb = Record::Heartbeat { landmark: h.newest_landmark.load(Ordering::SeqCst), unix_ms: unix_ms() };
+            let hb = Record::Heartbeat { landmark: h.applied_landmark.load(Ordering::SeqCst), unix_ms: unix_ms() };
             if !h.reply(&hb) {
                 break;
             }

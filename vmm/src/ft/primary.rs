@@ -29,7 +29,12 @@ pub struct Primary {
     pub stats: PrimaryStats,
     /// Set while the primary has no backup: the joiner thread then tries to reach one.
     pub join_wanted: Arc<AtomicBool>,
+    protected_since: Instant,
+    last_report: Instant,
 }
+
+/// How often the primary logs its replication summary.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct PrimaryStats {
@@ -50,6 +55,8 @@ impl Primary {
             backends: Arc::new(backends),
             stats: PrimaryStats::default(),
             join_wanted: Arc::new(AtomicBool::new(true)),
+            protected_since: Instant::now(),
+            last_report: Instant::now(),
         }
     }
 
@@ -63,7 +70,23 @@ impl Primary {
         })
     }
 
+    /// The replication summary (None without a backup).
+    pub fn summary(&self) -> Option<String> {
+        self.link.as_ref().map(|l| l.shared.summary(self.protected_since))
+    }
+
+    /// Logs the summary every `REPORT_EVERY`.
+    pub fn report(&mut self) {
+        if self.last_report.elapsed() >= REPORT_EVERY {
+            self.last_report = Instant::now();
+            if let Some(s) = self.summary() {
+                log::info!("{s}");
+            }
+        }
+    }
+
     pub fn attach(&mut self, link: PrimaryLink) {
+        self.protected_since = Instant::now();
         self.link = Some(link);
         self.join_wanted.store(false, Ordering::SeqCst);
     }
@@ -94,11 +117,7 @@ impl Primary {
             "ft: primary running UNPROTECTED: {}",
             why.unwrap_or_else(|| "the backup is gone".to_string())
         );
-        let release = self.release_fn();
-        let held: Vec<_> = link.shared.held.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for h in held {
-            release(h.device, h.id);
-        }
+        // The link's writer thread releases the outputs that were waiting for the backup.
         self.link = None;
         self.join_wanted.store(true, Ordering::SeqCst);
     }
@@ -108,15 +127,22 @@ impl Primary {
         self.send(landmark, record, None);
     }
 
-    fn send(&mut self, landmark: u64, record: Record, output: Option<(usize, u64)>) {
-        if let Some(link) = &self.link {
-            link.shared.landmark.store(landmark, Ordering::Relaxed);
-            if link.send(record, output) {
-                self.stats.records += 1;
-                self.last_record_landmark = landmark;
-                self.last_record_at = Instant::now();
-            }
+    fn release_now(&self, device: usize, id: u64) {
+        if let Some(Some(link)) = self.backends.get(device) {
+            link.release(id);
         }
+    }
+
+    fn send(&mut self, landmark: u64, record: Record, output: Option<(usize, u64)>) -> bool {
+        let Some(link) = &self.link else { return false };
+        link.shared.landmark.store(landmark, Ordering::Relaxed);
+        let sent = link.send(record, output);
+        if sent {
+            self.stats.records += 1;
+            self.last_record_landmark = landmark;
+            self.last_record_at = Instant::now();
+        }
+        sent
     }
 
     /// The signature hash as a checkpoint record: lets the backup run up to `landmark` and
@@ -137,10 +163,10 @@ impl Primary {
     /// backup has the log up to here (or at once when unprotected).
     pub fn output(&mut self, landmark: u64, device: usize, packed: u16, id: u64, digest: [u8; 32]) {
         self.stats.outputs += 1;
-        if self.link.is_some() {
-            self.send(landmark, Record::OutputDigest { landmark, device: packed, digest }, Some((device, id)));
-        } else if let Some(Some(link)) = self.backends.get(device) {
-            link.release(id);
+        let record = Record::OutputDigest { landmark, device: packed, digest };
+        if !self.send(landmark, record, Some((device, id))) {
+            // No backup (or it just went away): nothing to wait for.
+            self.release_now(device, id);
         }
     }
 

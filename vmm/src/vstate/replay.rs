@@ -49,6 +49,7 @@ impl Vcpu {
     /// a later one.
     pub(super) fn replay_landmark(&mut self) -> Result<(), ReplayStop> {
         let landmark = self.stats.landmarks;
+        self.backup().shared.applied_landmark.store(landmark, std::sync::atomic::Ordering::Relaxed);
         loop {
             let Some(record) = self.backup_next(landmark)? else { break };
             match record {
@@ -64,7 +65,9 @@ impl Vcpu {
                 }
                 Record::Interrupt { sig, vector, .. } => {
                     self.backup().check_sig(landmark, &sig)?;
-                    let ready = self.devices.pic.has_pending() && self.can_inject();
+                    // Right after the state transfer kvm_run's readiness flags are stale: the
+                    // primary's decision stands (it checked them at this very landmark).
+                    let ready = self.devices.pic.has_pending() && (self.fresh_state || self.can_inject());
                     match self.devices.pic.acknowledge() {
                         Some(v) if ready && v == vector => {
                             if let Err(e) = self.inject(vector) {

@@ -179,6 +179,7 @@ impl Vcpu {
             slot.transport.restore_state(state.clone());
         }
         self.stats.landmarks = landmark;
+        self.fresh_state = true;
         if let FtRole::Backup(b) = &mut self.ft {
             b.hash = RunningHash(m.signature_hash);
             let (kind, addr, size, data) = m.last_sig;

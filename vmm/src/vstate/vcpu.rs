@@ -79,6 +79,15 @@ pub enum FtRole {
     Backup(Box<Backup>),
 }
 
+/// Signature bookkeeping for every landmark (a free function: the exit's data borrows the vCPU).
+fn note_exit(ft: &mut FtRole, sig: crate::ft::record::ExitSignature) {
+    match ft {
+        FtRole::Off => {}
+        FtRole::Primary(p) => p.on_exit(sig),
+        FtRole::Backup(b) => b.on_exit(sig),
+    }
+}
+
 /// Ports whose values depend on time: the PIT and port B (its channel 2 output).
 fn is_pit_port(port: u16) -> bool {
     matches!(port, 0x40..=0x43 | 0x61)
@@ -124,6 +133,9 @@ pub struct Vcpu {
     pub(super) msr_index: Vec<u32>,
     /// The vCPU is stopped in `hlt` and needs an interrupt to go on.
     pub(super) halted: bool,
+    /// FT backup: the state was just loaded and KVM_RUN has not run since, so kvm_run's
+    /// `ready_for_interrupt_injection` says nothing yet.
+    pub(super) fresh_state: bool,
     /// When an interrupt line was raised that has not been injected yet.
     pub(super) irq_raised_at: Option<Instant>,
     /// When the last interrupt was injected and its EOI not yet seen.
@@ -158,11 +170,24 @@ impl Vcpu {
             ft,
             msr_index,
             halted: false,
+            fresh_state: false,
         }
     }
 
     /// Runs the guest until it stops. Errors are VMM/KVM failures; guest-caused stops are `VmExit`s.
     pub fn run(&mut self) -> Result<VmExit, VcpuError> {
+        let result = self.run_loop();
+        if let FtRole::Primary(p) = &self.ft {
+            self.stats.ft_summary = p.summary();
+            if let Some(pause) = p.stats.join_pause {
+                let s = self.stats.ft_summary.get_or_insert_with(String::new);
+                s.push_str(&format!(" join_pause_ms={:.1}", pause.as_secs_f64() * 1e3));
+            }
+        }
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<VmExit, VcpuError> {
         loop {
             // Just after a landmark: the place where a requested pause takes effect (a backup
             // pauses inside replay_landmark, where it knows how much of the landmark it applied).
@@ -184,6 +209,7 @@ impl Vcpu {
                     p.check_link();
                     p.checkpoint(self.stats.landmarks, false);
                     p.throttle();
+                    p.report();
                 }
             }
             match self.run_once()? {
@@ -242,17 +268,10 @@ impl Vcpu {
         }
     }
 
-    /// Signature bookkeeping for every landmark.
-    fn on_exit(&mut self, sig: crate::ft::record::ExitSignature) {
-        match &mut self.ft {
-            FtRole::Off => {}
-            FtRole::Primary(p) => p.on_exit(sig),
-            FtRole::Backup(b) => b.on_exit(sig),
-        }
-    }
 
     /// One KVM_RUN and the handling of its exit.
     fn run_once(&mut self) -> Result<Outcome, VcpuError> {
+        self.fresh_state = false;
         let exit = match self.fd.run() {
             Ok(exit) => exit,
             // A signal interrupted KVM_RUN: not a landmark, nothing happened in the guest.
@@ -262,11 +281,7 @@ impl Vcpu {
         let outcome = match exit {
             VcpuExit::IoIn(port, data) => {
                 let landmark = self.stats.landmark(LandmarkKind::PioIn);
-                match &mut self.ft {
-                    FtRole::Off => {}
-                    FtRole::Primary(p) => p.on_exit(read_sig(ExitKind::PioIn, u64::from(port), data.len())),
-                    FtRole::Backup(b) => b.on_exit(read_sig(ExitKind::PioIn, u64::from(port), data.len())),
-                }
+                note_exit(&mut self.ft, read_sig(ExitKind::PioIn, u64::from(port), data.len()));
                 if is_pit_port(port) {
                     match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
                         Ok(now) => self.devices.pit_now = Some(now),
@@ -278,11 +293,7 @@ impl Vcpu {
             }
             VcpuExit::IoOut(port, data) => {
                 let landmark = self.stats.landmark(LandmarkKind::PioOut);
-                match &mut self.ft {
-                    FtRole::Off => {}
-                    FtRole::Primary(p) => p.on_exit(write_sig(ExitKind::PioOut, u64::from(port), data)),
-                    FtRole::Backup(b) => b.on_exit(write_sig(ExitKind::PioOut, u64::from(port), data)),
-                }
+                note_exit(&mut self.ft, write_sig(ExitKind::PioOut, u64::from(port), data));
                 if is_pit_port(port) {
                     match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
                         Ok(now) => self.devices.pit_now = Some(now),
@@ -299,11 +310,7 @@ impl Vcpu {
             }
             VcpuExit::MmioRead(addr, data) => {
                 self.stats.landmark(LandmarkKind::MmioRead);
-                match &mut self.ft {
-                    FtRole::Off => {}
-                    FtRole::Primary(p) => p.on_exit(read_sig(ExitKind::MmioRead, addr, data.len())),
-                    FtRole::Backup(b) => b.on_exit(read_sig(ExitKind::MmioRead, addr, data.len())),
-                }
+                note_exit(&mut self.ft, read_sig(ExitKind::MmioRead, addr, data.len()));
                 if !self.virtio.mmio_read(addr, data) {
                     log::debug!("MMIO read of {} bytes at {addr:#x}: no device", data.len());
                     data.fill(0xff);
@@ -312,11 +319,7 @@ impl Vcpu {
             }
             VcpuExit::MmioWrite(addr, data) => {
                 self.stats.landmark(LandmarkKind::MmioWrite);
-                match &mut self.ft {
-                    FtRole::Off => {}
-                    FtRole::Primary(p) => p.on_exit(write_sig(ExitKind::MmioWrite, addr, data)),
-                    FtRole::Backup(b) => b.on_exit(write_sig(ExitKind::MmioWrite, addr, data)),
-                }
+                note_exit(&mut self.ft, write_sig(ExitKind::MmioWrite, addr, data));
                 if !self.virtio.mmio_write(addr, data) {
                     log::debug!("MMIO write of {} bytes at {addr:#x}: no device", data.len());
                 }
@@ -324,7 +327,7 @@ impl Vcpu {
             }
             VcpuExit::Hlt => {
                 self.stats.landmark(LandmarkKind::Hlt);
-                self.on_exit(hlt_sig());
+                note_exit(&mut self.ft, hlt_sig());
                 Outcome::Halted
             }
             VcpuExit::Shutdown => Outcome::TripleFault,

@@ -33,6 +33,10 @@ pub struct Engine {
     pub store: Store,
     pub log: Log,
     pub commands_processed: u64,
+    /// `guest.rdtsc=1`: enables the RDTSC command, which answers with the CPU's time-stamp
+    /// counter. `rdtsc` cannot be trapped on these machines, so a primary and its backup get
+    /// different values: this exists only to prove that the backup detects the divergence.
+    pub allow_rdtsc: bool,
 }
 
 pub const NOT_INTEGER: &[u8] = b"ERR value is not an integer or out of range";
@@ -63,6 +67,7 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
     ("info", -1, info),
     ("config", -2, config),
     ("command", -1, |_, _, _, o| empty_array(o)),
+    ("rdtsc", 1, rdtsc),
     ("quit", -1, |_, _, _, o| {
         resp::simple(o, b"OK");
         Flow::Close
@@ -71,7 +76,7 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
 
 impl Engine {
     pub fn new(store: Store, log: Log) -> Self {
-        Self { store, log, commands_processed: 0 }
+        Self { store, log, commands_processed: 0, allow_rdtsc: false }
     }
 
     /// Executes one command (`args[0]` is its name) and appends the reply to `out`.
@@ -126,6 +131,17 @@ fn unknown_command(args: &[Vec<u8>], out: &mut Vec<u8>) {
     }
     msg.extend_from_slice(&list);
     resp::error(out, &msg);
+}
+
+/// The deliberately non-deterministic command (see `Engine::allow_rdtsc`).
+fn rdtsc(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> Flow {
+    if !e.allow_rdtsc {
+        unknown_command(args, out);
+        return Flow::Continue;
+    }
+    // SAFETY: rdtsc has no memory effects; it is available on every x86_64 CPU.
+    let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+    int(out, tsc as i64 & i64::MAX)
 }
 
 fn wrong_arity(out: &mut Vec<u8>, name: &str) -> Flow {

@@ -131,6 +131,7 @@ pub fn run(cmdline: Cmdline) -> ! {
         println!("guest: kv: log recovered records={} bytes={} epoch={}", log.records(), log.used_bytes(), log.epoch());
     }
     let mut engine = Engine::new(store, log);
+    engine.allow_rdtsc = cmdline.get("guest.rdtsc") == Some(&b"1"[..]);
 
     let now = || Instant::from_millis(clock.millis() as i64);
     let mut server = Server::new(&mut net, ip, gw, seed, now());

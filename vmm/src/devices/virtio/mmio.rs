@@ -61,6 +61,10 @@ pub struct MmioState {
 pub struct MmioTransport {
     backend: Box<dyn VirtioBackend>,
     state: MmioState,
+    /// FT backup: the device model runs (the guest sees the same registers) but the backend
+    /// is not started, so it neither processes rings nor writes guest memory. Going live
+    /// starts it.
+    hold_backend: bool,
 }
 
 fn set_half(value: &mut u64, high: bool, half: u32) {
@@ -74,7 +78,17 @@ fn set_half(value: &mut u64, high: bool, half: u32) {
 impl MmioTransport {
     pub fn new(backend: Box<dyn VirtioBackend>) -> Self {
         let queues = vec![QueueConfig::default(); backend.num_queues()];
-        MmioTransport { backend, state: MmioState { queues, ..Default::default() } }
+        MmioTransport { backend, state: MmioState { queues, ..Default::default() }, hold_backend: false }
+    }
+
+    /// Keeps the backend stopped (FT backup) or, when `hold` is false, starts it if the driver
+    /// has set DRIVER_OK (going live).
+    pub fn hold_backend(&mut self, hold: bool) -> Result<(), String> {
+        self.hold_backend = hold;
+        if !hold && self.state.activated {
+            self.backend.activate(self.state.driver_features, &self.state.queues)?;
+        }
+        Ok(())
     }
 
     pub fn state(&self) -> &MmioState {
@@ -208,6 +222,8 @@ impl MmioTransport {
             let ready = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
             let result = if new & ready != ready {
                 Err("DRIVER_OK before ACKNOWLEDGE|DRIVER|FEATURES_OK".to_string())
+            } else if self.hold_backend {
+                Ok(())
             } else {
                 self.backend.activate(self.state.driver_features, &self.state.queues)
             };
@@ -223,7 +239,7 @@ impl MmioTransport {
     }
 
     fn reset(&mut self) {
-        if self.state.activated {
+        if self.state.activated && !self.hold_backend {
             self.backend.reset();
         }
         let queues = vec![QueueConfig::default(); self.backend.num_queues()];
