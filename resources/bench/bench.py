@@ -77,6 +77,9 @@ def main():
     extra = os.path.join(ROOT, "build", "bench-extra.md")
     subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_kv", extra],
                    cwd=ROOT, check=True, timeout=900)
+    extra_ft = os.path.join(ROOT, "build", "bench-ft.md")
+    subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_ft", extra_ft],
+                   cwd=ROOT, check=True, timeout=900)
     with open(OUT, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write("Written by `make bench` (resources/bench/bench.py); every number below was measured by\n")
@@ -90,6 +93,8 @@ def main():
             f.write(f"| {what} | {result} | `{command}` |\n")
         if os.path.exists(extra):
             f.write("\n" + open(extra).read())
+        if os.path.exists(extra_ft):
+            f.write("\n" + open(extra_ft).read())
     print(open(OUT).read())
 
 

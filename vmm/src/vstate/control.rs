@@ -35,6 +35,31 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Vcpu {
     fn status(&self) -> Value {
+        let mut v = self.basic_status();
+        if let (super::vcpu::FtRole::Primary(p), Some(obj)) = (&self.ft, v.as_object_mut()) {
+            obj.insert("ft_protected".into(), json!(p.protected()));
+            if let Some(ms) = p.stats.join_pause {
+                obj.insert("ft_join_pause_ms".into(), json!(ms.as_secs_f64() * 1e3));
+            }
+            if let Some(link) = p.link() {
+                use std::sync::atomic::Ordering;
+                let sh = &link.shared;
+                let pct = |m: &std::sync::Mutex<crate::stats::Samples>, q| {
+                    m.lock().unwrap_or_else(|e| e.into_inner()).percentile(q)
+                };
+                obj.insert("ft_records".into(), json!(sh.sent.load(Ordering::SeqCst)));
+                obj.insert("ft_bytes".into(), json!(sh.bytes_sent.load(Ordering::Relaxed)));
+                obj.insert("ft_backup_landmark".into(), json!(sh.backup_landmark.load(Ordering::Relaxed)));
+                obj.insert("ft_lag_us_p50".into(), json!(pct(&sh.lag, 50)));
+                obj.insert("ft_lag_us_p99".into(), json!(pct(&sh.lag, 99)));
+                obj.insert("ft_hold_us_p50".into(), json!(pct(&sh.hold, 50)));
+                obj.insert("ft_hold_us_p99".into(), json!(pct(&sh.hold, 99)));
+            }
+        }
+        v
+    }
+
+    fn basic_status(&self) -> Value {
         json!({
             "ok": true,
             "state": if self.control.paused { "paused" } else { "running" },

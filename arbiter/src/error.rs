@@ -1,0 +1,35 @@
+//! Errors of the arbiter library.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors of the state store and the server. Request-level problems (bad JSON, invalid
+/// fields) are not errors of this kind: they become `{"ok":false,...}` replies instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The state file exists but cannot be parsed. Never reset it silently: forgetting a
+    /// grant would let a second side win the same epoch (split brain).
+    #[error("corrupt state file {path}: {reason} (refusing to start; fix or remove it by hand)")]
+    CorruptState { path: PathBuf, reason: String },
+    #[error("state directory {0} does not exist or is not a directory")]
+    StateDirMissing(PathBuf),
+    /// Two arbiters on one state directory would each grant the same flag once.
+    #[error("state directory {0} is locked by another arbiter process")]
+    Locked(PathBuf),
+    #[error("state lock poisoned (a request handler panicked); refusing to decide")]
+    Poisoned,
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

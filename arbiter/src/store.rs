@@ -1,0 +1,286 @@
+//! The durable flag store.
+//!
+//! Why: when primary and backup lose contact, each may believe the other is dead. Before going
+//! live a side asks for the flag of (vm, epoch); exactly one side may win it, or both would
+//! run the guest and diverge (split brain). So a grant must never be forgotten, also not across
+//! an arbiter crash: it is on disk (fsync'd file, renamed into place, directory fsync'd) before
+//! the reply leaves, and the in-memory map only changes after the disk does.
+//!
+//! Per vm only the highest decided epoch is kept: a request for a lower epoch is stale and
+//! always refused, so older epochs need no record.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::protocol::{validate_owner, validate_vm, Decision, Flag};
+
+/// All flags, in DIR.
+pub const STATE_FILE: &str = "arbiter-state.json";
+/// Written in full, fsync'd, then renamed over STATE_FILE.
+const TEMP_FILE: &str = "arbiter-state.json.tmp";
+/// Held (flock) while serving, so two arbiters cannot share one state directory.
+const LOCK_FILE: &str = "arbiter.lock";
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    flags: Vec<Flag>,
+}
+
+/// Decided flags, keyed by vm id.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    flags: BTreeMap<String, Flag>,
+    /// Keeps the directory lock for the life of the store (released on exit, also on kill -9).
+    _lock: File,
+}
+
+impl Store {
+    /// Open DIR for serving: take the directory lock and load the state file, if any.
+    pub fn open(dir: &Path) -> Result<Self> {
+        check_dir(dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("lock {}", lock_path.display()), e))
+            }
+        }
+        let flags = load(dir)?.into_iter().map(|f| (f.vm.clone(), f)).collect();
+        Ok(Store { dir: dir.to_path_buf(), flags, _lock: lock })
+    }
+
+    /// The atomic test-and-set. The caller serializes calls (the server holds a mutex), so
+    /// check, durable write and update form one step.
+    pub fn test_and_set(&mut self, vm: &str, epoch: u64, owner: &str) -> Result<Decision> {
+        if let Some(cur) = self.flags.get(vm) {
+            if epoch < cur.epoch {
+                return Ok(refused(cur, true));
+            }
+            if epoch == cur.epoch {
+                // Same owner again (e.g. the reply was lost): still the winner, nothing to write.
+                return Ok(if cur.owner == owner { granted(cur) } else { refused(cur, false) });
+            }
+        }
+        // Unset, or a higher epoch than any decided: the caller wins it.
+        let flag = Flag {
+            vm: vm.to_string(),
+            epoch,
+            owner: owner.to_string(),
+            granted_at_unix_ms: now_ms(),
+        };
+        let mut next = self.flags.clone();
+        next.insert(vm.to_string(), flag.clone());
+        // Durable first; if this fails the grant did not happen (memory unchanged, error reply).
+        self.persist(&next)?;
+        self.flags = next;
+        Ok(granted(&flag))
+    }
+
+    /// All flags, ordered by vm id.
+    pub fn flags(&self) -> Vec<Flag> {
+        self.flags.values().cloned().collect()
+    }
+
+    fn persist(&self, flags: &BTreeMap<String, Flag>) -> Result<()> {
+        let state = StateFile { version: FORMAT_VERSION, flags: flags.values().cloned().collect() };
+        let mut bytes = serde_json::to_vec_pretty(&state)
+            .map_err(|e| Error::io("encode state", io::Error::other(e)))?;
+        bytes.push(b'\n');
+        write_durably(&self.dir, &bytes)
+            .map_err(|e| Error::io(format!("write state in {}", self.dir.display()), e))
+    }
+}
+
+fn granted(f: &Flag) -> Decision {
+    Decision { granted: true, owner: f.owner.clone(), epoch: f.epoch, stale: false }
+}
+
+fn refused(f: &Flag, stale: bool) -> Decision {
+    Decision { granted: false, owner: f.owner.clone(), epoch: f.epoch, stale }
+}
+
+fn check_dir(dir: &Path) -> Result<()> {
+    // Not created on demand: a mistyped path would start with no flags and could grant an
+    // epoch a second time.
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(Error::StateDirMissing(dir.to_path_buf()))
+    }
+}
+
+/// Read the flags in DIR without taking the lock (for `arbiter status`; the file is only
+/// ever replaced by rename, so a reader sees either the old or the new version).
+pub fn load(dir: &Path) -> Result<Vec<Flag>> {
+    check_dir(dir)?;
+    let path = dir.join(STATE_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    let corrupt = |reason: String| Error::CorruptState { path: path.clone(), reason };
+    let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    if state.version != FORMAT_VERSION {
+        return Err(corrupt(format!("unsupported version {}", state.version)));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &state.flags {
+        validate_vm(&f.vm).and_then(|_| validate_owner(&f.owner)).map_err(corrupt)?;
+        if !seen.insert(f.vm.as_str()) {
+            return Err(corrupt(format!("vm {} appears twice", f.vm)));
+        }
+    }
+    Ok(state.flags)
+}
+
+/// Replace DIR/STATE_FILE with `bytes` so that after a crash at any point the file is either
+/// the old or the new version, and once this returns the new one survives power loss.
+fn write_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(TEMP_FILE);
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(STATE_FILE))?;
+    // The rename is a directory entry change: it is durable only once the directory is.
+    File::open(dir)?.sync_all()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().expect("tempdir")
+    }
+
+    fn tas(s: &mut Store, vm: &str, epoch: u64, owner: &str) -> Decision {
+        s.test_and_set(vm, epoch, owner).expect("test_and_set")
+    }
+
+    fn d(granted: bool, owner: &str, epoch: u64, stale: bool) -> Decision {
+        Decision { granted, owner: owner.into(), epoch, stale }
+    }
+
+    #[test]
+    fn first_wins_second_refused_same_owner_idempotent() {
+        let t = dir();
+        let mut s = Store::open(t.path()).unwrap();
+        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
+        assert_eq!(tas(&mut s, "vm", 1, "host-b"), d(false, "host-a", 1, false));
+        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
+        assert_eq!(tas(&mut s, "vm", 1, "host-b"), d(false, "host-a", 1, false));
+        // Flags are per vm.
+        assert_eq!(tas(&mut s, "other", 1, "host-b"), d(true, "host-b", 1, false));
+    }
+
+    #[test]
+    fn stale_epoch_refused_higher_epoch_open_to_anyone() {
+        let t = dir();
+        let mut s = Store::open(t.path()).unwrap();
+        assert_eq!(tas(&mut s, "vm", 5, "host-a"), d(true, "host-a", 5, false));
+        assert_eq!(tas(&mut s, "vm", 6, "host-b"), d(true, "host-b", 6, false));
+        // Epoch 5 is now stale, even for its former winner.
+        assert_eq!(tas(&mut s, "vm", 5, "host-a"), d(false, "host-b", 6, true));
+        assert_eq!(tas(&mut s, "vm", 4, "host-c"), d(false, "host-b", 6, true));
+        assert_eq!(tas(&mut s, "vm", 6, "host-a"), d(false, "host-b", 6, false));
+        assert_eq!(tas(&mut s, "vm", 9, "host-a"), d(true, "host-a", 9, false));
+        assert_eq!(s.flags().len(), 1);
+    }
+
+    #[test]
+    fn grants_survive_reopen() {
+        let t = dir();
+        {
+            let mut s = Store::open(t.path()).unwrap();
+            tas(&mut s, "vm", 3, "host-a");
+            tas(&mut s, "vm2", 1, "host-b");
+        }
+        let mut s = Store::open(t.path()).unwrap();
+        assert_eq!(tas(&mut s, "vm", 3, "host-b"), d(false, "host-a", 3, false));
+        assert_eq!(tas(&mut s, "vm", 2, "host-b"), d(false, "host-a", 3, true));
+        let flags = load(t.path()).unwrap();
+        assert_eq!(flags.len(), 2);
+        assert_eq!((flags[1].vm.as_str(), flags[1].owner.as_str()), ("vm2", "host-b"));
+        assert!(flags[0].granted_at_unix_ms > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn second_store_on_same_dir_is_refused() {
+        let t = dir();
+        let _s = Store::open(t.path()).unwrap();
+        assert!(matches!(Store::open(t.path()), Err(Error::Locked(_))));
+    }
+
+    #[test]
+    fn missing_dir_is_an_error() {
+        let t = dir();
+        let p = t.path().join("nope");
+        assert!(matches!(Store::open(&p), Err(Error::StateDirMissing(_))));
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn corrupt_state_is_a_startup_error() {
+        let t = dir();
+        {
+            let mut s = Store::open(t.path()).unwrap();
+            tas(&mut s, "vm", 1, "host-a");
+        }
+        let path = t.path().join(STATE_FILE);
+        let good = fs::read_to_string(&path).unwrap();
+        let cases = [
+            good[..good.len() / 2].to_string(),
+            String::new(),
+            "garbage".into(),
+            good.replace("\"version\": 1", "\"version\": 2"),
+            good.replace("host-a", "x\\u0007"),
+            good.replace("\"vm\": \"vm\"", "\"vm\": \"../vm\""),
+            good.replace("\"owner\"", "\"owner_\""),
+        ];
+        for bad in cases {
+            assert_ne!(bad, good);
+            fs::write(&path, &bad).unwrap();
+            match Store::open(t.path()) {
+                Err(Error::CorruptState { .. }) => {}
+                other => panic!("{bad:?}: expected CorruptState, got {other:?}"),
+            }
+            // Nothing was reset.
+            assert_eq!(fs::read_to_string(&path).unwrap(), bad);
+        }
+    }
+
+    #[test]
+    fn leftover_temp_file_is_ignored() {
+        let t = dir();
+        fs::write(t.path().join(TEMP_FILE), "half a wri").unwrap();
+        let mut s = Store::open(t.path()).unwrap();
+        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
+        assert!(!t.path().join(TEMP_FILE).exists());
+    }
+}
