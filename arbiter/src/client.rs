@@ -25,7 +25,10 @@ pub struct Client {
 
 impl Client {
     /// Connect; `timeout` bounds the connect and each reply (None = wait forever).
-    pub fn connect(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> Result<Self, ClientError> {
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        timeout: Option<Duration>,
+    ) -> Result<Self, ClientError> {
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
         for a in addr.to_socket_addrs()? {
             let stream = match timeout {
@@ -36,7 +39,10 @@ impl Client {
                 Ok(s) => {
                     s.set_read_timeout(timeout)?;
                     s.set_nodelay(true)?;
-                    return Ok(Client { writer: s.try_clone()?, reader: BufReader::new(s) });
+                    return Ok(Client {
+                        writer: s.try_clone()?,
+                        reader: BufReader::new(s),
+                    });
                 }
                 Err(e) => last = e,
             }
@@ -58,14 +64,25 @@ impl Client {
         let line = serde_json::to_string(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
         let v = self.call_raw(&line)?;
         if v["ok"] != true {
-            return Err(ClientError::Refused(v["error"].as_str().unwrap_or("?").to_string()));
+            return Err(ClientError::Refused(
+                v["error"].as_str().unwrap_or("?").to_string(),
+            ));
         }
         Ok(v)
     }
 
     /// Ask for the flag of (vm, epoch). Go live only if `granted`.
-    pub fn test_and_set(&mut self, vm: &str, epoch: u64, owner: &str) -> Result<Decision, ClientError> {
-        let req = Request::TestAndSet { vm: vm.into(), epoch, owner: owner.into() };
+    pub fn test_and_set(
+        &mut self,
+        vm: &str,
+        epoch: u64,
+        owner: &str,
+    ) -> Result<Decision, ClientError> {
+        let req = Request::TestAndSet {
+            vm: vm.into(),
+            epoch,
+            owner: owner.into(),
+        };
         let v = self.call(&req)?;
         serde_json::from_value(v).map_err(|e| ClientError::BadReply(e.to_string()))
     }

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "arbiter", about = "Test-and-set arbiter for FT failover (split-brain guard)")]
+#[command(
+    name = "arbiter",
+    about = "Test-and-set arbiter for FT failover (split-brain guard)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -12,7 +12,11 @@ pub const MAX_ID: usize = 64;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Set the flag for (vm, epoch) to owner unless it is already set to someone else.
-    TestAndSet { vm: String, epoch: u64, owner: String },
+    TestAndSet {
+        vm: String,
+        epoch: u64,
+        owner: String,
+    },
     /// All decided flags.
     Status,
 }
@@ -70,14 +74,20 @@ impl Reply {
         Reply::Status { ok: true, flags }
     }
     pub fn error(error: impl Into<String>) -> Self {
-        Reply::Error { ok: false, error: error.into() }
+        Reply::Error {
+            ok: false,
+            error: error.into(),
+        }
     }
 
     /// The reply as one line, newline included.
     pub fn to_line(&self) -> String {
         // Serializing these plain structs cannot fail; still, never panic on the serving path.
         let mut s = serde_json::to_string(self).unwrap_or_else(|e| {
-            format!("{{\"ok\":false,\"error\":{:?}}}", format!("internal: cannot encode reply: {e}"))
+            format!(
+                "{{\"ok\":false,\"error\":{:?}}}",
+                format!("internal: cannot encode reply: {e}")
+            )
         });
         s.push('\n');
         s
@@ -93,8 +103,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     if !value.is_object() {
         return Err("bad request: expected a JSON object".into());
     }
-    let req: Request =
-        serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))?;
+    let req: Request = serde_json::from_value(value).map_err(|e| format!("bad request: {e}"))?;
     if let Request::TestAndSet { vm, owner, .. } = &req {
         validate_vm(vm)?;
         validate_owner(owner)?;
@@ -107,7 +116,10 @@ pub fn validate_vm(vm: &str) -> Result<(), String> {
     if vm.is_empty() || vm.len() > MAX_ID {
         return Err(format!("bad request: vm id must be 1..={MAX_ID} bytes"));
     }
-    if !vm.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !vm
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         return Err("bad request: vm id may only contain [A-Za-z0-9._-]".into());
     }
     Ok(())
@@ -139,7 +151,11 @@ mod tests {
     fn parses_valid_requests() {
         assert_eq!(
             parse_request(br#"{"op":"test_and_set","vm":"ft-vm","epoch":1,"owner":"host-a"}"#),
-            Ok(Request::TestAndSet { vm: "ft-vm".into(), epoch: 1, owner: "host-a".into() })
+            Ok(Request::TestAndSet {
+                vm: "ft-vm".into(),
+                epoch: 1,
+                owner: "host-a".into()
+            })
         );
         assert_eq!(parse_request(br#"{"op":"status"}"#), Ok(Request::Status));
     }
@@ -151,11 +167,22 @@ mod tests {
         assert!(err("[1,2]").contains("JSON object"));
         assert!(err(r#"{"op":"frobnicate"}"#).contains("unknown variant"));
         assert!(err(r#"{"vm":"a","epoch":1,"owner":"b"}"#).contains("op"));
-        assert!(err(r#"{"op":"test_and_set","epoch":1,"owner":"b"}"#).contains("missing field `vm`"));
-        assert!(err(r#"{"op":"test_and_set","vm":"a","owner":"b"}"#).contains("missing field `epoch`"));
-        assert!(err(r#"{"op":"test_and_set","vm":"a","epoch":1}"#).contains("missing field `owner`"));
-        assert!(err(r#"{"op":"test_and_set","vm":"a","epoch":-1,"owner":"b"}"#).contains("bad request"));
-        assert!(err(r#"{"op":"test_and_set","vm":"a","epoch":"1","owner":"b"}"#).contains("bad request"));
+        assert!(
+            err(r#"{"op":"test_and_set","epoch":1,"owner":"b"}"#).contains("missing field `vm`")
+        );
+        assert!(
+            err(r#"{"op":"test_and_set","vm":"a","owner":"b"}"#).contains("missing field `epoch`")
+        );
+        assert!(
+            err(r#"{"op":"test_and_set","vm":"a","epoch":1}"#).contains("missing field `owner`")
+        );
+        assert!(
+            err(r#"{"op":"test_and_set","vm":"a","epoch":-1,"owner":"b"}"#).contains("bad request")
+        );
+        assert!(
+            err(r#"{"op":"test_and_set","vm":"a","epoch":"1","owner":"b"}"#)
+                .contains("bad request")
+        );
         assert!(parse_request(b"\xff\xfe").unwrap_err().contains("UTF-8"));
     }
 
@@ -184,17 +211,33 @@ mod tests {
 
     #[test]
     fn reply_lines() {
-        let d = Decision { granted: true, owner: "host-a".into(), epoch: 1, stale: false };
+        let d = Decision {
+            granted: true,
+            owner: "host-a".into(),
+            epoch: 1,
+            stale: false,
+        };
         assert_eq!(
             Reply::decision(d).to_line(),
             "{\"ok\":true,\"granted\":true,\"owner\":\"host-a\",\"epoch\":1}\n"
         );
-        let d = Decision { granted: false, owner: "host-b".into(), epoch: 7, stale: true };
+        let d = Decision {
+            granted: false,
+            owner: "host-b".into(),
+            epoch: 7,
+            stale: true,
+        };
         assert_eq!(
             Reply::decision(d).to_line(),
             "{\"ok\":true,\"granted\":false,\"owner\":\"host-b\",\"epoch\":7,\"stale\":true}\n"
         );
-        assert_eq!(Reply::error("x").to_line(), "{\"ok\":false,\"error\":\"x\"}\n");
-        assert_eq!(Reply::status(vec![]).to_line(), "{\"ok\":true,\"flags\":[]}\n");
+        assert_eq!(
+            Reply::error("x").to_line(),
+            "{\"ok\":false,\"error\":\"x\"}\n"
+        );
+        assert_eq!(
+            Reply::status(vec![]).to_line(),
+            "{\"ok\":true,\"flags\":[]}\n"
+        );
     }
 }

@@ -30,7 +30,9 @@ impl Server {
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.listener.local_addr().map_err(|e| Error::io("local_addr", e))
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("local_addr", e))
     }
 
     /// Accept connections forever.
@@ -51,13 +53,18 @@ impl Server {
                 continue;
             }
             let store = Arc::clone(&self.store);
-            let spawned = thread::Builder::new().name("arbiter-conn".into()).spawn(move || {
-                let _guard = guard;
-                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                if let Err(e) = serve_connection(&store, stream) {
-                    log::debug!("connection {peer}: {e}");
-                }
-            });
+            let spawned = thread::Builder::new()
+                .name("arbiter-conn".into())
+                .spawn(move || {
+                    let _guard = guard;
+                    let peer = stream
+                        .peer_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
+                    if let Err(e) = serve_connection(&store, stream) {
+                        log::debug!("connection {peer}: {e}");
+                    }
+                });
             if let Err(e) = spawned {
                 log::warn!("spawn connection thread: {e}");
             }
@@ -74,7 +81,10 @@ struct ConnGuard {
 impl ConnGuard {
     fn new(counter: &Arc<AtomicUsize>) -> Self {
         let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        ConnGuard { counter: Arc::clone(counter), count }
+        ConnGuard {
+            counter: Arc::clone(counter),
+            count,
+        }
     }
 }
 
@@ -152,7 +162,11 @@ pub enum LineRead {
 }
 
 /// Read one line of at most `max` bytes (without the newline) into `buf`.
-pub fn read_line_limited(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<LineRead> {
+pub fn read_line_limited(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<LineRead> {
     buf.clear();
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     let n = r.by_ref().take(limit).read_until(b'\n', buf)?;
@@ -190,9 +204,15 @@ mod tests {
 
         // Exactly max bytes is fine; max + 1 is not.
         let mut r = io::Cursor::new(b"abcd\nabcde\n".to_vec());
-        assert_eq!(read_line_limited(&mut r, &mut buf, 4).unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line_limited(&mut r, &mut buf, 4).unwrap(),
+            LineRead::Line
+        );
         assert_eq!(buf, b"abcd");
-        assert_eq!(read_line_limited(&mut r, &mut buf, 4).unwrap(), LineRead::TooLong);
+        assert_eq!(
+            read_line_limited(&mut r, &mut buf, 4).unwrap(),
+            LineRead::TooLong
+        );
     }
 
     #[test]

@@ -6,7 +6,14 @@ use crate::protocol::Flag;
 pub fn format_table(flags: &[Flag]) -> String {
     let rows: Vec<[String; 4]> = flags
         .iter()
-        .map(|f| [f.vm.clone(), f.epoch.to_string(), f.owner.clone(), format_utc(f.granted_at_unix_ms)])
+        .map(|f| {
+            [
+                f.vm.clone(),
+                f.epoch.to_string(),
+                f.owner.clone(),
+                format_utc(f.granted_at_unix_ms),
+            ]
+        })
         .collect();
     let header = ["VM", "EPOCH", "OWNER", "GRANTED (UTC)"].map(String::from);
     let mut width = header.clone().map(|h| h.len());
@@ -76,8 +83,18 @@ mod tests {
     #[test]
     fn table() {
         let flags = vec![
-            Flag { vm: "ft-vm".into(), epoch: 12, owner: "host-a".into(), granted_at_unix_ms: 0 },
-            Flag { vm: "b".into(), epoch: 3, owner: "h".into(), granted_at_unix_ms: 1000 },
+            Flag {
+                vm: "ft-vm".into(),
+                epoch: 12,
+                owner: "host-a".into(),
+                granted_at_unix_ms: 0,
+            },
+            Flag {
+                vm: "b".into(),
+                epoch: 3,
+                owner: "h".into(),
+                granted_at_unix_ms: 1000,
+            },
         ];
         assert_eq!(
             format_table(&flags),

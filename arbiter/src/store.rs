@@ -63,7 +63,11 @@ impl Store {
             }
         }
         let flags = load(dir)?.into_iter().map(|f| (f.vm.clone(), f)).collect();
-        Ok(Store { dir: dir.to_path_buf(), flags, _lock: lock })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            flags,
+            _lock: lock,
+        })
     }
 
     /// The atomic test-and-set. The caller serializes calls (the server holds a mutex), so
@@ -75,7 +79,11 @@ impl Store {
             }
             if epoch == cur.epoch {
                 // Same owner again (e.g. the reply was lost): still the winner, nothing to write.
-                return Ok(if cur.owner == owner { granted(cur) } else { refused(cur, false) });
+                return Ok(if cur.owner == owner {
+                    granted(cur)
+                } else {
+                    refused(cur, false)
+                });
             }
         }
         // Unset, or a higher epoch than any decided: the caller wins it.
@@ -99,7 +107,10 @@ impl Store {
     }
 
     fn persist(&self, flags: &BTreeMap<String, Flag>) -> Result<()> {
-        let state = StateFile { version: FORMAT_VERSION, flags: flags.values().cloned().collect() };
+        let state = StateFile {
+            version: FORMAT_VERSION,
+            flags: flags.values().cloned().collect(),
+        };
         let mut bytes = serde_json::to_vec_pretty(&state)
             .map_err(|e| Error::io("encode state", io::Error::other(e)))?;
         bytes.push(b'\n');
@@ -109,11 +120,21 @@ impl Store {
 }
 
 fn granted(f: &Flag) -> Decision {
-    Decision { granted: true, owner: f.owner.clone(), epoch: f.epoch, stale: false }
+    Decision {
+        granted: true,
+        owner: f.owner.clone(),
+        epoch: f.epoch,
+        stale: false,
+    }
 }
 
 fn refused(f: &Flag, stale: bool) -> Decision {
-    Decision { granted: false, owner: f.owner.clone(), epoch: f.epoch, stale }
+    Decision {
+        granted: false,
+        owner: f.owner.clone(),
+        epoch: f.epoch,
+        stale,
+    }
 }
 
 fn check_dir(dir: &Path) -> Result<()> {
@@ -136,14 +157,19 @@ pub fn load(dir: &Path) -> Result<Vec<Flag>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
-    let corrupt = |reason: String| Error::CorruptState { path: path.clone(), reason };
+    let corrupt = |reason: String| Error::CorruptState {
+        path: path.clone(),
+        reason,
+    };
     let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if state.version != FORMAT_VERSION {
         return Err(corrupt(format!("unsupported version {}", state.version)));
     }
     let mut seen = std::collections::BTreeSet::new();
     for f in &state.flags {
-        validate_vm(&f.vm).and_then(|_| validate_owner(&f.owner)).map_err(corrupt)?;
+        validate_vm(&f.vm)
+            .and_then(|_| validate_owner(&f.owner))
+            .map_err(corrupt)?;
         if !seen.insert(f.vm.as_str()) {
             return Err(corrupt(format!("vm {} appears twice", f.vm)));
         }
@@ -155,7 +181,11 @@ pub fn load(dir: &Path) -> Result<Vec<Flag>> {
 /// the old or the new version, and once this returns the new one survives power loss.
 fn write_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(TEMP_FILE);
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     drop(f);
@@ -184,7 +214,12 @@ mod tests {
     }
 
     fn d(granted: bool, owner: &str, epoch: u64, stale: bool) -> Decision {
-        Decision { granted, owner: owner.into(), epoch, stale }
+        Decision {
+            granted,
+            owner: owner.into(),
+            epoch,
+            stale,
+        }
     }
 
     #[test]
@@ -196,7 +231,10 @@ mod tests {
         assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
         assert_eq!(tas(&mut s, "vm", 1, "host-b"), d(false, "host-a", 1, false));
         // Flags are per vm.
-        assert_eq!(tas(&mut s, "other", 1, "host-b"), d(true, "host-b", 1, false));
+        assert_eq!(
+            tas(&mut s, "other", 1, "host-b"),
+            d(true, "host-b", 1, false)
+        );
     }
 
     #[test]
@@ -226,7 +264,10 @@ mod tests {
         assert_eq!(tas(&mut s, "vm", 2, "host-b"), d(false, "host-a", 3, true));
         let flags = load(t.path()).unwrap();
         assert_eq!(flags.len(), 2);
-        assert_eq!((flags[1].vm.as_str(), flags[1].owner.as_str()), ("vm2", "host-b"));
+        assert_eq!(
+            (flags[1].vm.as_str(), flags[1].owner.as_str()),
+            ("vm2", "host-b")
+        );
         assert!(flags[0].granted_at_unix_ms > 1_600_000_000_000);
     }
 
