@@ -346,8 +346,9 @@ fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &crate::inbox::
             }
         }
         // Acknowledge receipt (not application): the output rule needs only that the backup
-        // holds the log up to an output's position.
-        if !shared.reply(&Record::Ack { seq }) {
+        // holds the log up to an output's position. One ack per batch: when the next record
+        // is not already buffered (the next read would wait for the network).
+        if !reader.has_buffered_frame() && !shared.reply(&Record::Ack { seq }) {
             return;
         }
     }

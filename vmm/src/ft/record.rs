@@ -618,6 +618,12 @@ impl<R: Read> RecordReader<R> {
         RecordReader { inner, buf: Vec::new(), start: 0, end: 0, next_seq: first_seq }
     }
 
+    /// Whether a complete frame is already buffered, i.e. `next` will not block. The backup
+    /// acknowledges once per batch of buffered records instead of once per record.
+    pub fn has_buffered_frame(&self) -> bool {
+        matches!(frame_len(&self.buf[self.start..self.end]), Ok(Some(n)) if n <= self.end - self.start)
+    }
+
     /// The sequence number of the last record returned (`first_seq - 1` before any): what the
     /// backup acknowledges.
     pub fn last_seq(&self) -> u64 {
