@@ -42,10 +42,20 @@ pub enum Message {
     HelloAck { version: u32 },
     /// Backend -> VMM: descriptor chain `head` of `queue` is done; the VMM writes `writes`,
     /// then the used element (head, len) and the used index, at a landmark.
-    Completion { queue: u16, head: u16, len: u32, writes: Vec<MemWrite> },
+    Completion {
+        queue: u16,
+        head: u16,
+        len: u32,
+        writes: Vec<MemWrite>,
+    },
     /// Backend -> VMM: output `id` (numbered from 1, in order) is ready to leave; `digest` is
     /// SHA-256 over the readable bytes of chain `head` of `queue`.
-    OutputReady { id: u64, queue: u16, head: u16, digest: [u8; 32] },
+    OutputReady {
+        id: u64,
+        queue: u16,
+        head: u16,
+        digest: [u8; 32],
+    },
     /// VMM -> backend: outputs up to and including `id` may leave.
     Release { id: u64 },
     /// VMM -> backend: switch role (a backup going live becomes `Live`).
@@ -104,7 +114,12 @@ impl Message {
                 b.push(2);
                 b.extend_from_slice(&version.to_le_bytes());
             }
-            Message::Completion { queue, head, len, writes } => {
+            Message::Completion {
+                queue,
+                head,
+                len,
+                writes,
+            } => {
                 b.push(3);
                 b.extend_from_slice(&queue.to_le_bytes());
                 b.extend_from_slice(&head.to_le_bytes());
@@ -116,7 +131,12 @@ impl Message {
                     b.extend_from_slice(&w.data);
                 }
             }
-            Message::OutputReady { id, queue, head, digest } => {
+            Message::OutputReady {
+                id,
+                queue,
+                head,
+                digest,
+            } => {
                 b.push(4);
                 b.extend_from_slice(&id.to_le_bytes());
                 b.extend_from_slice(&queue.to_le_bytes());
@@ -141,7 +161,10 @@ impl Message {
     pub fn decode(body: &[u8]) -> Result<Message, ControlError> {
         let mut r = Reader(body);
         let msg = match r.u8()? {
-            1 => Message::Hello { version: r.u32()?, role: role_from(r.u8()?)? },
+            1 => Message::Hello {
+                version: r.u32()?,
+                role: role_from(r.u8()?)?,
+            },
             2 => Message::HelloAck { version: r.u32()? },
             3 => {
                 let (queue, head, len) = (r.u16()?, r.u16()?, r.u32()?);
@@ -150,17 +173,35 @@ impl Message {
                 for _ in 0..n {
                     let gpa = r.u64()?;
                     let l = r.u32()? as usize;
-                    writes.push(MemWrite { gpa, data: r.bytes(l)?.to_vec() });
+                    writes.push(MemWrite {
+                        gpa,
+                        data: r.bytes(l)?.to_vec(),
+                    });
                 }
-                Message::Completion { queue, head, len, writes }
+                Message::Completion {
+                    queue,
+                    head,
+                    len,
+                    writes,
+                }
             }
             4 => {
                 let (id, queue, head) = (r.u64()?, r.u16()?, r.u16()?);
-                let digest = r.bytes(32)?.try_into().map_err(|_| ControlError::Malformed("digest"))?;
-                Message::OutputReady { id, queue, head, digest }
+                let digest = r
+                    .bytes(32)?
+                    .try_into()
+                    .map_err(|_| ControlError::Malformed("digest"))?;
+                Message::OutputReady {
+                    id,
+                    queue,
+                    head,
+                    digest,
+                }
             }
             5 => Message::Release { id: r.u64()? },
-            6 => Message::SetRole { role: role_from(r.u8()?)? },
+            6 => Message::SetRole {
+                role: role_from(r.u8()?)?,
+            },
             t => return Err(ControlError::UnknownType(t)),
         };
         if !r.0.is_empty() {
@@ -239,16 +280,38 @@ mod tests {
 
     fn all() -> Vec<Message> {
         vec![
-            Message::Hello { version: VERSION, role: Role::Primary },
+            Message::Hello {
+                version: VERSION,
+                role: Role::Primary,
+            },
             Message::HelloAck { version: VERSION },
-            Message::Completion { queue: 1, head: 7, len: 0, writes: vec![] },
+            Message::Completion {
+                queue: 1,
+                head: 7,
+                len: 0,
+                writes: vec![],
+            },
             Message::Completion {
                 queue: 0,
                 head: 255,
                 len: 1526,
-                writes: vec![MemWrite { gpa: 0x1000, data: vec![1, 2, 3] }, MemWrite { gpa: 0xd000, data: vec![] }],
+                writes: vec![
+                    MemWrite {
+                        gpa: 0x1000,
+                        data: vec![1, 2, 3],
+                    },
+                    MemWrite {
+                        gpa: 0xd000,
+                        data: vec![],
+                    },
+                ],
             },
-            Message::OutputReady { id: 9, queue: 1, head: 3, digest: [7; 32] },
+            Message::OutputReady {
+                id: 9,
+                queue: 1,
+                head: 3,
+                digest: [7; 32],
+            },
             Message::Release { id: u64::MAX },
             Message::SetRole { role: Role::Live },
         ]
@@ -269,18 +332,38 @@ mod tests {
 
     #[test]
     fn bad_frames_are_errors() {
-        assert!(matches!(Message::decode(&[99]), Err(ControlError::UnknownType(99))));
-        assert!(matches!(Message::decode(&[5, 1, 2]), Err(ControlError::Malformed(_))));
-        assert!(matches!(Message::decode(&[6, 9]), Err(ControlError::Malformed(_))));
+        assert!(matches!(
+            Message::decode(&[99]),
+            Err(ControlError::UnknownType(99))
+        ));
+        assert!(matches!(
+            Message::decode(&[5, 1, 2]),
+            Err(ControlError::Malformed(_))
+        ));
+        assert!(matches!(
+            Message::decode(&[6, 9]),
+            Err(ControlError::Malformed(_))
+        ));
         let mut extra = Message::Release { id: 1 }.encode()[4..].to_vec();
         extra.push(0);
-        assert!(matches!(Message::decode(&extra), Err(ControlError::Malformed(_))));
+        assert!(matches!(
+            Message::decode(&extra),
+            Err(ControlError::Malformed(_))
+        ));
         let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
-        assert!(matches!(Message::read_from(&mut &huge[..]), Err(ControlError::TooLarge(_))));
+        assert!(matches!(
+            Message::read_from(&mut &huge[..]),
+            Err(ControlError::TooLarge(_))
+        ));
         // A completion claiming 4 GiB of data does not allocate it.
-        let mut c = vec![3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut c = vec![
+            3, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
         c.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(Message::decode(&c), Err(ControlError::Malformed("truncated"))));
+        assert!(matches!(
+            Message::decode(&c),
+            Err(ControlError::Malformed("truncated"))
+        ));
     }
 
     #[test]
@@ -300,16 +383,43 @@ mod tests {
                 Ok(())
             }
         }
-        let mut ok = Duplex(std::io::Cursor::new(Message::Hello { version: VERSION, role: Role::Primary }.encode()), vec![]);
+        let mut ok = Duplex(
+            std::io::Cursor::new(
+                Message::Hello {
+                    version: VERSION,
+                    role: Role::Primary,
+                }
+                .encode(),
+            ),
+            vec![],
+        );
         assert_eq!(accept_hello(&mut ok).expect("hello"), Role::Primary);
-        assert_eq!(Message::read_from(&mut &ok.1[..]).expect("ack"), Some(Message::HelloAck { version: VERSION }));
-        let mut old = Duplex(std::io::Cursor::new(Message::Hello { version: 99, role: Role::Primary }.encode()), vec![]);
-        assert!(matches!(accept_hello(&mut old), Err(ControlError::Version(99))));
+        assert_eq!(
+            Message::read_from(&mut &ok.1[..]).expect("ack"),
+            Some(Message::HelloAck { version: VERSION })
+        );
+        let mut old = Duplex(
+            std::io::Cursor::new(
+                Message::Hello {
+                    version: 99,
+                    role: Role::Primary,
+                }
+                .encode(),
+            ),
+            vec![],
+        );
+        assert!(matches!(
+            accept_hello(&mut old),
+            Err(ControlError::Version(99))
+        ));
     }
 
     #[test]
     fn digest_covers_the_parts_in_order() {
-        assert_eq!(output_digest([&b"ab"[..], b"c"]), output_digest([&b"abc"[..]]));
+        assert_eq!(
+            output_digest([&b"ab"[..], b"c"]),
+            output_digest([&b"abc"[..]])
+        );
         assert_ne!(output_digest([&b"abc"[..]]), output_digest([&b"acb"[..]]));
     }
 }

@@ -44,7 +44,9 @@ impl ApiClient {
     }
 
     pub fn call(&mut self, request: &str) -> std::io::Result<ApiReply> {
-        self.0.get_mut().write_all(format!("{request}\n").as_bytes())?;
+        self.0
+            .get_mut()
+            .write_all(format!("{request}\n").as_bytes())?;
         let mut line = String::new();
         self.0.read_line(&mut line)?;
         Ok(ApiReply(line.trim().to_string()))

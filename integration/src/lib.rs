@@ -11,7 +11,9 @@ pub mod topology;
 
 /// Path of a file in the repository, from this crate's directory.
 pub fn repo_path(rel: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 /// Panics unless the machine can run these tests (root, /dev/kvm, the built binaries and
@@ -19,10 +21,28 @@ pub fn repo_path(rel: &str) -> std::path::PathBuf {
 pub fn require_environment() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "end-to-end tests need root (network namespaces, TAP devices)");
-    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
-    assert!(kvm.is_ok(), "end-to-end tests need /dev/kvm: {:?}", kvm.err());
-    for bin in ["target/release/vmm", "target/release/vhost-net-ft", "target/release/vhost-blk-remote", "build/guest.elf"] {
-        assert!(repo_path(bin).exists(), "{bin} is missing: run `make build guest` (make test does)");
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests need root (network namespaces, TAP devices)"
+    );
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    assert!(
+        kvm.is_ok(),
+        "end-to-end tests need /dev/kvm: {:?}",
+        kvm.err()
+    );
+    for bin in [
+        "target/release/vmm",
+        "target/release/vhost-net-ft",
+        "target/release/vhost-blk-remote",
+        "build/guest.elf",
+    ] {
+        assert!(
+            repo_path(bin).exists(),
+            "{bin} is missing: run `make build guest` (make test does)"
+        );
     }
 }

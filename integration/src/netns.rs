@@ -15,7 +15,11 @@ pub enum NetnsError {
     #[error("cannot enter network namespace {ns}: {source}")]
     Enter { ns: String, source: std::io::Error },
     #[error("cannot connect to {addr} from namespace {ns}: {source}")]
-    Connect { ns: String, addr: SocketAddr, source: std::io::Error },
+    Connect {
+        ns: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs a command to completion; an error carries its stderr.
@@ -25,9 +29,15 @@ pub fn run(args: &[&str]) -> Result<String, NetnsError> {
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| NetnsError::Spawn { cmd: cmd.clone(), source })?;
+        .map_err(|source| NetnsError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(NetnsError::Command { cmd, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(NetnsError::Command {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -46,19 +56,37 @@ pub fn exec_prefix(ns: &str) -> Vec<String> {
 
 /// Opens a TCP connection from inside namespace `ns`. A helper thread enters the namespace
 /// (setns affects only the calling thread); the socket stays in that namespace.
-pub fn connect_from(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<TcpStream, NetnsError> {
+pub fn connect_from(
+    ns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, NetnsError> {
     let ns = ns.to_string();
     let thread_ns = ns.clone();
     let handle = std::thread::spawn(move || -> Result<TcpStream, NetnsError> {
-        let file = File::open(format!("/var/run/netns/{thread_ns}"))
-            .map_err(|source| NetnsError::Enter { ns: thread_ns.clone(), source })?;
+        let file = File::open(format!("/var/run/netns/{thread_ns}")).map_err(|source| {
+            NetnsError::Enter {
+                ns: thread_ns.clone(),
+                source,
+            }
+        })?;
         // SAFETY: setns on a valid namespace fd; it changes only this short-lived thread.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetnsError::Enter { ns: thread_ns, source: std::io::Error::last_os_error() });
+            return Err(NetnsError::Enter {
+                ns: thread_ns,
+                source: std::io::Error::last_os_error(),
+            });
         }
-        TcpStream::connect_timeout(&addr, timeout).map_err(|source| NetnsError::Connect { ns: thread_ns, addr, source })
+        TcpStream::connect_timeout(&addr, timeout).map_err(|source| NetnsError::Connect {
+            ns: thread_ns,
+            addr,
+            source,
+        })
     });
     handle.join().unwrap_or_else(|_| {
-        Err(NetnsError::Enter { ns, source: std::io::Error::other("namespace thread panicked") })
+        Err(NetnsError::Enter {
+            ns,
+            source: std::io::Error::other("namespace thread panicked"),
+        })
     })
 }

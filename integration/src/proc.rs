@@ -8,11 +8,24 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
     #[error("cannot start {name}: {source}")]
-    Spawn { name: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("{name} did not print `{pattern}` within {timeout:?}; its output:\n{output}")]
-    Timeout { name: String, pattern: String, timeout: Duration, output: String },
+    Timeout {
+        name: String,
+        pattern: String,
+        timeout: Duration,
+        output: String,
+    },
     #[error("{name} exited ({status}) before printing `{pattern}`; its output:\n{output}")]
-    Exited { name: String, pattern: String, status: String, output: String },
+    Exited {
+        name: String,
+        pattern: String,
+        status: String,
+        output: String,
+    },
 }
 
 /// A child process whose stdout and stderr go to `<dir>/<name>.log`.
@@ -24,22 +37,41 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `argv` (the first element is the program), optionally inside namespace `ns`.
-    pub fn spawn(name: &str, dir: &Path, ns: Option<&str>, argv: &[String]) -> Result<Self, ProcError> {
+    pub fn spawn(
+        name: &str,
+        dir: &Path,
+        ns: Option<&str>,
+        argv: &[String],
+    ) -> Result<Self, ProcError> {
         let log = dir.join(format!("{name}.log"));
-        let err = |source| ProcError::Spawn { name: name.to_string(), source };
-        let out = File::options().create(true).append(true).open(&log).map_err(err)?;
+        let err = |source| ProcError::Spawn {
+            name: name.to_string(),
+            source,
+        };
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(err)?;
         let errf = out.try_clone().map_err(err)?;
         let mut full: Vec<String> = ns.map(crate::netns::exec_prefix).unwrap_or_default();
         full.extend_from_slice(argv);
         let child = Command::new(&full[0])
             .args(&full[1..])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(errf)
             .spawn()
             .map_err(err)?;
-        Ok(Proc { name: name.to_string(), child: Some(child), log })
+        Ok(Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -52,11 +84,18 @@ impl Proc {
 
     /// Exit status if the process has exited.
     pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until the log contains `pattern` (counting only text after `from` bytes).
-    pub fn wait_for(&mut self, pattern: &str, from: usize, timeout: Duration) -> Result<(), ProcError> {
+    pub fn wait_for(
+        &mut self,
+        pattern: &str,
+        from: usize,
+        timeout: Duration,
+    ) -> Result<(), ProcError> {
         let start = Instant::now();
         loop {
             let out = self.output();
@@ -72,7 +111,12 @@ impl Proc {
                 });
             }
             if start.elapsed() > timeout {
-                return Err(ProcError::Timeout { name: self.name.clone(), pattern: pattern.into(), timeout, output: out });
+                return Err(ProcError::Timeout {
+                    name: self.name.clone(),
+                    pattern: pattern.into(),
+                    timeout,
+                    output: out,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -32,7 +32,10 @@ impl Client {
         stream.set_read_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
         let writer = stream.try_clone()?;
-        Ok(Client { reader: BufReader::new(stream), writer })
+        Ok(Client {
+            reader: BufReader::new(stream),
+            writer,
+        })
     }
 
     /// Sends one command (as a multibulk request) and reads its reply.
@@ -58,7 +61,10 @@ impl Client {
     fn read_reply(&mut self) -> Result<Reply, RespError> {
         let line = self.line()?;
         let (kind, rest) = line.split_at(1.min(line.len()));
-        let int = |s: &str| s.parse::<i64>().map_err(|_| RespError::Protocol(line.clone()));
+        let int = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| RespError::Protocol(line.clone()))
+        };
         match kind {
             "+" => Ok(Reply::Status(rest.to_string())),
             "-" => Ok(Reply::Error(rest.to_string())),
@@ -75,7 +81,10 @@ impl Client {
             }
             "*" => {
                 let n = int(rest)?;
-                (0..n.max(0)).map(|_| self.read_reply()).collect::<Result<_, _>>().map(Reply::Array)
+                (0..n.max(0))
+                    .map(|_| self.read_reply())
+                    .collect::<Result<_, _>>()
+                    .map(Reply::Array)
             }
             _ => Err(RespError::Protocol(line.clone())),
         }

@@ -42,7 +42,10 @@ impl Lab {
     pub fn new(hosts: &[&str]) -> Result<Self, StackError> {
         crate::require_environment();
         let dir = tempfile::Builder::new().prefix("ftvm-e2e-").tempdir()?;
-        Ok(Lab { topo: Topology::new(hosts)?, dir })
+        Ok(Lab {
+            topo: Topology::new(hosts)?,
+            dir,
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -53,7 +56,10 @@ impl Lab {
     pub fn client_cmd(&self, argv: &[&str]) -> Result<Output, StackError> {
         let mut full = exec_prefix(&self.topo.ns("client"));
         full.extend(argv.iter().map(|s| s.to_string()));
-        Ok(Command::new(&full[0]).args(&full[1..]).stdin(Stdio::null()).output()?)
+        Ok(Command::new(&full[0])
+            .args(&full[1..])
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// `redis-cli -h GUEST_IP ARGS...` from the client namespace; returns trimmed stdout.
@@ -73,9 +79,12 @@ impl Lab {
 
     /// A RESP connection to the guest from the client namespace.
     pub fn connect(&self) -> Result<resp::Client, StackError> {
-        let addr = format!("{GUEST_IP}:{KV_PORT}").parse().map_err(|e| StackError::Other(format!("{e}")))?;
+        let addr = format!("{GUEST_IP}:{KV_PORT}")
+            .parse()
+            .map_err(|e| StackError::Other(format!("{e}")))?;
         let stream = connect_from(&self.topo.ns("client"), addr, Duration::from_secs(5))?;
-        resp::Client::new(stream, Duration::from_secs(20)).map_err(|e| StackError::Other(e.to_string()))
+        resp::Client::new(stream, Duration::from_secs(20))
+            .map_err(|e| StackError::Other(e.to_string()))
     }
 
     /// Creates an all-zero raw disk image (a fresh disk: the guest formats it).
@@ -120,12 +129,28 @@ impl Storage {
         let port = NBD_PORT.to_string();
         let argv: Vec<String> = match kind {
             // -t: keep serving after a client disconnects; --shared: several clients at once.
-            NbdServer::QemuNbd => ["qemu-nbd", "-f", "raw", "-x", EXPORT, "-b", STORAGE_IP, "-p", &port, "-t", "--shared=8", "--cache=none", &disk]
-                .map(String::from)
-                .to_vec(),
-            NbdServer::Nbdkit => ["nbdkit", "-f", "-i", STORAGE_IP, "-p", &port, "-e", EXPORT, "file", &disk]
-                .map(String::from)
-                .to_vec(),
+            NbdServer::QemuNbd => [
+                "qemu-nbd",
+                "-f",
+                "raw",
+                "-x",
+                EXPORT,
+                "-b",
+                STORAGE_IP,
+                "-p",
+                &port,
+                "-t",
+                "--shared=8",
+                "--cache=none",
+                &disk,
+            ]
+            .map(String::from)
+            .to_vec(),
+            NbdServer::Nbdkit => [
+                "nbdkit", "-f", "-i", STORAGE_IP, "-p", &port, "-e", EXPORT, "file", &disk,
+            ]
+            .map(String::from)
+            .to_vec(),
         };
         let name = match kind {
             NbdServer::QemuNbd => "qemu-nbd",
@@ -135,18 +160,26 @@ impl Storage {
     }
 
     fn wait_listening(&mut self) -> Result<(), StackError> {
-        let addr = format!("{STORAGE_IP}:{NBD_PORT}").parse().map_err(|e| StackError::Other(format!("{e}")))?;
+        let addr = format!("{STORAGE_IP}:{NBD_PORT}")
+            .parse()
+            .map_err(|e| StackError::Other(format!("{e}")))?;
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
             if connect_from(&self.ns, addr, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
             if let Some(status) = self.proc.try_status() {
-                return Err(StackError::Other(format!("NBD server exited ({status}): {}", self.proc.output())));
+                return Err(StackError::Other(format!(
+                    "NBD server exited ({status}): {}",
+                    self.proc.output()
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(StackError::Other(format!("NBD server not listening: {}", self.proc.output())))
+        Err(StackError::Other(format!(
+            "NBD server not listening: {}",
+            self.proc.output()
+        )))
     }
 
     pub fn uri() -> String {
@@ -179,9 +212,13 @@ pub const FT_PORT: u16 = 7000;
 pub enum FtMode {
     Off,
     /// `--ft primary --peer IP:FT_PORT`.
-    Primary { peer_ip: String },
+    Primary {
+        peer_ip: String,
+    },
     /// `--ft backup --listen IP:FT_PORT` (its own address).
-    Backup { own_ip: String },
+    Backup {
+        own_ip: String,
+    },
 }
 
 /// One host: its backends and its vmm.
@@ -198,7 +235,9 @@ pub struct Host {
 }
 
 fn bin(name: &str) -> String {
-    repo_path(&format!("target/release/{name}")).display().to_string()
+    repo_path(&format!("target/release/{name}"))
+        .display()
+        .to_string()
 }
 
 /// Waits until a Unix socket file exists (the backend is listening).
@@ -206,10 +245,19 @@ fn wait_socket(path: &Path, proc: &mut Proc) -> Result<(), StackError> {
     let start = Instant::now();
     while !path.exists() {
         if let Some(status) = proc.try_status() {
-            return Err(StackError::Other(format!("{} exited ({status}): {}", proc.name, proc.output())));
+            return Err(StackError::Other(format!(
+                "{} exited ({status}): {}",
+                proc.name,
+                proc.output()
+            )));
         }
         if start.elapsed() > Duration::from_secs(30) {
-            return Err(StackError::Other(format!("{} never created {}: {}", proc.name, path.display(), proc.output())));
+            return Err(StackError::Other(format!(
+                "{} never created {}: {}",
+                proc.name,
+                path.display(),
+                proc.output()
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -223,7 +271,13 @@ impl Host {
 
     /// Starts the backends and the vmm; waits for `guest: kv ready` (a primary or plain vmm)
     /// or for the backup's `replaying` (a backup; it waits for its primary first).
-    pub fn start_with(lab: &Lab, role: &str, backend: BlockBackend, ft: FtMode, extra_cmdline: &str) -> Result<Self, StackError> {
+    pub fn start_with(
+        lab: &Lab,
+        role: &str,
+        backend: BlockBackend,
+        ft: FtMode,
+        extra_cmdline: &str,
+    ) -> Result<Self, StackError> {
         let ns = lab.topo.ns(role);
         let dir = lab.dir.path().to_path_buf();
         let net_sock = dir.join(format!("{role}-net.sock"));
@@ -232,7 +286,17 @@ impl Host {
         let mut blk = Self::spawn_blk(&dir, &ns, role, &backend)?;
         wait_socket(&Self::blk_socket(&dir, role), &mut blk)?;
         let vmm = Self::spawn_vmm(&dir, &ns, role, &ft, extra_cmdline)?;
-        let mut host = Host { role: role.into(), net, blk, vmm, backend, ns, dir, ft, extra_cmdline: extra_cmdline.into() };
+        let mut host = Host {
+            role: role.into(),
+            net,
+            blk,
+            vmm,
+            backend,
+            ns,
+            dir,
+            ft,
+            extra_cmdline: extra_cmdline.into(),
+        };
         if !matches!(host.ft, FtMode::Backup { .. }) {
             host.wait_ready(0)?;
         }
@@ -253,7 +317,12 @@ impl Host {
             "--ft-socket".into(),
             ft.display().to_string(),
         ];
-        Ok(Proc::spawn(&format!("{role}-vhost-net-ft"), dir, Some(ns), &argv)?)
+        Ok(Proc::spawn(
+            &format!("{role}-vhost-net-ft"),
+            dir,
+            Some(ns),
+            &argv,
+        )?)
     }
 
     /// Kills vhost-net-ft (SIGKILL) and starts it again after `downtime`.
@@ -272,14 +341,20 @@ impl Host {
 
     /// A control-socket connection to this host's vmm.
     pub fn api(&self) -> Result<crate::api::ApiClient, StackError> {
-        crate::api::ApiClient::connect(&Self::api_socket(&self.dir, &self.role)).map_err(StackError::Io)
+        crate::api::ApiClient::connect(&Self::api_socket(&self.dir, &self.role))
+            .map_err(StackError::Io)
     }
 
     fn blk_socket(dir: &Path, role: &str) -> PathBuf {
         dir.join(format!("{role}-blk.sock"))
     }
 
-    fn spawn_blk(dir: &Path, ns: &str, role: &str, backend: &BlockBackend) -> Result<Proc, StackError> {
+    fn spawn_blk(
+        dir: &Path,
+        ns: &str,
+        role: &str,
+        backend: &BlockBackend,
+    ) -> Result<Proc, StackError> {
         let sock = Self::blk_socket(dir, role);
         let _ = std::fs::remove_file(&sock);
         let sock = sock.display().to_string();
@@ -301,10 +376,20 @@ impl Host {
         Ok(Proc::spawn(&format!("{role}-blk"), dir, Some(ns), &argv)?)
     }
 
-    fn spawn_vmm(dir: &Path, ns: &str, role: &str, ft: &FtMode, extra: &str) -> Result<Proc, StackError> {
+    fn spawn_vmm(
+        dir: &Path,
+        ns: &str,
+        role: &str,
+        ft: &FtMode,
+        extra: &str,
+    ) -> Result<Proc, StackError> {
         let net_ft = format!(",ft={}", dir.join(format!("{role}-net-ft.sock")).display());
         let blk_ft = format!(",ft={}", dir.join(format!("{role}-blk-ft.sock")).display());
-        let (net_ft, blk_ft) = if matches!(ft, FtMode::Primary { .. }) { (net_ft, blk_ft) } else { (String::new(), String::new()) };
+        let (net_ft, blk_ft) = if matches!(ft, FtMode::Primary { .. }) {
+            (net_ft, blk_ft)
+        } else {
+            (String::new(), String::new())
+        };
         let mut argv = vec![
             bin("vmm"),
             "--kernel".into(),
@@ -314,7 +399,10 @@ impl Host {
             "--cmdline".into(),
             format!("guest.mode=kv guest.ip={GUEST_IP}/24 {extra}"),
             "--net".into(),
-            format!("socket={},mac={GUEST_MAC}{net_ft}", dir.join(format!("{role}-net.sock")).display()),
+            format!(
+                "socket={},mac={GUEST_MAC}{net_ft}",
+                dir.join(format!("{role}-net.sock")).display()
+            ),
             "--block".into(),
             format!("socket={}{blk_ft}", Self::blk_socket(dir, role).display()),
             "--api-sock".into(),
@@ -323,8 +411,18 @@ impl Host {
         ];
         match ft {
             FtMode::Off => {}
-            FtMode::Primary { peer_ip } => argv.extend(["--ft".into(), "primary".into(), "--peer".into(), format!("{peer_ip}:{FT_PORT}")]),
-            FtMode::Backup { own_ip } => argv.extend(["--ft".into(), "backup".into(), "--listen".into(), format!("{own_ip}:{FT_PORT}")]),
+            FtMode::Primary { peer_ip } => argv.extend([
+                "--ft".into(),
+                "primary".into(),
+                "--peer".into(),
+                format!("{peer_ip}:{FT_PORT}"),
+            ]),
+            FtMode::Backup { own_ip } => argv.extend([
+                "--ft".into(),
+                "backup".into(),
+                "--listen".into(),
+                format!("{own_ip}:{FT_PORT}"),
+            ]),
         }
         Ok(Proc::spawn(&format!("{role}-vmm"), dir, Some(ns), &argv)?)
     }
@@ -338,7 +436,13 @@ impl Host {
     pub fn restart_vmm(&mut self) -> Result<(), StackError> {
         self.vmm.kill();
         let from = self.vmm.output().len();
-        self.vmm = Self::spawn_vmm(&self.dir, &self.ns, &self.role, &self.ft, &self.extra_cmdline)?;
+        self.vmm = Self::spawn_vmm(
+            &self.dir,
+            &self.ns,
+            &self.role,
+            &self.ft,
+            &self.extra_cmdline,
+        )?;
         self.wait_ready(from)
     }
 

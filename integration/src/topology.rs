@@ -30,7 +30,10 @@ impl Topology {
     pub fn new(hosts: &[&str]) -> Result<Self, NetnsError> {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("ft{}-{n}", std::process::id());
-        let mut topo = Topology { prefix, created: Vec::new() };
+        let mut topo = Topology {
+            prefix,
+            created: Vec::new(),
+        };
         topo.add_namespace("switch")?;
         let sw = topo.ns("switch");
         ip(&sw, &["link", "add", "br0", "type", "bridge"])?;
@@ -70,7 +73,10 @@ impl Topology {
         let ns = self.ns(role);
         ip(&ns, &["link", "add", "br0", "type", "bridge"])?;
         ip(&ns, &["link", "set", "eth0", "master", "br0"])?;
-        ip(&ns, &["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"])?;
+        ip(
+            &ns,
+            &["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"],
+        )?;
         ip(&ns, &["link", "set", TAP, "master", "br0"])?;
         ip(&ns, &["link", "set", TAP, "up"])?;
         ip(&ns, &["addr", "add", addr, "dev", "br0"])?;
@@ -84,7 +90,12 @@ impl Topology {
         let ns = self.ns(role);
         let sw = self.ns("switch");
         let peer = format!("p{port}");
-        ip(&sw, &["link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        ip(
+            &sw,
+            &[
+                "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
         ip(&sw, &["link", "set", &peer, "master", "br0"])?;
         ip(&sw, &["link", "set", &peer, "up"])?;
         ip(&ns, &["link", "set", "lo", "up"])?;
@@ -94,7 +105,10 @@ impl Topology {
 
     /// Cuts (or restores) the link of `role` to the switch: a partition.
     pub fn set_link(&self, role: &str, up: bool) -> Result<(), NetnsError> {
-        ip(&self.ns(role), &["link", "set", "eth0", if up { "up" } else { "down" }])?;
+        ip(
+            &self.ns(role),
+            &["link", "set", "eth0", if up { "up" } else { "down" }],
+        )?;
         Ok(())
     }
 }

@@ -21,17 +21,36 @@ fn lab_with_guest(server: NbdServer) -> (Lab, Storage, Host) {
 fn redis_cli_ping_set_get_incr() {
     let (lab, _storage, _host) = lab_with_guest(NbdServer::QemuNbd);
     assert_eq!(lab.redis_cli(&["ping"]).expect("ping"), "PONG");
-    assert_eq!(lab.redis_cli(&["set", "greeting", "hello world"]).expect("set"), "OK");
-    assert_eq!(lab.redis_cli(&["get", "greeting"]).expect("get"), "hello world");
+    assert_eq!(
+        lab.redis_cli(&["set", "greeting", "hello world"])
+            .expect("set"),
+        "OK"
+    );
+    assert_eq!(
+        lab.redis_cli(&["get", "greeting"]).expect("get"),
+        "hello world"
+    );
     assert_eq!(lab.redis_cli(&["get", "missing"]).expect("get missing"), "");
     for expected in 1..=5 {
-        assert_eq!(lab.redis_cli(&["incr", "counter"]).expect("incr"), expected.to_string());
+        assert_eq!(
+            lab.redis_cli(&["incr", "counter"]).expect("incr"),
+            expected.to_string()
+        );
     }
-    assert_eq!(lab.redis_cli(&["incrby", "counter", "10"]).expect("incrby"), "15");
-    assert_eq!(lab.redis_cli(&["exists", "greeting", "counter", "nope"]).expect("exists"), "2");
+    assert_eq!(
+        lab.redis_cli(&["incrby", "counter", "10"]).expect("incrby"),
+        "15"
+    );
+    assert_eq!(
+        lab.redis_cli(&["exists", "greeting", "counter", "nope"])
+            .expect("exists"),
+        "2"
+    );
     assert_eq!(lab.redis_cli(&["dbsize"]).expect("dbsize"), "2");
     assert_eq!(lab.redis_cli(&["del", "greeting"]).expect("del"), "1");
-    let err = lab.redis_cli(&["incr", "counter", "extra"]).expect("wrong arity");
+    let err = lab
+        .redis_cli(&["incr", "counter", "extra"])
+        .expect("wrong arity");
     assert!(err.contains("wrong number of arguments"), "{err}");
 }
 
@@ -39,17 +58,41 @@ fn redis_cli_ping_set_get_incr() {
 fn redis_benchmark_runs_without_errors() {
     let (lab, _storage, _host) = lab_with_guest(NbdServer::QemuNbd);
     let out = lab
-        .client_cmd(&["redis-benchmark", "-h", GUEST_IP, "-t", "set,get,incr", "-n", "2000", "-c", "8", "-q"])
+        .client_cmd(&[
+            "redis-benchmark",
+            "-h",
+            GUEST_IP,
+            "-t",
+            "set,get,incr",
+            "-n",
+            "2000",
+            "-c",
+            "8",
+            "-q",
+        ])
         .expect("redis-benchmark");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "redis-benchmark failed:\n{text}");
     for test in ["SET", "GET", "INCR"] {
-        assert!(text.contains(&format!("{test}: ")), "no {test} result in:\n{text}");
+        assert!(
+            text.contains(&format!("{test}: ")),
+            "no {test} result in:\n{text}"
+        );
     }
-    assert!(!text.to_lowercase().contains("error"), "errors reported:\n{text}");
+    assert!(
+        !text.to_lowercase().contains("error"),
+        "errors reported:\n{text}"
+    );
     // Every INCR of the benchmark was acknowledged, so the counter key holds exactly -n.
     let mut c = lab.connect().expect("connect");
-    assert_eq!(c.cmd(&[b"GET", b"counter:__rand_int__"]).expect("get"), Reply::Bulk(Some(b"2000".to_vec())));
+    assert_eq!(
+        c.cmd(&[b"GET", b"counter:__rand_int__"]).expect("get"),
+        Reply::Bulk(Some(b"2000".to_vec()))
+    );
 }
 
 #[test]
@@ -58,7 +101,9 @@ fn acknowledged_keys_survive_a_vmm_restart() {
     let mut c = lab.connect().expect("connect");
     for i in 0..50 {
         let key = format!("key{i}");
-        let reply = c.cmd(&[b"SET", key.as_bytes(), format!("value{i}").as_bytes()]).expect("set");
+        let reply = c
+            .cmd(&[b"SET", key.as_bytes(), format!("value{i}").as_bytes()])
+            .expect("set");
         assert_eq!(reply, Reply::Status("OK".into()));
     }
     for _ in 0..7 {
@@ -69,9 +114,15 @@ fn acknowledged_keys_survive_a_vmm_restart() {
     let mut c = lab.connect().expect("connect after restart");
     for i in 0..50 {
         let key = format!("key{i}");
-        assert_eq!(c.cmd(&[b"GET", key.as_bytes()]).expect("get"), Reply::Bulk(Some(format!("value{i}").into_bytes())));
+        assert_eq!(
+            c.cmd(&[b"GET", key.as_bytes()]).expect("get"),
+            Reply::Bulk(Some(format!("value{i}").into_bytes()))
+        );
     }
-    assert_eq!(c.cmd(&[b"GET", b"n"]).expect("get n"), Reply::Bulk(Some(b"7".to_vec())));
+    assert_eq!(
+        c.cmd(&[b"GET", b"n"]).expect("get n"),
+        Reply::Bulk(Some(b"7".to_vec()))
+    );
 }
 
 /// Writes `count` keys in a loop on one connection; once 20 writes are acknowledged,
@@ -105,7 +156,10 @@ fn write_during<F: FnOnce() + Send>(lab: &Lab, count: usize, disrupt: F) -> Vec<
     });
     let (during, after) = (during.load(Ordering::SeqCst), after.load(Ordering::SeqCst));
     eprintln!("disruption began after write {during} and ended after write {after} of {count}");
-    assert!(after < count, "the disruption ended after the last write; make the loop longer");
+    assert!(
+        after < count,
+        "the disruption ended after the last write; make the loop longer"
+    );
     acked
 }
 
@@ -123,10 +177,16 @@ fn check_all(lab: &Lab, acked: &[(String, String)]) {
 #[test]
 fn blk_backend_restart_loses_no_acknowledged_write() {
     let (lab, _storage, mut host) = lab_with_guest(NbdServer::QemuNbd);
-    let acked = write_during(&lab, 300, || host.restart_blk(Duration::from_millis(300)).expect("restart blk"));
+    let acked = write_during(&lab, 300, || {
+        host.restart_blk(Duration::from_millis(300))
+            .expect("restart blk")
+    });
     assert_eq!(acked.len(), 300);
     let vmm_log = host.vmm.output();
-    assert!(vmm_log.contains("reconnected"), "the vmm never reconnected:\n{vmm_log}");
+    assert!(
+        vmm_log.contains("reconnected"),
+        "the vmm never reconnected:\n{vmm_log}"
+    );
     // Also after a reboot: the data is on the NBD disk, not only in the guest's memory.
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
@@ -135,7 +195,11 @@ fn blk_backend_restart_loses_no_acknowledged_write() {
 #[test]
 fn nbd_server_restart_loses_no_acknowledged_write() {
     let (lab, mut storage, mut host) = lab_with_guest(NbdServer::QemuNbd);
-    let acked = write_during(&lab, 300, || storage.restart(Duration::from_millis(500)).expect("restart qemu-nbd"));
+    let acked = write_during(&lab, 300, || {
+        storage
+            .restart(Duration::from_millis(500))
+            .expect("restart qemu-nbd")
+    });
     assert_eq!(acked.len(), 300);
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
@@ -153,7 +217,8 @@ fn works_with_nbdkit_as_the_storage_server() {
 fn qemu_storage_daemon_serves_the_guest_disk() {
     let lab = Lab::new(&["host-a"]).expect("topology");
     let disk = lab.create_disk("qsd.img").expect("disk");
-    let mut host = Host::start(&lab, "host-a", BlockBackend::QemuStorageDaemon(disk)).expect("host-a with qemu-storage-daemon");
+    let mut host = Host::start(&lab, "host-a", BlockBackend::QemuStorageDaemon(disk))
+        .expect("host-a with qemu-storage-daemon");
     let acked = write_during(&lab, 60, || {});
     host.restart_vmm().expect("restart vmm");
     check_all(&lab, &acked);
@@ -166,12 +231,19 @@ fn net_backend_restart_keeps_the_tcp_connection() {
     for expected in 1..=10 {
         assert_eq!(c.cmd(&[b"INCR", b"n"]).expect("incr"), Reply::Int(expected));
     }
-    host.restart_net(Duration::from_millis(300)).expect("restart vhost-net-ft");
+    host.restart_net(Duration::from_millis(300))
+        .expect("restart vhost-net-ft");
     // Same connection: TCP retransmits across the outage; every reply is the next number.
     for expected in 11..=20 {
-        assert_eq!(c.cmd(&[b"INCR", b"n"]).expect("incr after restart"), Reply::Int(expected));
+        assert_eq!(
+            c.cmd(&[b"INCR", b"n"]).expect("incr after restart"),
+            Reply::Int(expected)
+        );
     }
     assert_eq!(lab.redis_cli(&["get", "n"]).expect("new connection"), "20");
     let vmm_log = host.vmm.output();
-    assert!(vmm_log.contains("reconnected"), "the vmm never reconnected:\n{vmm_log}");
+    assert!(
+        vmm_log.contains("reconnected"),
+        "the vmm never reconnected:\n{vmm_log}"
+    );
 }

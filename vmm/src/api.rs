@@ -47,7 +47,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("cannot listen on the API socket {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the API thread: {0}")]
     Spawn(std::io::Error),
 }
@@ -73,7 +76,8 @@ fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
             Ok(request) => {
                 let (tx, rx) = mpsc::channel();
                 inbox.post(DeviceEvent::Api(ApiCall { request, reply: tx }));
-                rx.recv_timeout(REPLY_TIMEOUT).unwrap_or_else(|_| error_reply("the vCPU did not answer"))
+                rx.recv_timeout(REPLY_TIMEOUT)
+                    .unwrap_or_else(|_| error_reply("the vCPU did not answer"))
             }
         };
         writer.write_all(format!("{reply}\n").as_bytes())?;
@@ -84,7 +88,10 @@ fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
 /// Starts the API thread listening on `path` (a stale socket file is replaced).
 pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind { path: path.to_path_buf(), source })?;
+    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -93,11 +100,13 @@ pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
                     // One thread per client: a client waiting for a pause must not block others.
                     Ok(s) => {
                         let inbox = inbox.clone();
-                        let spawned = std::thread::Builder::new().name("api-client".into()).spawn(move || {
-                            if let Err(e) = serve_client(s, &inbox) {
-                                log::debug!("api client: {e}");
-                            }
-                        });
+                        let spawned = std::thread::Builder::new().name("api-client".into()).spawn(
+                            move || {
+                                if let Err(e) = serve_client(s, &inbox) {
+                                    log::debug!("api client: {e}");
+                                }
+                            },
+                        );
                         if let Err(e) = spawned {
                             log::warn!("api: cannot start a client thread: {e}");
                         }
@@ -117,18 +126,34 @@ mod tests {
     #[test]
     fn requests_parse() {
         assert_eq!(parse_request(r#"{"cmd":"status"}"#), Ok(ApiRequest::Status));
-        assert_eq!(parse_request(r#"{"cmd":"pause"}"#), Ok(ApiRequest::Pause { landmark: None }));
-        assert_eq!(parse_request(r#"{"cmd":"pause","landmark":42}"#), Ok(ApiRequest::Pause { landmark: Some(42) }));
+        assert_eq!(
+            parse_request(r#"{"cmd":"pause"}"#),
+            Ok(ApiRequest::Pause { landmark: None })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"pause","landmark":42}"#),
+            Ok(ApiRequest::Pause { landmark: Some(42) })
+        );
         assert_eq!(parse_request(r#"{"cmd":"resume"}"#), Ok(ApiRequest::Resume));
         assert_eq!(parse_request(r#"{"cmd":"digest"}"#), Ok(ApiRequest::Digest));
     }
 
     #[test]
     fn bad_requests_get_an_error_reply() {
-        for bad in ["", "{", r#"{"cmd":"reboot"}"#, r#"{"cmd":"pause","landmark":"x"}"#] {
+        for bad in [
+            "",
+            "{",
+            r#"{"cmd":"reboot"}"#,
+            r#"{"cmd":"pause","landmark":"x"}"#,
+        ] {
             let reply = parse_request(bad).expect_err(bad);
             assert_eq!(reply["ok"], json!(false), "{bad}");
-            assert!(reply["error"].as_str().is_some_and(|e| e.starts_with("bad request")), "{bad}: {reply}");
+            assert!(
+                reply["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("bad request")),
+                "{bad}: {reply}"
+            );
         }
     }
 }

@@ -45,18 +45,27 @@ pub struct BlockConfig {
 pub enum FtConfig {
     Off,
     /// Record, and stream the log to a backup at `peer` once it is reachable.
-    Primary { peer: std::net::SocketAddr },
+    Primary {
+        peer: std::net::SocketAddr,
+    },
     /// Wait on `listen` for a primary, take over its state and replay its log.
-    Backup { listen: std::net::SocketAddr },
+    Backup {
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Splits `k=v,k=v` into pairs, refusing keys not in `allowed`.
 fn key_values<'a>(s: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
     s.split(',')
         .map(|kv| {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("expected key=value, got `{kv}`"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got `{kv}`"))?;
             if !allowed.contains(&k) {
-                return Err(format!("unknown key `{k}` (expected one of: {})", allowed.join(", ")));
+                return Err(format!(
+                    "unknown key `{k}` (expected one of: {})",
+                    allowed.join(", ")
+                ));
             }
             Ok((k, v))
         })
@@ -82,7 +91,11 @@ impl FromStr for NetConfig {
                 _ => mac = Some(parse_mac(v)?),
             }
         }
-        Ok(NetConfig { socket: socket.ok_or("missing socket=PATH")?, mac, ft })
+        Ok(NetConfig {
+            socket: socket.ok_or("missing socket=PATH")?,
+            mac,
+            ft,
+        })
     }
 }
 
@@ -96,7 +109,10 @@ impl FromStr for BlockConfig {
                 _ => ft = Some(PathBuf::from(v)),
             }
         }
-        Ok(BlockConfig { socket: socket.ok_or("missing socket=PATH")?, ft })
+        Ok(BlockConfig {
+            socket: socket.ok_or("missing socket=PATH")?,
+            ft,
+        })
     }
 }
 
@@ -125,17 +141,25 @@ mod tests {
     #[test]
     fn serial_output_parses() {
         assert_eq!("stdout".parse::<SerialOutput>(), Ok(SerialOutput::Stdout));
-        assert_eq!("file:/tmp/x".parse::<SerialOutput>(), Ok(SerialOutput::File("/tmp/x".into())));
+        assert_eq!(
+            "file:/tmp/x".parse::<SerialOutput>(),
+            Ok(SerialOutput::File("/tmp/x".into()))
+        );
         assert!("file:".parse::<SerialOutput>().is_err());
         assert!("tty".parse::<SerialOutput>().is_err());
     }
 
     #[test]
     fn device_options_parse() {
-        let net: NetConfig = "socket=/run/net.sock,mac=52:54:00:12:34:56".parse().expect("net");
+        let net: NetConfig = "socket=/run/net.sock,mac=52:54:00:12:34:56"
+            .parse()
+            .expect("net");
         assert_eq!(net.socket, PathBuf::from("/run/net.sock"));
         assert_eq!(net.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
-        assert!("mac=52:54:00:12:34:56".parse::<NetConfig>().is_err(), "socket is required");
+        assert!(
+            "mac=52:54:00:12:34:56".parse::<NetConfig>().is_err(),
+            "socket is required"
+        );
         assert!("socket=/x,mac=52:54".parse::<NetConfig>().is_err());
         assert!("socket=/x,speed=10".parse::<NetConfig>().is_err());
         let blk: BlockConfig = "socket=/run/blk.sock".parse().expect("block");

@@ -79,7 +79,9 @@ mod tests {
         inbox.post(DeviceEvent::SerialInput(b"a".to_vec()));
         inbox.post(DeviceEvent::SerialInput(b"b".to_vec()));
         let events = inbox.drain();
-        assert!(matches!(&events[..], [DeviceEvent::SerialInput(a), DeviceEvent::SerialInput(b)] if a == b"a" && b == b"b"));
+        assert!(
+            matches!(&events[..], [DeviceEvent::SerialInput(a), DeviceEvent::SerialInput(b)] if a == b"a" && b == b"b")
+        );
         assert!(inbox.drain().is_empty());
     }
 

@@ -21,11 +21,11 @@ use std::sync::Arc;
 use vm_memory::GuestMemoryMmap;
 
 use config::{FtConfig, SerialOutput, VmmConfig};
+use devices::legacy::serial::ConsoleOut;
+use devices::legacy::LegacyDevices;
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::slots::VirtioDevices;
 use devices::virtio::vhost_user::VhostUserDevice;
-use devices::legacy::serial::ConsoleOut;
-use devices::legacy::LegacyDevices;
 use inbox::Inbox;
 use stats::Stats;
 use vstate::vcpu::{FtRole, Vcpu, VcpuError, VmExit};
@@ -46,7 +46,10 @@ pub enum Error {
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
     #[error("cannot open the serial output file {path}: {source}")]
-    SerialFile { path: std::path::PathBuf, source: std::io::Error },
+    SerialFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot start the vCPU thread: {0}")]
     SpawnVcpu(std::io::Error),
     #[error(transparent)]
@@ -62,7 +65,10 @@ pub enum Error {
     #[error("FT mode needs an FT control socket for every device: add ft=PATH to --{0}")]
     FtSocketMissing(&'static str),
     #[error("cannot listen for the primary on {addr}: {source}")]
-    FtListen { addr: std::net::SocketAddr, source: std::io::Error },
+    FtListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("FT backup: {0}")]
     FtBackup(String),
     #[error("the vCPU thread panicked")]
@@ -96,7 +102,13 @@ fn virtio_devices(
     vm: &Vm,
     inbox: &Arc<Inbox>,
     subscribers: &mut Vec<event_loop::Subscriber>,
-) -> Result<(VirtioDevices, Vec<Option<Arc<devices::virtio::ft_link::FtLink>>>), Error> {
+) -> Result<
+    (
+        VirtioDevices,
+        Vec<Option<Arc<devices::virtio::ft_link::FtLink>>>,
+    ),
+    Error,
+> {
     use devices::virtio::{TYPE_BLOCK, TYPE_NET};
     let mut wanted = Vec::new();
     if let Some(net) = &config.net {
@@ -104,21 +116,53 @@ fn virtio_devices(
             Some(mac) => (VIRTIO_NET_F_MAC, mac.to_vec()),
             None => (0, Vec::new()),
         };
-        wanted.push((net.socket.clone(), TYPE_NET, 2, features, mac, net.ft.clone(), "net"));
+        wanted.push((
+            net.socket.clone(),
+            TYPE_NET,
+            2,
+            features,
+            mac,
+            net.ft.clone(),
+            "net",
+        ));
     }
     if let Some(block) = &config.block {
-        wanted.push((block.socket.clone(), TYPE_BLOCK, 1, 0, Vec::new(), block.ft.clone(), "block"));
+        wanted.push((
+            block.socket.clone(),
+            TYPE_BLOCK,
+            1,
+            0,
+            Vec::new(),
+            block.ft.clone(),
+            "block",
+        ));
     }
     let mut devices = VirtioDevices::new();
     let mut ft_links = Vec::new();
     for (socket, device_type, queues, features, own_config, ft, option) in wanted {
-        let dev = VhostUserDevice::new(socket, device_type, queues, mem.clone(), features, own_config)?;
+        let dev = VhostUserDevice::new(
+            socket,
+            device_type,
+            queues,
+            mem.clone(),
+            features,
+            own_config,
+        )?;
         let (base, _) = devices.next_slot()?;
         for (i, kick) in dev.kick.iter().enumerate() {
-            vm.register_kick(kick, base + QUEUE_NOTIFY_OFFSET, i as u32).map_err(Error::IoEvent)?;
+            vm.register_kick(kick, base + QUEUE_NOTIFY_OFFSET, i as u32)
+                .map_err(Error::IoEvent)?;
         }
-        let calls = dev.call.iter().map(|c| c.try_clone()).collect::<Result<Vec<_>, _>>();
-        let calls = calls.map_err(|e| Error::IoEvent(kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO))))?;
+        let calls = dev
+            .call
+            .iter()
+            .map(|c| c.try_clone())
+            .collect::<Result<Vec<_>, _>>();
+        let calls = calls.map_err(|e| {
+            Error::IoEvent(kvm_ioctls::Error::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+            ))
+        })?;
         let link = dev.link.clone();
         let mut transport = MmioTransport::new(Box::new(dev));
         if let FtConfig::Backup { .. } = config.ft {
@@ -126,13 +170,26 @@ fn virtio_devices(
             let _ = transport.hold_backend(true);
         }
         let index = devices.add(transport)?;
-        subscribers.push(Box::new(event_loop::CallWatch::new(index, calls, inbox.clone())));
-        subscribers.push(Box::new(event_loop::BackendMonitor::new(index, link, inbox.clone())?));
+        subscribers.push(Box::new(event_loop::CallWatch::new(
+            index,
+            calls,
+            inbox.clone(),
+        )));
+        subscribers.push(Box::new(event_loop::BackendMonitor::new(
+            index,
+            link,
+            inbox.clone(),
+        )?));
         // A primary's backends hand completions and outputs to the VMM (FT control channel);
         // a backup's backends stay idle until it goes live.
         if let FtConfig::Primary { .. } = config.ft {
             let path = ft.ok_or(Error::FtSocketMissing(option))?;
-            let link = devices::virtio::ft_link::FtLink::connect(&path, ft_control::Role::Primary, index, inbox.clone())?;
+            let link = devices::virtio::ft_link::FtLink::connect(
+                &path,
+                ft_control::Role::Primary,
+                index,
+                inbox.clone(),
+            )?;
             ft_links.push(Some(link));
         } else {
             ft_links.push(None);
@@ -143,17 +200,26 @@ fn virtio_devices(
 
 /// Tries to reach the backup every 200 ms while `wanted` is set; a connection goes to the vCPU
 /// thread, which transfers the state at its next landmark.
-fn spawn_joiner(peer: std::net::SocketAddr, wanted: Arc<std::sync::atomic::AtomicBool>, inbox: Arc<Inbox>) {
+fn spawn_joiner(
+    peer: std::net::SocketAddr,
+    wanted: Arc<std::sync::atomic::AtomicBool>,
+    inbox: Arc<Inbox>,
+) {
     use std::sync::atomic::Ordering;
-    let spawned = std::thread::Builder::new().name("ft-joiner".into()).spawn(move || loop {
-        if wanted.load(Ordering::SeqCst) {
-            if let Ok(stream) = std::net::TcpStream::connect_timeout(&peer, std::time::Duration::from_millis(500)) {
-                wanted.store(false, Ordering::SeqCst);
-                inbox.post(inbox::DeviceEvent::BackupConnected(stream));
+    let spawned = std::thread::Builder::new()
+        .name("ft-joiner".into())
+        .spawn(move || loop {
+            if wanted.load(Ordering::SeqCst) {
+                if let Ok(stream) = std::net::TcpStream::connect_timeout(
+                    &peer,
+                    std::time::Duration::from_millis(500),
+                ) {
+                    wanted.store(false, Ordering::SeqCst);
+                    inbox.post(inbox::DeviceEvent::BackupConnected(stream));
+                }
             }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
     if let Err(e) = spawned {
         log::error!("ft: cannot start the joiner thread: {e}");
     }
@@ -179,21 +245,31 @@ impl Vmm {
         let vm = Vm::new(&guest_memory)?;
         let inbox = Arc::new(Inbox::new());
         let mut event_subscribers: Vec<event_loop::Subscriber> = Vec::new();
-        let (virtio, ft_links) = virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
+        let (virtio, ft_links) =
+            virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
         let mut cmdline = config.cmdline.clone();
         for word in virtio.cmdline_words() {
             cmdline.push(' ');
             cmdline.push_str(&word);
         }
-        let loaded = loader::load_guest(&guest_memory, mem_size, &config.kernel, config.initrd.as_deref(), &cmdline)?;
+        let loaded = loader::load_guest(
+            &guest_memory,
+            mem_size,
+            &config.kernel,
+            config.initrd.as_deref(),
+            &cmdline,
+        )?;
         let vcpu_fd = vm.create_vcpu(0)?;
         arch::x86_64::regs::setup_boot_vcpu(&vcpu_fd, &guest_memory, loaded.entry)?;
 
         let console: ConsoleOut = match &config.serial {
             SerialOutput::Stdout => Box::new(Stdout),
-            SerialOutput::File(path) => Box::new(
-                File::create(path).map_err(|source| Error::SerialFile { path: path.clone(), source })?,
-            ),
+            SerialOutput::File(path) => {
+                Box::new(File::create(path).map_err(|source| Error::SerialFile {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
         };
         let (pit_timer, pit_handle) = event_loop::pit_timer(inbox.clone())?;
         event_subscribers.push(Box::new(pit_timer));
@@ -208,15 +284,36 @@ impl Vmm {
                 (FtRole::Primary(Box::new(primary)), None)
             }
             FtConfig::Backup { listen } => {
-                let listener = std::net::TcpListener::bind(listen).map_err(|source| Error::FtListen { addr: *listen, source })?;
+                let listener =
+                    std::net::TcpListener::bind(listen).map_err(|source| Error::FtListen {
+                        addr: *listen,
+                        source,
+                    })?;
                 (FtRole::Off, Some(listener))
             }
         };
         let msr_index = vm.msr_index();
         let devices = LegacyDevices::new(console);
-        let vcpu = Vcpu::new(vcpu_fd, guest_memory.clone(), devices, virtio, inbox.clone(), pit_handle, ft, msr_index);
+        let vcpu = Vcpu::new(
+            vcpu_fd,
+            guest_memory.clone(),
+            devices,
+            virtio,
+            inbox.clone(),
+            pit_handle,
+            ft,
+            msr_index,
+        );
         let api_sock = config.api_sock.clone();
-        Ok(Vmm { _guest_memory: guest_memory, _vm: vm, vcpu, event_subscribers, inbox, api_sock, backup_listener })
+        Ok(Vmm {
+            _guest_memory: guest_memory,
+            _vm: vm,
+            vcpu,
+            event_subscribers,
+            inbox,
+            api_sock,
+            backup_listener,
+        })
     }
 
     /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
@@ -226,14 +323,25 @@ impl Vmm {
             api::spawn(path, self.inbox.clone())?;
         }
         if let Some(listener) = self.backup_listener.take() {
-            log::warn!("ft: backup waiting for the primary on {:?}", listener.local_addr().ok());
-            let (stream, from) = listener.accept().map_err(|e| Error::FtBackup(format!("accept: {e}")))?;
+            log::warn!(
+                "ft: backup waiting for the primary on {:?}",
+                listener.local_addr().ok()
+            );
+            let (stream, from) = listener
+                .accept()
+                .map_err(|e| Error::FtBackup(format!("accept: {e}")))?;
             log::warn!("ft: primary {from} connected");
-            let shared = ft::channel::start_backup(stream, self.inbox.clone()).map_err(|e| Error::FtBackup(e.to_string()))?;
+            let shared = ft::channel::start_backup(stream, self.inbox.clone())
+                .map_err(|e| Error::FtBackup(e.to_string()))?;
             self.vcpu.ft = FtRole::Backup(Box::new(ft::backup::Backup::new(shared)));
             self.vcpu.load_state().map_err(Error::FtBackup)?;
         }
-        let Vmm { _guest_memory, _vm, mut vcpu, .. } = self;
+        let Vmm {
+            _guest_memory,
+            _vm,
+            mut vcpu,
+            ..
+        } = self;
         let handle = std::thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || {

@@ -8,17 +8,31 @@ use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::{load_cmdline, BzImage, Elf, KernelLoader};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
 
-use crate::arch::x86_64::boot_params::{build_boot_params, write_boot_params, BootInfo, BootParamsError};
-use crate::arch::x86_64::layout::{ram_ranges, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_GAP_START};
+use crate::arch::x86_64::boot_params::{
+    build_boot_params, write_boot_params, BootInfo, BootParamsError,
+};
+use crate::arch::x86_64::layout::{
+    ram_ranges, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_GAP_START,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
     #[error("cannot open kernel {path}: {source}")]
-    OpenKernel { path: PathBuf, source: std::io::Error },
+    OpenKernel {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("kernel {path} is neither an x86_64 ELF executable nor a bzImage (ELF: {elf}; bzImage: {bzimage})")]
-    UnknownFormat { path: PathBuf, elf: linux_loader::loader::Error, bzimage: linux_loader::loader::Error },
+    UnknownFormat {
+        path: PathBuf,
+        elf: linux_loader::loader::Error,
+        bzimage: linux_loader::loader::Error,
+    },
     #[error("cannot open initrd {path}: {source}")]
-    OpenInitrd { path: PathBuf, source: std::io::Error },
+    OpenInitrd {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("initrd {0} does not fit in guest memory")]
     InitrdTooBig(PathBuf),
     #[error("cannot read initrd {path}: {reason}")]
@@ -43,18 +57,30 @@ pub struct LoadedKernel {
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
 fn open(path: &Path) -> Result<File, LoaderError> {
-    File::open(path).map_err(|source| LoaderError::OpenKernel { path: path.to_path_buf(), source })
+    File::open(path).map_err(|source| LoaderError::OpenKernel {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Loads the kernel at `path`: first as ELF, then as bzImage.
 pub fn load_kernel(
     mem: &GuestMemoryMmap,
     path: &Path,
-) -> Result<(LoadedKernel, Option<linux_loader::loader::bootparam::setup_header>), LoaderError> {
+) -> Result<
+    (
+        LoadedKernel,
+        Option<linux_loader::loader::bootparam::setup_header>,
+    ),
+    LoaderError,
+> {
     let mut file = open(path)?;
     let elf_err = match Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))) {
         Ok(r) => {
-            let loaded = LoadedKernel { entry: r.kernel_load.raw_value(), kernel_end: r.kernel_end };
+            let loaded = LoadedKernel {
+                entry: r.kernel_load.raw_value(),
+                kernel_end: r.kernel_end,
+            };
             return Ok((loaded, None));
         }
         Err(e) => e,
@@ -68,19 +94,38 @@ pub fn load_kernel(
             };
             Ok((loaded, r.setup_header))
         }
-        Err(bzimage) => Err(LoaderError::UnknownFormat { path: path.to_path_buf(), elf: elf_err, bzimage }),
+        Err(bzimage) => Err(LoaderError::UnknownFormat {
+            path: path.to_path_buf(),
+            elf: elf_err,
+            bzimage,
+        }),
     }
 }
 
 /// Loads the initrd page-aligned at the top of low RAM (below the MMIO gap, and below
 /// 2 GiB-1 which older kernels' `initrd_addr_max` allows) and returns `(address, size)`.
-pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Result<(u64, u32), LoaderError> {
-    let mut file = File::open(path).map_err(|source| LoaderError::OpenInitrd { path: path.to_path_buf(), source })?;
+pub fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    kernel_end: u64,
+) -> Result<(u64, u32), LoaderError> {
+    let mut file = File::open(path).map_err(|source| LoaderError::OpenInitrd {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let size = file
         .metadata()
-        .map_err(|source| LoaderError::OpenInitrd { path: path.to_path_buf(), source })?
+        .map_err(|source| LoaderError::OpenInitrd {
+            path: path.to_path_buf(),
+            source,
+        })?
         .len();
-    let low_end = mem.last_addr().raw_value().min(MMIO_GAP_START - 1).min(0x7fff_ffff) + 1;
+    let low_end = mem
+        .last_addr()
+        .raw_value()
+        .min(MMIO_GAP_START - 1)
+        .min(0x7fff_ffff)
+        + 1;
     let addr = low_end
         .checked_sub(size)
         .map(|a| a & !0xfff)
@@ -88,9 +133,15 @@ pub fn load_initrd(mem: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Resul
         .ok_or_else(|| LoaderError::InitrdTooBig(path.to_path_buf()))?;
     let mut slice = mem
         .get_slice(GuestAddress(addr), size as usize)
-        .map_err(|e| LoaderError::ReadInitrd { path: path.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| LoaderError::ReadInitrd {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     file.read_exact_volatile(&mut slice)
-        .map_err(|e| LoaderError::ReadInitrd { path: path.to_path_buf(), reason: e.to_string() })?;
+        .map_err(|e| LoaderError::ReadInitrd {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     Ok((addr, size as u32))
 }
 
@@ -103,11 +154,22 @@ pub fn load_guest(
     cmdline: &str,
 ) -> Result<LoadedKernel, LoaderError> {
     let (loaded, setup_header) = load_kernel(mem, kernel)?;
-    let initrd = initrd.map(|p| load_initrd(mem, p, loaded.kernel_end)).transpose()?;
+    let initrd = initrd
+        .map(|p| load_initrd(mem, p, loaded.kernel_end))
+        .transpose()?;
     let cmdline = Cmdline::try_from(cmdline, CMDLINE_MAX_SIZE).map_err(LoaderError::Cmdline)?;
     load_cmdline(mem, GuestAddress(CMDLINE_START), &cmdline).map_err(LoaderError::WriteCmdline)?;
-    let cmdline_size = cmdline.as_cstring().map_err(LoaderError::Cmdline)?.as_bytes_with_nul().len() as u32;
-    let info = BootInfo { ram: ram_ranges(mem_size), cmdline_size, setup_header, initrd };
+    let cmdline_size = cmdline
+        .as_cstring()
+        .map_err(LoaderError::Cmdline)?
+        .as_bytes_with_nul()
+        .len() as u32;
+    let info = BootInfo {
+        ram: ram_ranges(mem_size),
+        cmdline_size,
+        setup_header,
+        initrd,
+    };
     write_boot_params(mem, &build_boot_params(&info)?)?;
     Ok(loaded)
 }
@@ -162,13 +224,16 @@ mod tests {
         let code = [0xf4u8, 0xeb, 0xfd]; // hlt; jmp $-1
         let kernel = temp_file(&tiny_elf(0x20_0000, &code));
         let m = mem();
-        let loaded = load_guest(&m, 16 << 20, kernel.path(), None, "guest.mode=hello").expect("load");
+        let loaded =
+            load_guest(&m, 16 << 20, kernel.path(), None, "guest.mode=hello").expect("load");
         assert_eq!(loaded.entry, 0x20_0000);
         let mut buf = [0u8; 3];
-        m.read_slice(&mut buf, GuestAddress(0x20_0000)).expect("read");
+        m.read_slice(&mut buf, GuestAddress(0x20_0000))
+            .expect("read");
         assert_eq!(buf, code);
         let mut cmd = [0u8; 17];
-        m.read_slice(&mut cmd, GuestAddress(CMDLINE_START)).expect("read cmdline");
+        m.read_slice(&mut cmd, GuestAddress(CMDLINE_START))
+            .expect("read cmdline");
         assert_eq!(&cmd, b"guest.mode=hello\0");
     }
 
@@ -177,7 +242,10 @@ mod tests {
         let kernel = temp_file(&[0x55u8; 4096]);
         let err = load_kernel(&mem(), kernel.path()).expect_err("garbage must not load");
         let text = err.to_string();
-        assert!(text.contains("neither an x86_64 ELF executable nor a bzImage"), "{text}");
+        assert!(
+            text.contains("neither an x86_64 ELF executable nor a bzImage"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -200,6 +268,9 @@ mod tests {
         assert_eq!(size, 5000);
         assert_eq!(addr % 4096, 0);
         assert!(addr + 5000 <= 16 << 20);
-        assert_eq!(m.read_obj::<u8>(GuestAddress(addr + 4999)).expect("read"), 0xab);
+        assert_eq!(
+            m.read_obj::<u8>(GuestAddress(addr + 4999)).expect("read"),
+            0xab
+        );
     }
 }

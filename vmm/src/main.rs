@@ -6,12 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::config::{BlockConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB};
+use vmm::config::{
+    BlockConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB,
+};
 use vmm::vstate::vcpu::VmExit;
 use vmm::Vmm;
 
 #[derive(Parser, Debug)]
-#[command(name = "vmm", version, about = "Boot a guest kernel on KVM with deterministic exits")]
+#[command(
+    name = "vmm",
+    version,
+    about = "Boot a guest kernel on KVM with deterministic exits"
+)]
 struct Cli {
     /// Guest kernel: an x86_64 ELF (vmlinux, build/guest.elf) or a bzImage.
     #[arg(long)]
@@ -91,7 +97,10 @@ fn main() -> ExitCode {
             eprintln!("vmm: guest triple fault (KVM_EXIT_SHUTDOWN): {registers}");
             ExitCode::from(3)
         }
-        VmExit::InternalError { suberror, registers } => {
+        VmExit::InternalError {
+            suberror,
+            registers,
+        } => {
             eprintln!("vmm: KVM internal error, suberror {suberror} (instruction emulation failed?): {registers}");
             ExitCode::from(4)
         }
@@ -108,7 +117,9 @@ fn main() -> ExitCode {
             ExitCode::from(8)
         }
         VmExit::HaltedForever { registers } => {
-            eprintln!("vmm: guest halted with interrupts disabled; nothing can wake it: {registers}");
+            eprintln!(
+                "vmm: guest halted with interrupts disabled; nothing can wake it: {registers}"
+            );
             ExitCode::from(6)
         }
     }

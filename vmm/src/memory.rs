@@ -38,15 +38,17 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     file.set_len(size).map_err(MemoryError::SetLen)?;
     let file = std::sync::Arc::new(file);
 
-    let regions = ram_ranges(size).into_iter().scan(0u64, |offset, (start, len)| {
-        let region = (
-            GuestAddress(start),
-            len as usize,
-            Some(FileOffset::from_arc(file.clone(), *offset)),
-        );
-        *offset += len;
-        Some(region)
-    });
+    let regions = ram_ranges(size)
+        .into_iter()
+        .scan(0u64, |offset, (start, len)| {
+            let region = (
+                GuestAddress(start),
+                len as usize,
+                Some(FileOffset::from_arc(file.clone(), *offset)),
+            );
+            *offset += len;
+            Some(region)
+        });
     GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Map)
 }
 
@@ -60,14 +62,27 @@ mod tests {
         let mem = create_guest_memory(4 << 20).expect("memory");
         assert_eq!(mem.num_regions(), 1);
         let region = mem.iter().next().expect("region");
-        assert!(region.file_offset().is_some(), "vhost-user needs an fd for every region");
-        mem.write_obj(0xdead_beefu32, GuestAddress(0x1000)).expect("write");
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).expect("read"), 0xdead_beef);
+        assert!(
+            region.file_offset().is_some(),
+            "vhost-user needs an fd for every region"
+        );
+        mem.write_obj(0xdead_beefu32, GuestAddress(0x1000))
+            .expect("write");
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x1000)).expect("read"),
+            0xdead_beef
+        );
     }
 
     #[test]
     fn odd_sizes_are_rejected() {
-        assert!(matches!(create_guest_memory(0), Err(MemoryError::BadSize(0))));
-        assert!(matches!(create_guest_memory(3 << 19), Err(MemoryError::BadSize(_))));
+        assert!(matches!(
+            create_guest_memory(0),
+            Err(MemoryError::BadSize(0))
+        ));
+        assert!(matches!(
+            create_guest_memory(3 << 19),
+            Err(MemoryError::BadSize(_))
+        ));
     }
 }

@@ -19,7 +19,11 @@ fn missing_kernel_is_one_clear_line() {
     assert_eq!(run.status, Some(1));
     let lines = error_lines(&run.stderr);
     assert_eq!(lines.len(), 1, "stderr:\n{}", run.stderr);
-    assert!(lines[0].starts_with("vmm: error: cannot open kernel /nonexistent/kernel.elf"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("vmm: error: cannot open kernel /nonexistent/kernel.elf"),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -31,7 +35,11 @@ fn garbage_kernel_is_one_clear_line() {
     assert_eq!(run.status, Some(1));
     let lines = error_lines(&run.stderr);
     assert_eq!(lines.len(), 1, "stderr:\n{}", run.stderr);
-    assert!(lines[0].contains("neither an x86_64 ELF executable nor a bzImage"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("neither an x86_64 ELF executable nor a bzImage"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains(&path), "{}", lines[0]);
 }
 
@@ -39,12 +47,20 @@ fn garbage_kernel_is_one_clear_line() {
 fn bad_memory_size_is_refused() {
     let run = run_vmm(&["--kernel", "/nonexistent", "--mem-mib", "3"], TIMEOUT);
     assert_eq!(run.status, Some(1));
-    assert!(run.stderr.contains("multiple of 2 MiB"), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("multiple of 2 MiB"),
+        "stderr:\n{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn bad_serial_option_is_a_usage_error() {
     let run = run_vmm(&["--kernel", "x", "--serial", "tty"], TIMEOUT);
     assert_eq!(run.status, Some(2));
-    assert!(run.stderr.contains("expected `stdout` or `file:PATH`"), "stderr:\n{}", run.stderr);
+    assert!(
+        run.stderr.contains("expected `stdout` or `file:PATH`"),
+        "stderr:\n{}",
+        run.stderr
+    );
 }

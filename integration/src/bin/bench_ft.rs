@@ -11,7 +11,18 @@ use integration::stack::{BlockBackend, FtMode, Host, Lab, NbdServer, Storage};
 use integration::topology::GUEST_IP;
 
 const HOST_B_IP: &str = "10.77.0.5";
-const ARGS: [&str; 10] = ["redis-benchmark", "-h", GUEST_IP, "-t", "set,get,incr", "-n", "20000", "-c", "16", "--csv"];
+const ARGS: [&str; 10] = [
+    "redis-benchmark",
+    "-h",
+    GUEST_IP,
+    "-t",
+    "set,get,incr",
+    "-n",
+    "20000",
+    "-c",
+    "16",
+    "--csv",
+];
 
 /// (test, rps, p50 ms, p99 ms) from redis-benchmark's CSV.
 fn bench(lab: &Lab) -> Vec<(String, f64, f64, f64)> {
@@ -22,13 +33,21 @@ fn bench(lab: &Lab) -> Vec<(String, f64, f64, f64)> {
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').map(|s| s.trim_matches('"')).collect();
-            Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(4)?.parse().ok()?, f.get(6)?.parse().ok()?))
+            Some((
+                f.first()?.to_string(),
+                f.get(1)?.parse().ok()?,
+                f.get(4)?.parse().ok()?,
+                f.get(6)?.parse().ok()?,
+            ))
         })
         .collect()
 }
 
 fn status(host: &Host) -> ApiReply {
-    host.api().expect("api").call(r#"{"cmd":"status"}"#).expect("status")
+    host.api()
+        .expect("api")
+        .call(r#"{"cmd":"status"}"#)
+        .expect("status")
 }
 
 fn main() {
@@ -38,17 +57,39 @@ fn main() {
         let lab = Lab::new(&["host-a"]).expect("topology");
         let disk = lab.create_disk("disk.img").expect("disk");
         let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
-        let _host = Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
+        let _host =
+            Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
         bench(&lab)
     };
     let lab = Lab::new(&["host-a", "host-b"]).expect("topology");
     let disk = lab.create_disk("disk.img").expect("disk");
     let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
-    let backup_mode = FtMode::Backup { own_ip: HOST_B_IP.into() };
-    let mut backup = Host::start_with(&lab, "host-b", BlockBackend::Remote(Storage::uri()), backup_mode, "").expect("backup");
-    let primary_mode = FtMode::Primary { peer_ip: HOST_B_IP.into() };
-    let primary = Host::start_with(&lab, "host-a", BlockBackend::Remote(Storage::uri()), primary_mode, "").expect("primary");
-    backup.vmm.wait_for("replaying", 0, Duration::from_secs(60)).expect("joined");
+    let backup_mode = FtMode::Backup {
+        own_ip: HOST_B_IP.into(),
+    };
+    let mut backup = Host::start_with(
+        &lab,
+        "host-b",
+        BlockBackend::Remote(Storage::uri()),
+        backup_mode,
+        "",
+    )
+    .expect("backup");
+    let primary_mode = FtMode::Primary {
+        peer_ip: HOST_B_IP.into(),
+    };
+    let primary = Host::start_with(
+        &lab,
+        "host-a",
+        BlockBackend::Remote(Storage::uri()),
+        primary_mode,
+        "",
+    )
+    .expect("primary");
+    backup
+        .vmm
+        .wait_for("replaying", 0, Duration::from_secs(60))
+        .expect("joined");
     let join_ms = status(&primary)
         .0
         .split("\"ft_join_pause_ms\":")
@@ -69,9 +110,12 @@ fn main() {
     let s = status(&primary);
     let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
 
-    let mut md = String::from("## Fault tolerance: the same workload with and without a backup\n\n");
+    let mut md =
+        String::from("## Fault tolerance: the same workload with and without a backup\n\n");
     md.push_str("Plain: one vmm. FT: `--ft primary` in host-a, `--ft backup` in host-b, logging channel over\n");
-    md.push_str("the test bridge, output rule on (every reply frame and every disk write waits for the\n");
+    md.push_str(
+        "the test bridge, output rule on (every reply frame and every disk write waits for the\n",
+    );
     md.push_str("backup's acknowledgement). Both measured in this run with `");
     md.push_str(&ARGS[..ARGS.len() - 1].join(" "));
     md.push_str("`.\n\n| test | plain req/s | FT req/s | FT/plain | plain p50 / p99 ms | FT p50 / p99 ms |\n| --- | --- | --- | --- | --- | --- |\n");
@@ -80,11 +124,30 @@ fn main() {
     }
     let opt = |k: &str| s.u64(k).map_or("-".to_string(), |v| v.to_string());
     md.push_str("\n| FT measure | value |\n| --- | --- |\n");
-    let _ = writeln!(md, "| logging bandwidth, idle guest ({idle_secs} s) | {idle_mbit:.3} Mbit/s |");
-    let _ = writeln!(md, "| logging bandwidth under the benchmark | {load_mbit:.3} Mbit/s |");
-    let _ = writeln!(md, "| backup lag (time behind the primary, sampled at heartbeats) p50 / p99 | {} us / {} us |", opt("ft_lag_us_p50"), opt("ft_lag_us_p99"));
-    let _ = writeln!(md, "| output hold time (output rule) p50 / p99 | {} us / {} us |", opt("ft_hold_us_p50"), opt("ft_hold_us_p99"));
-    let _ = writeln!(md, "| join pause (state transfer of a just-booted 64 MiB guest) | {join_ms} ms |");
+    let _ = writeln!(
+        md,
+        "| logging bandwidth, idle guest ({idle_secs} s) | {idle_mbit:.3} Mbit/s |"
+    );
+    let _ = writeln!(
+        md,
+        "| logging bandwidth under the benchmark | {load_mbit:.3} Mbit/s |"
+    );
+    let _ = writeln!(
+        md,
+        "| backup lag (time behind the primary, sampled at heartbeats) p50 / p99 | {} us / {} us |",
+        opt("ft_lag_us_p50"),
+        opt("ft_lag_us_p99")
+    );
+    let _ = writeln!(
+        md,
+        "| output hold time (output rule) p50 / p99 | {} us / {} us |",
+        opt("ft_hold_us_p50"),
+        opt("ft_hold_us_p99")
+    );
+    let _ = writeln!(
+        md,
+        "| join pause (state transfer of a just-booted 64 MiB guest) | {join_ms} ms |"
+    );
     let _ = writeln!(md, "\nCommand: `cargo run --release -p integration --bin bench_ft OUT.md` (part of `make bench`).");
     std::fs::write(&out, &md).expect("write output");
     print!("{md}");

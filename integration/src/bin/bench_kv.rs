@@ -38,31 +38,64 @@ fn main() {
     let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
     let _host = Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host-a");
 
-    let argv = ["redis-benchmark", "-h", GUEST_IP, "-t", "set,get,incr", "-n", REQUESTS, "-c", CLIENTS, "--csv"];
+    let argv = [
+        "redis-benchmark",
+        "-h",
+        GUEST_IP,
+        "-t",
+        "set,get,incr",
+        "-n",
+        REQUESTS,
+        "-c",
+        CLIENTS,
+        "--csv",
+    ];
     let result = lab.client_cmd(&argv).expect("redis-benchmark");
     let csv = String::from_utf8_lossy(&result.stdout);
-    assert!(result.status.success(), "redis-benchmark failed: {csv}{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "redis-benchmark failed: {csv}{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let mut md = String::new();
     md.push_str("## Key-value service through the whole stack\n\n");
     md.push_str("Client namespace -> bridge -> TAP -> vhost-net-ft -> vmm (kv guest, smoltcp) -> vhost-blk-remote ->\n");
-    md.push_str("qemu-nbd in the storage namespace. Every SET and INCR is written to the disk log and\n");
+    md.push_str(
+        "qemu-nbd in the storage namespace. Every SET and INCR is written to the disk log and\n",
+    );
     md.push_str("flushed before the reply. Numbers on this emulating KVM, not hardware KVM.\n\n");
     md.push_str("| test | requests/s | p50 latency | p99 latency | command |\n| --- | --- | --- | --- | --- |\n");
     // CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').map(|s| s.trim_matches('"')).collect();
         if f.len() >= 7 {
-            let _ = writeln!(md, "| {} | {} | {} ms | {} ms | `{}` |", f[0], f[1], f[4], f[6], argv[..argv.len() - 1].join(" "));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} ms | {} ms | `{}` |",
+                f[0],
+                f[1],
+                f[4],
+                f[6],
+                argv[..argv.len() - 1].join(" ")
+            );
         }
     }
 
     let n = 2000;
     let get = sequential(&lab, &[b"GET", b"bench:key"], n);
     let set = sequential(&lab, &[b"SET", b"bench:key", b"value"], n);
-    let (g50, g99, s50, s99) = (percentile(&get, 50), percentile(&get, 99), percentile(&set, 50), percentile(&set, 99));
+    let (g50, g99, s50, s99) = (
+        percentile(&get, 50),
+        percentile(&get, 99),
+        percentile(&set, 50),
+        percentile(&set, 99),
+    );
     md.push_str("\n| one client, one request at a time | p50 | p99 |\n| --- | --- | --- |\n");
     let _ = writeln!(md, "| GET (no disk I/O) | {g50:.2?} | {g99:.2?} |");
-    let _ = writeln!(md, "| SET (disk write + flush before the reply) | {s50:.2?} | {s99:.2?} |");
+    let _ = writeln!(
+        md,
+        "| SET (disk write + flush before the reply) | {s50:.2?} | {s99:.2?} |"
+    );
     let _ = writeln!(
         md,
         "| guest-visible disk write + flush (SET - GET) | {:.2?} | - |",

@@ -33,7 +33,14 @@ fn main() {
     step(t0, &format!("network namespaces up: {}", lab.topo.ns("*")));
     let disk = lab.create_disk("disk.img").expect("disk");
     let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
-    step(t0, &format!("storage: qemu-nbd serving {} in {}", Storage::uri(), lab.topo.ns("storage")));
+    step(
+        t0,
+        &format!(
+            "storage: qemu-nbd serving {} in {}",
+            Storage::uri(),
+            lab.topo.ns("storage")
+        ),
+    );
     let host = Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host-a");
     step(t0, &format!("host-a: vhost-net-ft, vhost-blk-remote and vmm running; guest: kv ready at {GUEST_IP}:6379"));
 
@@ -47,14 +54,31 @@ fn main() {
         }
     }
     let per_op = start.elapsed() / 200;
-    step(t0, &format!("client: 200 durable INCRs, counter={last}, {per_op:?} per acknowledged write"));
-    println!("{}", lab.redis_cli(&["info"]).unwrap_or_default().lines().filter(|l| l.starts_with("kv_")).collect::<Vec<_>>().join("\n"));
+    step(
+        t0,
+        &format!("client: 200 durable INCRs, counter={last}, {per_op:?} per acknowledged write"),
+    );
+    println!(
+        "{}",
+        lab.redis_cli(&["info"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("kv_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     println!("\nReach the guest from the client namespace, e.g.:");
-    println!("  ip netns exec {} redis-cli -h {GUEST_IP} incr hits", lab.topo.ns("client"));
+    println!(
+        "  ip netns exec {} redis-cli -h {GUEST_IP} incr hits",
+        lab.topo.ns("client")
+    );
     println!("Logs and sockets are in {}", lab.dir.path().display());
     let interactive = std::io::stdin().is_terminal();
-    let limit = std::env::var("DEMO_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if interactive { 3600 } else { 0 });
+    let limit = std::env::var("DEMO_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if interactive { 3600 } else { 0 });
     if interactive {
         println!("Press Enter (or Ctrl-C) to stop and tear everything down.");
         std::thread::spawn(|| {

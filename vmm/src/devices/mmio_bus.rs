@@ -33,7 +33,12 @@ impl MmioBus {
     /// Maps `[base, base+len)` to device `device`.
     pub fn insert(&mut self, base: u64, len: u64, device: usize) -> Result<(), OverlapError> {
         let end = base.checked_add(len).ok_or(OverlapError { base, len })?;
-        if len == 0 || self.windows.iter().any(|w| base < w.base + w.len && w.base < end) {
+        if len == 0
+            || self
+                .windows
+                .iter()
+                .any(|w| base < w.base + w.len && w.base < end)
+        {
             return Err(OverlapError { base, len });
         }
         self.windows.push(Window { base, len, device });

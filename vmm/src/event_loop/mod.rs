@@ -29,7 +29,8 @@ pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
 /// Starts the event-loop thread with `subscribers`. It runs until the process exits.
 pub fn spawn(subscribers: Vec<Subscriber>) -> Result<JoinHandle<()>, EventLoopError> {
-    let mut manager: EventManager<Subscriber> = EventManager::new().map_err(EventLoopError::EventManager)?;
+    let mut manager: EventManager<Subscriber> =
+        EventManager::new().map_err(EventLoopError::EventManager)?;
     for s in subscribers {
         manager.add_subscriber(s);
     }
@@ -43,4 +44,3 @@ pub fn spawn(subscribers: Vec<Subscriber>) -> Result<JoinHandle<()>, EventLoopEr
         })
         .map_err(EventLoopError::Spawn)
 }
-

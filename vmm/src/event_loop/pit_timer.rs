@@ -30,7 +30,13 @@ pub fn pit_timer(inbox: Arc<Inbox>) -> Result<(PitTimer, PitTimerHandle), EventL
     let fd = timer.as_raw_fd();
     // SAFETY: fcntl on an fd we own; only the O_NONBLOCK status flag changes. Non-blocking, so
     // that a re-arm racing with the event loop's read cannot block the loop.
-    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK) };
+    let rc = unsafe {
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+        )
+    };
     if rc < 0 {
         return Err(EventLoopError::Timer(std::io::Error::last_os_error()));
     }
@@ -40,7 +46,9 @@ pub fn pit_timer(inbox: Arc<Inbox>) -> Result<(PitTimer, PitTimerHandle), EventL
         return Err(EventLoopError::Timer(std::io::Error::last_os_error()));
     }
     // SAFETY: `dup` is a fresh fd that nothing else owns.
-    let handle = PitTimerHandle { timer: unsafe { TimerFd::from_raw_fd(dup) } };
+    let handle = PitTimerHandle {
+        timer: unsafe { TimerFd::from_raw_fd(dup) },
+    };
     Ok((PitTimer { timer, inbox }, handle))
 }
 
@@ -52,9 +60,13 @@ impl PitTimerHandle {
         let result = match request {
             TimerRequest::Disarmed => self.timer.clear(),
             TimerRequest::OneShot { deadline_ns } => self.timer.reset(until(*deadline_ns), None),
-            TimerRequest::Periodic { first_deadline_ns, period_ns } => self
-                .timer
-                .reset(until(*first_deadline_ns), Some(Duration::from_nanos((*period_ns).max(1)))),
+            TimerRequest::Periodic {
+                first_deadline_ns,
+                period_ns,
+            } => self.timer.reset(
+                until(*first_deadline_ns),
+                Some(Duration::from_nanos((*period_ns).max(1))),
+            ),
         };
         if let Err(e) = result {
             log::error!("cannot arm the PIT host timer: {e}");
@@ -69,7 +81,10 @@ impl MutEventSubscriber for PitTimer {
         let n = unsafe { libc::read(self.timer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n == 8 {
             let expirations = u64::from_ne_bytes(buf);
-            self.inbox.post(DeviceEvent::PitTick { expirations, at: Instant::now() });
+            self.inbox.post(DeviceEvent::PitTick {
+                expirations,
+                at: Instant::now(),
+            });
         }
         // n < 0 with EAGAIN: the vCPU re-armed the timer after epoll saw it; nothing to do.
     }
@@ -91,7 +106,13 @@ mod tests {
         let inbox = Arc::new(Inbox::new());
         let (timer, mut handle) = pit_timer(inbox.clone()).expect("timer");
         let _thread = spawn(vec![Box::new(timer)]).expect("event loop");
-        handle.arm(&TimerRequest::Periodic { first_deadline_ns: 1_000_000, period_ns: 1_000_000 }, 0);
+        handle.arm(
+            &TimerRequest::Periodic {
+                first_deadline_ns: 1_000_000,
+                period_ns: 1_000_000,
+            },
+            0,
+        );
         let mut ticks = 0;
         let deadline = Instant::now() + Duration::from_secs(5);
         while ticks < 5 && Instant::now() < deadline {

@@ -26,7 +26,11 @@ pub struct CallWatch {
 
 impl CallWatch {
     pub fn new(device: usize, calls: Vec<EventFd>, inbox: Arc<Inbox>) -> Self {
-        CallWatch { device, calls, inbox }
+        CallWatch {
+            device,
+            calls,
+            inbox,
+        }
     }
 }
 
@@ -59,9 +63,19 @@ pub struct BackendMonitor {
 }
 
 impl BackendMonitor {
-    pub fn new(device: usize, link: Arc<BackendLink>, inbox: Arc<Inbox>) -> Result<Self, EventLoopError> {
+    pub fn new(
+        device: usize,
+        link: Arc<BackendLink>,
+        inbox: Arc<Inbox>,
+    ) -> Result<Self, EventLoopError> {
         let retry = TimerFd::new().map_err(|e| EventLoopError::Timer(e.into()))?;
-        Ok(BackendMonitor { device, link, watched: None, retry, inbox })
+        Ok(BackendMonitor {
+            device,
+            link,
+            watched: None,
+            retry,
+            inbox,
+        })
     }
 
     fn hang_up_events(fd: &OwnedFd) -> Events {
@@ -71,13 +85,21 @@ impl BackendMonitor {
     /// Starts watching the socket the vCPU thread last published.
     fn take_new_socket(&mut self, ops: &mut EventOps) {
         let _ = self.link.changed.read();
-        let socket = self.link.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let socket = self
+            .link
+            .socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(fd) = socket {
             if let Some(old) = self.watched.take() {
                 let _ = ops.remove(Self::hang_up_events(&old));
             }
             if let Err(e) = ops.add(Self::hang_up_events(&fd)) {
-                log::error!("cannot watch the backend socket of device {}: {e}", self.device);
+                log::error!(
+                    "cannot watch the backend socket of device {}: {e}",
+                    self.device
+                );
             }
             self.watched = Some(fd);
             let _ = self.retry.clear();
@@ -99,15 +121,24 @@ impl MutEventSubscriber for BackendMonitor {
             }
             self.inbox.post(DeviceEvent::BackendHangup(self.device));
             if let Err(e) = self.retry.reset(RETRY_PERIOD, Some(RETRY_PERIOD)) {
-                log::error!("cannot arm the reconnect timer of device {}: {e}", self.device);
+                log::error!(
+                    "cannot arm the reconnect timer of device {}: {e}",
+                    self.device
+                );
             }
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        for events in [Events::new(&self.link.changed, EventSet::IN), Events::new(&self.retry, EventSet::IN)] {
+        for events in [
+            Events::new(&self.link.changed, EventSet::IN),
+            Events::new(&self.retry, EventSet::IN),
+        ] {
             if let Err(e) = ops.add(events) {
-                log::error!("cannot set up the backend monitor of device {}: {e}", self.device);
+                log::error!(
+                    "cannot set up the backend monitor of device {}: {e}",
+                    self.device
+                );
             }
         }
         // The socket of the initial connection was published before the loop started.

@@ -28,7 +28,12 @@ pub struct Backup {
 
 impl Backup {
     pub fn new(shared: Arc<BackupShared>) -> Self {
-        Backup { shared, hash: RunningHash::default(), last_sig: hlt_sig(), applied: 0 }
+        Backup {
+            shared,
+            hash: RunningHash::default(),
+            last_sig: hlt_sig(),
+            applied: 0,
+        }
     }
 
     pub fn on_exit(&mut self, sig: ExitSignature) {
@@ -46,7 +51,11 @@ impl Backup {
             if !self.shared.alive.load(Ordering::SeqCst) {
                 return Err(ReplayStop::PrimaryLost { landmark });
             }
-            q = self.shared.arrived.wait(q).unwrap_or_else(|e| e.into_inner());
+            q = self
+                .shared
+                .arrived
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -58,11 +67,16 @@ impl Backup {
                 q.front().map(|(_, r)| r.entry_landmark())
             };
             match front {
-                None if !self.shared.alive.load(Ordering::SeqCst) => return Err(ReplayStop::PrimaryLost { landmark }),
+                None if !self.shared.alive.load(Ordering::SeqCst) => {
+                    return Err(ReplayStop::PrimaryLost { landmark })
+                }
                 None => return Ok(None),
                 Some(Some(l)) if l < landmark => {
                     let r = self.pop();
-                    return Err(self.diverged(landmark, format!("entry for past landmark {l} left over: {r:?}")));
+                    return Err(self.diverged(
+                        landmark,
+                        format!("entry for past landmark {l} left over: {r:?}"),
+                    ));
                 }
                 Some(Some(l)) if l > landmark => return Ok(Some(None)),
                 Some(Some(_)) => return Ok(Some(self.pop())),
@@ -80,7 +94,10 @@ impl Backup {
             match self.peek_landmark(landmark)? {
                 Some(l) if l < landmark => {
                     let r = self.pop();
-                    return Err(self.diverged(landmark, format!("entry for past landmark {l} left over: {r:?}")));
+                    return Err(self.diverged(
+                        landmark,
+                        format!("entry for past landmark {l} left over: {r:?}"),
+                    ));
                 }
                 Some(l) if l > landmark => return Ok(None),
                 Some(_) => return Ok(self.pop()),
@@ -100,7 +117,12 @@ impl Backup {
 
     fn pop(&mut self) -> Option<Record> {
         self.applied += 1;
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front().map(|(_, r)| r)
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .map(|(_, r)| r)
     }
 
     /// Checks an entry's signature against the backup's own exit at the same landmark.
@@ -108,7 +130,11 @@ impl Backup {
         if *expected != self.last_sig {
             return Err(self.diverged(
                 landmark,
-                format!("expected {}, got {}", describe(expected), describe(&self.last_sig)),
+                format!(
+                    "expected {}, got {}",
+                    describe(expected),
+                    describe(&self.last_sig)
+                ),
             ));
         }
         Ok(())
@@ -116,7 +142,10 @@ impl Backup {
 
     /// Reports a divergence to the primary and returns the stop reason.
     pub fn diverged(&self, landmark: u64, reason: String) -> ReplayStop {
-        let _ = self.shared.reply(&Record::Diverged { landmark, reason: reason.chars().take(1000).collect() });
+        let _ = self.shared.reply(&Record::Diverged {
+            landmark,
+            reason: reason.chars().take(1000).collect(),
+        });
         ReplayStop::Diverged { landmark, reason }
     }
 }

@@ -20,7 +20,10 @@ use super::record::{Record, RecordReader, RecordWriter};
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// An output waiting for the backup: released by `release` once the ack covers `seq`.
@@ -58,9 +61,15 @@ impl PrimaryShared {
         let secs = since.elapsed().as_secs_f64().max(1e-9);
         let sent = self.sent.load(Ordering::SeqCst);
         let bytes = self.bytes_sent.load(Ordering::Relaxed);
-        let lag_lm = self.landmark.load(Ordering::Relaxed).saturating_sub(self.backup_landmark.load(Ordering::Relaxed));
+        let lag_lm = self
+            .landmark
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.backup_landmark.load(Ordering::Relaxed));
         let pct = |s: &Mutex<crate::stats::Samples>, p| {
-            s.lock().unwrap_or_else(|e| e.into_inner()).percentile(p).map_or("-".to_string(), |v| v.to_string())
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .percentile(p)
+                .map_or("-".to_string(), |v| v.to_string())
         };
         format!(
             "ft: records={sent} records_per_s={:.0} log_mbit_per_s={:.3} backup_lag_landmarks={lag_lm} backup_lag_us_p50={} backup_lag_us_p99={} output_hold_us_p50={} output_hold_us_p99={}",
@@ -112,32 +121,42 @@ impl PrimaryLink {
         let reader = stream.try_clone()?;
         let w = shared.clone();
         let writer_release = release.clone();
-        std::thread::Builder::new().name("ft-log-writer".into()).spawn(move || {
-            writer_loop(stream, last_seq + 1, &rx, &w);
-            w.alive.store(false, Ordering::SeqCst);
-            // The backup is gone: every output still waiting for it leaves now (the primary
-            // runs unprotected), including those queued but never sent.
-            let held: Vec<HeldOutput> = w.held.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-            for h in held {
-                writer_release(h.device, h.id);
-            }
-            while let Ok(o) = rx.recv_timeout(Duration::from_millis(100)) {
-                if let Some((device, id)) = o.output {
-                    writer_release(device, id);
+        std::thread::Builder::new()
+            .name("ft-log-writer".into())
+            .spawn(move || {
+                writer_loop(stream, last_seq + 1, &rx, &w);
+                w.alive.store(false, Ordering::SeqCst);
+                // The backup is gone: every output still waiting for it leaves now (the primary
+                // runs unprotected), including those queued but never sent.
+                let held: Vec<HeldOutput> = w
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain(..)
+                    .collect();
+                for h in held {
+                    writer_release(h.device, h.id);
                 }
-            }
-        })?;
+                while let Ok(o) = rx.recv_timeout(Duration::from_millis(100)) {
+                    if let Some((device, id)) = o.output {
+                        writer_release(device, id);
+                    }
+                }
+            })?;
         let r = shared.clone();
-        std::thread::Builder::new().name("ft-ack-reader".into()).spawn(move || {
-            ack_loop(reader, &r, &release);
-            r.alive.store(false, Ordering::SeqCst);
-        })?;
+        std::thread::Builder::new()
+            .name("ft-ack-reader".into())
+            .spawn(move || {
+                ack_loop(reader, &r, &release);
+                r.alive.store(false, Ordering::SeqCst);
+            })?;
         Ok(PrimaryLink { tx, shared })
     }
 
     /// Queues a record; returns false if the link is down.
     pub fn send(&self, record: Record, output: Option<(usize, u64)>) -> bool {
-        self.shared.alive.load(Ordering::SeqCst) && self.tx.send(Outgoing { record, output }).is_ok()
+        self.shared.alive.load(Ordering::SeqCst)
+            && self.tx.send(Outgoing { record, output }).is_ok()
     }
 
     pub fn is_alive(&self) -> bool {
@@ -146,11 +165,19 @@ impl PrimaryLink {
 
     /// Records sent but not yet acknowledged.
     pub fn unacked(&self) -> u64 {
-        self.shared.sent.load(Ordering::SeqCst).saturating_sub(self.shared.acked.load(Ordering::SeqCst))
+        self.shared
+            .sent
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.shared.acked.load(Ordering::SeqCst))
     }
 }
 
-fn writer_loop(stream: TcpStream, first_seq: u64, rx: &mpsc::Receiver<Outgoing>, shared: &PrimaryShared) {
+fn writer_loop(
+    stream: TcpStream,
+    first_seq: u64,
+    rx: &mpsc::Receiver<Outgoing>,
+    shared: &PrimaryShared,
+) {
     let mut w = RecordWriter::starting_at(BufWriter::with_capacity(256 << 10, stream), first_seq);
     loop {
         if !shared.alive.load(Ordering::SeqCst) {
@@ -159,7 +186,10 @@ fn writer_loop(stream: TcpStream, first_seq: u64, rx: &mpsc::Receiver<Outgoing>,
         let first = match rx.recv_timeout(HEARTBEAT) {
             Ok(o) => o,
             Err(RecvTimeoutError::Timeout) => Outgoing {
-                record: Record::Heartbeat { landmark: shared.landmark.load(Ordering::SeqCst), unix_ms: unix_ms() },
+                record: Record::Heartbeat {
+                    landmark: shared.landmark.load(Ordering::SeqCst),
+                    unix_ms: unix_ms(),
+                },
                 output: None,
             },
             Err(RecvTimeoutError::Disconnected) => return,
@@ -170,8 +200,17 @@ fn writer_loop(stream: TcpStream, first_seq: u64, rx: &mpsc::Receiver<Outgoing>,
             // An output is registered before its record can reach the backup, so that the ack
             // that covers it always finds it (the BufWriter may send before the flush below).
             if let Some((device, id)) = o.output {
-                let held = HeldOutput { seq: w.last_seq() + 1, device, id, since: Instant::now() };
-                shared.held.lock().unwrap_or_else(|e| e.into_inner()).push_back(held);
+                let held = HeldOutput {
+                    seq: w.last_seq() + 1,
+                    device,
+                    id,
+                    since: Instant::now(),
+                };
+                shared
+                    .held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(held);
             }
             let seq = match w.write(&o.record) {
                 Ok(seq) => seq,
@@ -208,7 +247,11 @@ pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
     while held.front().is_some_and(|h| h.seq <= acked) {
         if let Some(h) = held.pop_front() {
             release(h.device, h.id);
-            shared.hold.lock().unwrap_or_else(|e| e.into_inner()).record(h.since.elapsed());
+            shared
+                .hold
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(h.since.elapsed());
         }
     }
 }
@@ -231,8 +274,16 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
                 while h.front().is_some_and(|&(l, _)| l <= landmark) {
                     at = h.pop_front().map(|(_, t)| t);
                 }
-                let lag = if h.is_empty() { Duration::ZERO } else { at.map_or(Duration::ZERO, |t| t.elapsed()) };
-                shared.lag.lock().unwrap_or_else(|e| e.into_inner()).record(lag);
+                let lag = if h.is_empty() {
+                    Duration::ZERO
+                } else {
+                    at.map_or(Duration::ZERO, |t| t.elapsed())
+                };
+                shared
+                    .lag
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(lag);
             }
             Ok(Some((_, Record::Diverged { landmark, reason }))) => {
                 let msg = format!("backup diverged at landmark {landmark}: {reason}");
@@ -281,7 +332,10 @@ impl BackupShared {
 
 /// Starts the backup's reader (which also wakes the vCPU thread through `inbox` whenever
 /// records arrive) and heartbeat threads.
-pub fn start_backup(stream: TcpStream, inbox: Arc<crate::inbox::Inbox>) -> std::io::Result<Arc<BackupShared>> {
+pub fn start_backup(
+    stream: TcpStream,
+    inbox: Arc<crate::inbox::Inbox>,
+) -> std::io::Result<Arc<BackupShared>> {
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
     let shared = Arc::new(BackupShared {
@@ -296,22 +350,29 @@ pub fn start_backup(stream: TcpStream, inbox: Arc<crate::inbox::Inbox>) -> std::
         writer: Mutex::new(RecordWriter::new(stream)),
     });
     let r = shared.clone();
-    std::thread::Builder::new().name("ft-log-reader".into()).spawn(move || {
-        receive_loop(reader, &r, &inbox);
-        r.alive.store(false, Ordering::SeqCst);
-        r.arrived.notify_all();
-        inbox.post(crate::inbox::DeviceEvent::LogArrived);
-    })?;
+    std::thread::Builder::new()
+        .name("ft-log-reader".into())
+        .spawn(move || {
+            receive_loop(reader, &r, &inbox);
+            r.alive.store(false, Ordering::SeqCst);
+            r.arrived.notify_all();
+            inbox.post(crate::inbox::DeviceEvent::LogArrived);
+        })?;
     let h = shared.clone();
-    std::thread::Builder::new().name("ft-heartbeat".into()).spawn(move || {
-        while h.alive.load(Ordering::SeqCst) {
-            std::thread::sleep(HEARTBEAT);
-            let hb = Record::Heartbeat { landmark: h.applied_landmark.load(Ordering::SeqCst), unix_ms: unix_ms() };
-            if !h.reply(&hb) {
-                break;
+    std::thread::Builder::new()
+        .name("ft-heartbeat".into())
+        .spawn(move || {
+            while h.alive.load(Ordering::SeqCst) {
+                std::thread::sleep(HEARTBEAT);
+                let hb = Record::Heartbeat {
+                    landmark: h.applied_landmark.load(Ordering::SeqCst),
+                    unix_ms: unix_ms(),
+                };
+                if !h.reply(&hb) {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(shared)
 }
 

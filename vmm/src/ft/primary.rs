@@ -72,7 +72,9 @@ impl Primary {
 
     /// The replication summary (None without a backup).
     pub fn summary(&self) -> Option<String> {
-        self.link.as_ref().map(|l| l.shared.summary(self.protected_since))
+        self.link
+            .as_ref()
+            .map(|l| l.shared.summary(self.protected_since))
     }
 
     /// Logs the summary every `REPORT_EVERY`.
@@ -112,7 +114,12 @@ impl Primary {
         if link.is_alive() {
             return;
         }
-        let why = link.shared.diverged.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let why = link
+            .shared
+            .diverged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         log::error!(
             "ft: primary running UNPROTECTED: {}",
             why.unwrap_or_else(|| "the backup is gone".to_string())
@@ -155,7 +162,16 @@ impl Primary {
         if force || self.last_record_at.elapsed() >= CHECKPOINT_EVERY {
             let sig = self.last_sig;
             let arg = self.hash.0;
-            self.record(landmark, Record::DeviceEvent { landmark, sig, device: DEV_SIGNATURES, event: EV_SIGNATURE_HASH, arg });
+            self.record(
+                landmark,
+                Record::DeviceEvent {
+                    landmark,
+                    sig,
+                    device: DEV_SIGNATURES,
+                    event: EV_SIGNATURE_HASH,
+                    arg,
+                },
+            );
         }
     }
 
@@ -163,7 +179,11 @@ impl Primary {
     /// backup has the log up to here (or at once when unprotected).
     pub fn output(&mut self, landmark: u64, device: usize, packed: u16, id: u64, digest: [u8; 32]) {
         self.stats.outputs += 1;
-        let record = Record::OutputDigest { landmark, device: packed, digest };
+        let record = Record::OutputDigest {
+            landmark,
+            device: packed,
+            digest,
+        };
         if !self.send(landmark, record, Some((device, id))) {
             // No backup (or it just went away): nothing to wait for.
             self.release_now(device, id);

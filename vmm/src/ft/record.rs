@@ -72,7 +72,11 @@ pub enum RecordError {
     TooLarge(usize),
     /// A variable-length field over its limit (decoded, or given to [`encode`]).
     #[error("{field} is {len} bytes long, the limit is {max}")]
-    FieldTooLong { field: &'static str, len: usize, max: usize },
+    FieldTooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     /// A frame whose checksum is right but whose contents do not follow the format (or a record
     /// given to [`encode`] that cannot be represented).
     #[error("malformed record: {0}")]
@@ -142,8 +146,13 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
-    pub const ALL: [ExitKind; 5] =
-        [ExitKind::PioIn, ExitKind::PioOut, ExitKind::MmioRead, ExitKind::MmioWrite, ExitKind::Hlt];
+    pub const ALL: [ExitKind; 5] = [
+        ExitKind::PioIn,
+        ExitKind::PioOut,
+        ExitKind::MmioRead,
+        ExitKind::MmioWrite,
+        ExitKind::Hlt,
+    ];
 
     pub fn from_u8(code: u8) -> Option<ExitKind> {
         ExitKind::ALL.iter().copied().find(|k| *k as u8 == code)
@@ -168,7 +177,11 @@ pub struct ExitSignature {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// Primary -> backup, first record of a connection. `vm_id` <= [`MAX_VM_ID`] bytes.
-    Hello { vm_id: String, epoch: u64, mem_size: u64 },
+    Hello {
+        vm_id: String,
+        epoch: u64,
+        mem_size: u64,
+    },
     /// Start of a state transfer of the primary's state after landmark `landmark`.
     StateBegin { landmark: u64 },
     /// Guest RAM at `gpa`; `data` <= [`MAX_DATA`] bytes.
@@ -179,17 +192,44 @@ pub enum Record {
     /// End of the state transfer begun by the `StateBegin` with the same landmark.
     StateEnd { landmark: u64, digest: [u8; 32] },
     /// Landmark entry: the primary injected `vector` at this landmark.
-    Interrupt { landmark: u64, sig: ExitSignature, vector: u8 },
+    Interrupt {
+        landmark: u64,
+        sig: ExitSignature,
+        vector: u8,
+    },
     /// Landmark entry: the port read of this exit returned `value`.
-    PioRead { landmark: u64, sig: ExitSignature, value: u32 },
+    PioRead {
+        landmark: u64,
+        sig: ExitSignature,
+        value: u32,
+    },
     /// Landmark entry: the MMIO read of this exit returned `value`.
-    MmioRead { landmark: u64, sig: ExitSignature, value: u64 },
+    MmioRead {
+        landmark: u64,
+        sig: ExitSignature,
+        value: u64,
+    },
     /// Landmark entry: a device wrote `data` (<= [`MAX_DATA`] bytes) into guest memory at `gpa`.
-    MemWrite { landmark: u64, sig: ExitSignature, gpa: u64, data: Vec<u8> },
+    MemWrite {
+        landmark: u64,
+        sig: ExitSignature,
+        gpa: u64,
+        data: Vec<u8>,
+    },
     /// Landmark entry: device model `device` took event `event` with `arg`.
-    DeviceEvent { landmark: u64, sig: ExitSignature, device: u16, event: u16, arg: u64 },
+    DeviceEvent {
+        landmark: u64,
+        sig: ExitSignature,
+        device: u16,
+        event: u16,
+        arg: u64,
+    },
     /// Landmark entry: the digest of an output of `device` attributed to this landmark.
-    OutputDigest { landmark: u64, device: u16, digest: [u8; 32] },
+    OutputDigest {
+        landmark: u64,
+        device: u16,
+        digest: [u8; 32],
+    },
     /// Landmark entry: nothing to apply; lets the backup run up to this landmark.
     Checkpoint { landmark: u64, sig: ExitSignature },
     /// Both ways: the sender's landmark (primary: reached; backup: replayed) and wall clock.
@@ -296,7 +336,11 @@ fn put_payload(out: &mut Vec<u8>, record: &Record) {
         }
     };
     match record {
-        Record::Hello { vm_id, epoch, mem_size } => {
+        Record::Hello {
+            vm_id,
+            epoch,
+            mem_size,
+        } => {
             u64s(out, &[*epoch, *mem_size]);
             put_str(out, vm_id);
         }
@@ -313,35 +357,62 @@ fn put_payload(out: &mut Vec<u8>, record: &Record) {
             u64s(out, &[*landmark]);
             out.extend_from_slice(digest);
         }
-        Record::Interrupt { landmark, sig, vector } => {
+        Record::Interrupt {
+            landmark,
+            sig,
+            vector,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
             out.push(*vector);
         }
-        Record::PioRead { landmark, sig, value } => {
+        Record::PioRead {
+            landmark,
+            sig,
+            value,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
             out.extend_from_slice(&value.to_le_bytes());
         }
-        Record::MmioRead { landmark, sig, value } => {
+        Record::MmioRead {
+            landmark,
+            sig,
+            value,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
             u64s(out, &[*value]);
         }
-        Record::MemWrite { landmark, sig, gpa, data } => {
+        Record::MemWrite {
+            landmark,
+            sig,
+            gpa,
+            data,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
             u64s(out, &[*gpa]);
             put_bytes(out, data);
         }
-        Record::DeviceEvent { landmark, sig, device, event, arg } => {
+        Record::DeviceEvent {
+            landmark,
+            sig,
+            device,
+            event,
+            arg,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
             out.extend_from_slice(&device.to_le_bytes());
             out.extend_from_slice(&event.to_le_bytes());
             u64s(out, &[*arg]);
         }
-        Record::OutputDigest { landmark, device, digest } => {
+        Record::OutputDigest {
+            landmark,
+            device,
+            digest,
+        } => {
             u64s(out, &[*landmark]);
             out.extend_from_slice(&device.to_le_bytes());
             out.extend_from_slice(digest);
@@ -433,11 +504,17 @@ impl<'a> Cursor<'a> {
     }
 
     fn sig(&mut self) -> Result<ExitSignature, RecordError> {
-        let kind = ExitKind::from_u8(self.u8()?).ok_or(RecordError::Malformed("unknown exit kind"))?;
+        let kind =
+            ExitKind::from_u8(self.u8()?).ok_or(RecordError::Malformed("unknown exit kind"))?;
         let addr = self.u64()?;
         let size = self.u8()?;
         let data = self.u64()?;
-        Ok(ExitSignature { kind, addr, size, data })
+        Ok(ExitSignature {
+            kind,
+            addr,
+            size,
+            data,
+        })
     }
 
     /// A u16-prefixed UTF-8 string of at most `max` bytes.
@@ -447,7 +524,8 @@ impl<'a> Cursor<'a> {
             return Err(RecordError::FieldTooLong { field, len, max });
         }
         let bytes = self.take(len)?;
-        let s = std::str::from_utf8(bytes).map_err(|_| RecordError::Malformed("string is not UTF-8"))?;
+        let s = std::str::from_utf8(bytes)
+            .map_err(|_| RecordError::Malformed("string is not UTF-8"))?;
         Ok(s.to_owned())
     }
 
@@ -476,7 +554,11 @@ fn decode_payload(kind: Kind, c: &mut Cursor<'_>) -> Result<Record, RecordError>
             let epoch = c.u64()?;
             let mem_size = c.u64()?;
             let vm_id = c.string("vm_id", MAX_VM_ID)?;
-            Record::Hello { vm_id, epoch, mem_size }
+            Record::Hello {
+                vm_id,
+                epoch,
+                mem_size,
+            }
         }
         Kind::StateBegin => Record::StateBegin { landmark: c.u64()? },
         Kind::MemoryChunk => {
@@ -490,24 +572,58 @@ fn decode_payload(kind: Kind, c: &mut Cursor<'_>) -> Result<Record, RecordError>
             let blob = c.bytes("blob", MAX_DATA)?;
             Record::DeviceState { name, blob }
         }
-        Kind::StateEnd => Record::StateEnd { landmark: c.u64()?, digest: c.array()? },
-        Kind::Interrupt => Record::Interrupt { landmark: c.u64()?, sig: c.sig()?, vector: c.u8()? },
-        Kind::PioRead => Record::PioRead { landmark: c.u64()?, sig: c.sig()?, value: c.u32()? },
-        Kind::MmioRead => Record::MmioRead { landmark: c.u64()?, sig: c.sig()?, value: c.u64()? },
+        Kind::StateEnd => Record::StateEnd {
+            landmark: c.u64()?,
+            digest: c.array()?,
+        },
+        Kind::Interrupt => Record::Interrupt {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+            vector: c.u8()?,
+        },
+        Kind::PioRead => Record::PioRead {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+            value: c.u32()?,
+        },
+        Kind::MmioRead => Record::MmioRead {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+            value: c.u64()?,
+        },
         Kind::MemWrite => {
             let landmark = c.u64()?;
             let sig = c.sig()?;
             let gpa = c.u64()?;
             let data = c.bytes("data", MAX_DATA)?;
             check_range(gpa, data.len())?;
-            Record::MemWrite { landmark, sig, gpa, data }
+            Record::MemWrite {
+                landmark,
+                sig,
+                gpa,
+                data,
+            }
         }
-        Kind::DeviceEvent => {
-            Record::DeviceEvent { landmark: c.u64()?, sig: c.sig()?, device: c.u16()?, event: c.u16()?, arg: c.u64()? }
-        }
-        Kind::OutputDigest => Record::OutputDigest { landmark: c.u64()?, device: c.u16()?, digest: c.array()? },
-        Kind::Checkpoint => Record::Checkpoint { landmark: c.u64()?, sig: c.sig()? },
-        Kind::Heartbeat => Record::Heartbeat { landmark: c.u64()?, unix_ms: c.u64()? },
+        Kind::DeviceEvent => Record::DeviceEvent {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+            device: c.u16()?,
+            event: c.u16()?,
+            arg: c.u64()?,
+        },
+        Kind::OutputDigest => Record::OutputDigest {
+            landmark: c.u64()?,
+            device: c.u16()?,
+            digest: c.array()?,
+        },
+        Kind::Checkpoint => Record::Checkpoint {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+        },
+        Kind::Heartbeat => Record::Heartbeat {
+            landmark: c.u64()?,
+            unix_ms: c.u64()?,
+        },
         Kind::Ack => Record::Ack { seq: c.u64()? },
         Kind::Diverged => {
             let landmark = c.u64()?;
@@ -539,7 +655,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, RecordError> {
         return Err(RecordError::TooLarge(body_len));
     }
     if body_len < BODY_HEADER {
-        return Err(RecordError::Malformed("body_len is shorter than the body header"));
+        return Err(RecordError::Malformed(
+            "body_len is shorter than the body header",
+        ));
     }
     Ok(Some(FRAME_HEADER + body_len + FRAME_TRAILER))
 }
@@ -569,7 +687,9 @@ pub fn decode(buf: &[u8]) -> Result<Option<(u64, Record, usize)>, RecordError> {
         return Err(RecordError::BadChecksum { expected, got });
     }
 
-    let mut c = Cursor { buf: &framed[FRAME_HEADER..] };
+    let mut c = Cursor {
+        buf: &framed[FRAME_HEADER..],
+    };
     let version = c.u8()?;
     if version != VERSION {
         return Err(RecordError::UnsupportedVersion(version));
@@ -615,7 +735,13 @@ impl<R: Read> RecordReader<R> {
 
     /// A reader that expects the first record to carry `first_seq`.
     pub fn starting_at(inner: R, first_seq: u64) -> Self {
-        RecordReader { inner, buf: Vec::new(), start: 0, end: 0, next_seq: first_seq }
+        RecordReader {
+            inner,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            next_seq: first_seq,
+        }
     }
 
     /// Whether a complete frame is already buffered, i.e. `next` will not block. The backup
@@ -639,7 +765,10 @@ impl<R: Read> RecordReader<R> {
             if let Some((seq, record, consumed)) = decode(&self.buf[self.start..self.end])? {
                 self.start += consumed;
                 if seq != self.next_seq {
-                    return Err(RecordError::Sequence { expected: self.next_seq, got: seq });
+                    return Err(RecordError::Sequence {
+                        expected: self.next_seq,
+                        got: seq,
+                    });
                 }
                 self.next_seq = seq.wrapping_add(1);
                 return Ok(Some((seq, record)));
@@ -711,7 +840,11 @@ impl<W: Write> RecordWriter<W> {
     }
 
     pub fn starting_at(inner: W, first_seq: u64) -> Self {
-        RecordWriter { inner, buf: Vec::new(), next_seq: first_seq }
+        RecordWriter {
+            inner,
+            buf: Vec::new(),
+            next_seq: first_seq,
+        }
     }
 
     /// Encodes and writes `record`; returns the sequence number it was given. A record that

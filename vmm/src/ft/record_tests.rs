@@ -2,7 +2,12 @@ use super::*;
 use std::io::{self, Cursor as IoCursor, Read};
 
 fn sig(kind: ExitKind, addr: u64, size: u8, data: u64) -> ExitSignature {
-    ExitSignature { kind, addr, size, data }
+    ExitSignature {
+        kind,
+        addr,
+        size,
+        data,
+    }
 }
 
 /// At least one record of every kind, with edge values: empty and maximal data and strings,
@@ -12,36 +17,113 @@ fn samples() -> Vec<Record> {
     let out = sig(ExitKind::PioOut, 0x3f8, 1, 0x41);
     let max = sig(ExitKind::MmioWrite, u64::MAX, u8::MAX, u64::MAX);
     vec![
-        Record::Hello { vm_id: String::new(), epoch: 0, mem_size: 0 },
-        Record::Hello { vm_id: "é".repeat(MAX_VM_ID / 2), epoch: u64::MAX, mem_size: 256 << 20 },
+        Record::Hello {
+            vm_id: String::new(),
+            epoch: 0,
+            mem_size: 0,
+        },
+        Record::Hello {
+            vm_id: "é".repeat(MAX_VM_ID / 2),
+            epoch: u64::MAX,
+            mem_size: 256 << 20,
+        },
         Record::StateBegin { landmark: 0 },
         Record::StateBegin { landmark: u64::MAX },
-        Record::MemoryChunk { gpa: 0, data: Vec::new() },
-        Record::MemoryChunk { gpa: 0x1000, data: (0..MAX_DATA).map(|i| (i * 7) as u8).collect() },
-        Record::MemoryChunk { gpa: u64::MAX - 3, data: vec![1, 2, 3] },
-        Record::DeviceState { name: String::new(), blob: Vec::new() },
-        Record::DeviceState { name: "n".repeat(MAX_DEVICE_NAME), blob: vec![0xa5; MAX_DATA] },
-        Record::StateEnd { landmark: 42, digest: [0xff; 32] },
-        Record::Interrupt { landmark: 1, sig: hlt, vector: 0x20 },
-        Record::Interrupt { landmark: u64::MAX, sig: max, vector: 0xff },
-        Record::PioRead { landmark: 7, sig: sig(ExitKind::PioIn, 0x40, 1, 0), value: 0xdead_beef },
-        Record::MmioRead { landmark: 8, sig: sig(ExitKind::MmioRead, 0xd000_0070, 4, 0), value: u64::MAX },
-        Record::MemWrite { landmark: 9, sig: out, gpa: 0x10_0000, data: Vec::new() },
-        Record::MemWrite { landmark: 9, sig: out, gpa: 0, data: vec![0x5a; MAX_DATA] },
-        Record::DeviceEvent { landmark: 10, sig: max, device: u16::MAX, event: 3, arg: u64::MAX },
-        Record::OutputDigest { landmark: 11, device: 2, digest: std::array::from_fn(|i| i as u8) },
-        Record::Checkpoint { landmark: 12, sig: sig(ExitKind::MmioWrite, 0xd000_0050, 4, 1) },
-        Record::Heartbeat { landmark: 0, unix_ms: 1_700_000_000_000 },
+        Record::MemoryChunk {
+            gpa: 0,
+            data: Vec::new(),
+        },
+        Record::MemoryChunk {
+            gpa: 0x1000,
+            data: (0..MAX_DATA).map(|i| (i * 7) as u8).collect(),
+        },
+        Record::MemoryChunk {
+            gpa: u64::MAX - 3,
+            data: vec![1, 2, 3],
+        },
+        Record::DeviceState {
+            name: String::new(),
+            blob: Vec::new(),
+        },
+        Record::DeviceState {
+            name: "n".repeat(MAX_DEVICE_NAME),
+            blob: vec![0xa5; MAX_DATA],
+        },
+        Record::StateEnd {
+            landmark: 42,
+            digest: [0xff; 32],
+        },
+        Record::Interrupt {
+            landmark: 1,
+            sig: hlt,
+            vector: 0x20,
+        },
+        Record::Interrupt {
+            landmark: u64::MAX,
+            sig: max,
+            vector: 0xff,
+        },
+        Record::PioRead {
+            landmark: 7,
+            sig: sig(ExitKind::PioIn, 0x40, 1, 0),
+            value: 0xdead_beef,
+        },
+        Record::MmioRead {
+            landmark: 8,
+            sig: sig(ExitKind::MmioRead, 0xd000_0070, 4, 0),
+            value: u64::MAX,
+        },
+        Record::MemWrite {
+            landmark: 9,
+            sig: out,
+            gpa: 0x10_0000,
+            data: Vec::new(),
+        },
+        Record::MemWrite {
+            landmark: 9,
+            sig: out,
+            gpa: 0,
+            data: vec![0x5a; MAX_DATA],
+        },
+        Record::DeviceEvent {
+            landmark: 10,
+            sig: max,
+            device: u16::MAX,
+            event: 3,
+            arg: u64::MAX,
+        },
+        Record::OutputDigest {
+            landmark: 11,
+            device: 2,
+            digest: std::array::from_fn(|i| i as u8),
+        },
+        Record::Checkpoint {
+            landmark: 12,
+            sig: sig(ExitKind::MmioWrite, 0xd000_0050, 4, 1),
+        },
+        Record::Heartbeat {
+            landmark: 0,
+            unix_ms: 1_700_000_000_000,
+        },
         Record::Ack { seq: 0 },
         Record::Ack { seq: u64::MAX },
-        Record::Diverged { landmark: 13, reason: String::new() },
-        Record::Diverged { landmark: 14, reason: "x".repeat(MAX_REASON) },
+        Record::Diverged {
+            landmark: 13,
+            reason: String::new(),
+        },
+        Record::Diverged {
+            landmark: 14,
+            reason: "x".repeat(MAX_REASON),
+        },
     ]
 }
 
 /// The small samples (no megabyte payloads), for the byte-by-byte tests.
 fn small_samples() -> Vec<Record> {
-    samples().into_iter().filter(|r| frame(1, r).len() < 4096).collect()
+    samples()
+        .into_iter()
+        .filter(|r| frame(1, r).len() < 4096)
+        .collect()
 }
 
 fn frame(seq: u64, r: &Record) -> Vec<u8> {
@@ -78,7 +160,13 @@ fn body_header(kind: u8, seq: u64) -> Vec<u8> {
 #[test]
 fn samples_cover_every_kind() {
     let codes: Vec<u8> = Kind::ALL.iter().map(|k| *k as u8).collect();
-    assert_eq!(codes, [0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x30, 0x31]);
+    assert_eq!(
+        codes,
+        [
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x30,
+            0x31
+        ]
+    );
     let kinds: Vec<Kind> = samples().iter().map(Record::kind).collect();
     for k in Kind::ALL {
         assert!(kinds.contains(&k), "no sample of {k:?}");
@@ -119,20 +207,35 @@ fn crc_is_crc32_ieee() {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).expect("hex")).collect()
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect()
 }
 
 /// The exact bytes of records, CRC included, as printed in docs/PROTOCOL.md.
 #[test]
 fn golden_bytes() {
-    let hb = frame(3, &Record::Heartbeat { landmark: 0x0102, unix_ms: 0x0a0b_0c0d });
+    let hb = frame(
+        3,
+        &Record::Heartbeat {
+            landmark: 0x0102,
+            unix_ms: 0x0a0b_0c0d,
+        },
+    );
     let expect = unhex(
         "46 54 4c 52 1c 00 00 00 01 20 00 00 03 00 00 00 00 00 00 00
          02 01 00 00 00 00 00 00 0d 0c 0b 0a 00 00 00 00 a0 66 37 05",
     );
     assert_eq!(hb, expect);
 
-    let irq = frame(0x10, &Record::Interrupt { landmark: 5, sig: sig(ExitKind::PioOut, 0x20, 1, 0x20), vector: 0x30 });
+    let irq = frame(
+        0x10,
+        &Record::Interrupt {
+            landmark: 5,
+            sig: sig(ExitKind::PioOut, 0x20, 1, 0x20),
+            vector: 0x30,
+        },
+    );
     let expect = unhex(
         "46 54 4c 52 27 00 00 00 01 10 00 00 10 00 00 00 00 00 00 00
          05 00 00 00 00 00 00 00 02 20 00 00 00 00 00 00 00 01 20 00 00 00 00 00 00 00 30
@@ -140,13 +243,30 @@ fn golden_bytes() {
     );
     assert_eq!(irq, expect);
 
-    let hello = frame(1, &Record::Hello { vm_id: "vm".into(), epoch: 2, mem_size: 3 });
+    let hello = frame(
+        1,
+        &Record::Hello {
+            vm_id: "vm".into(),
+            epoch: 2,
+            mem_size: 3,
+        },
+    );
     assert_eq!(&hello[4..8], &[32, 0, 0, 0]); // 12 + 8 + 8 + 2 + 2
     let payload = &hello[FRAME_HEADER + BODY_HEADER..hello.len() - FRAME_TRAILER];
-    assert_eq!(payload, unhex("02 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 02 00 76 6d"));
+    assert_eq!(
+        payload,
+        unhex("02 00 00 00 00 00 00 00 03 00 00 00 00 00 00 00 02 00 76 6d")
+    );
 
-    let mw =
-        frame(1, &Record::MemWrite { landmark: 1, sig: sig(ExitKind::Hlt, 0, 0, 0), gpa: 0x1000, data: vec![0xab] });
+    let mw = frame(
+        1,
+        &Record::MemWrite {
+            landmark: 1,
+            sig: sig(ExitKind::Hlt, 0, 0, 0),
+            gpa: 0x1000,
+            data: vec![0xab],
+        },
+    );
     let payload = &mw[FRAME_HEADER + BODY_HEADER..mw.len() - FRAME_TRAILER];
     let mut expect = unhex("01 00 00 00 00 00 00 00 05");
     expect.extend_from_slice(&[0; 17]);
@@ -160,31 +280,130 @@ fn payload_sizes_match_the_doc() {
     let s = sig(ExitKind::Hlt, 0, 0, 0);
     let d = [0; 32];
     let table = [
-        (Record::Hello { vm_id: String::new(), epoch: 0, mem_size: 0 }, 18),
+        (
+            Record::Hello {
+                vm_id: String::new(),
+                epoch: 0,
+                mem_size: 0,
+            },
+            18,
+        ),
         (Record::StateBegin { landmark: 0 }, 8),
-        (Record::MemoryChunk { gpa: 0, data: Vec::new() }, 12),
-        (Record::DeviceState { name: String::new(), blob: Vec::new() }, 6),
-        (Record::StateEnd { landmark: 0, digest: d }, 40),
-        (Record::Interrupt { landmark: 0, sig: s, vector: 0 }, 27),
-        (Record::PioRead { landmark: 0, sig: s, value: 0 }, 30),
-        (Record::MmioRead { landmark: 0, sig: s, value: 0 }, 34),
-        (Record::MemWrite { landmark: 0, sig: s, gpa: 0, data: Vec::new() }, 38),
-        (Record::DeviceEvent { landmark: 0, sig: s, device: 0, event: 0, arg: 0 }, 38),
-        (Record::OutputDigest { landmark: 0, device: 0, digest: d }, 42),
-        (Record::Checkpoint { landmark: 0, sig: s }, 26),
-        (Record::Heartbeat { landmark: 0, unix_ms: 0 }, 16),
+        (
+            Record::MemoryChunk {
+                gpa: 0,
+                data: Vec::new(),
+            },
+            12,
+        ),
+        (
+            Record::DeviceState {
+                name: String::new(),
+                blob: Vec::new(),
+            },
+            6,
+        ),
+        (
+            Record::StateEnd {
+                landmark: 0,
+                digest: d,
+            },
+            40,
+        ),
+        (
+            Record::Interrupt {
+                landmark: 0,
+                sig: s,
+                vector: 0,
+            },
+            27,
+        ),
+        (
+            Record::PioRead {
+                landmark: 0,
+                sig: s,
+                value: 0,
+            },
+            30,
+        ),
+        (
+            Record::MmioRead {
+                landmark: 0,
+                sig: s,
+                value: 0,
+            },
+            34,
+        ),
+        (
+            Record::MemWrite {
+                landmark: 0,
+                sig: s,
+                gpa: 0,
+                data: Vec::new(),
+            },
+            38,
+        ),
+        (
+            Record::DeviceEvent {
+                landmark: 0,
+                sig: s,
+                device: 0,
+                event: 0,
+                arg: 0,
+            },
+            38,
+        ),
+        (
+            Record::OutputDigest {
+                landmark: 0,
+                device: 0,
+                digest: d,
+            },
+            42,
+        ),
+        (
+            Record::Checkpoint {
+                landmark: 0,
+                sig: s,
+            },
+            26,
+        ),
+        (
+            Record::Heartbeat {
+                landmark: 0,
+                unix_ms: 0,
+            },
+            16,
+        ),
         (Record::Ack { seq: 0 }, 8),
-        (Record::Diverged { landmark: 0, reason: String::new() }, 10),
+        (
+            Record::Diverged {
+                landmark: 0,
+                reason: String::new(),
+            },
+            10,
+        ),
     ];
     assert_eq!(table.len(), Kind::ALL.len());
     for (r, payload) in table {
         let f = frame(1, &r);
-        assert_eq!(f.len(), FRAME_HEADER + BODY_HEADER + payload + FRAME_TRAILER, "{:?}", r.kind());
+        assert_eq!(
+            f.len(),
+            FRAME_HEADER + BODY_HEADER + payload + FRAME_TRAILER,
+            "{:?}",
+            r.kind()
+        );
         assert_eq!(f[FRAME_HEADER + 1], r.kind() as u8);
     }
     // The largest valid body, as stated under "Limits".
-    let big = Record::DeviceState { name: "n".repeat(MAX_DEVICE_NAME), blob: vec![0; MAX_DATA] };
-    assert_eq!(frame(1, &big).len() - FRAME_HEADER - FRAME_TRAILER, MAX_DATA + 82);
+    let big = Record::DeviceState {
+        name: "n".repeat(MAX_DEVICE_NAME),
+        blob: vec![0; MAX_DATA],
+    };
+    assert_eq!(
+        frame(1, &big).len() - FRAME_HEADER - FRAME_TRAILER,
+        MAX_DATA + 82
+    );
 }
 
 #[test]
@@ -193,7 +412,10 @@ fn byte_by_byte_returns_none_until_complete() {
         let mut f = frame(9, &r);
         let len = f.len();
         for n in 0..len {
-            assert!(matches!(decode(&f[..n]), Ok(None)), "{r:?}: prefix of {n}/{len} bytes");
+            assert!(
+                matches!(decode(&f[..n]), Ok(None)),
+                "{r:?}: prefix of {n}/{len} bytes"
+            );
         }
         f.extend_from_slice(b"FTLR"); // the start of the next frame does not matter
         let (seq, back, used) = decode(&f).expect("ok").expect("complete");
@@ -204,7 +426,10 @@ fn byte_by_byte_returns_none_until_complete() {
 #[test]
 fn big_record_incrementally() {
     // Growing a 1 MiB frame in 4 KiB steps: None at every step, the record at the end.
-    let r = Record::MemoryChunk { gpa: 0, data: vec![7; MAX_DATA] };
+    let r = Record::MemoryChunk {
+        gpa: 0,
+        data: vec![7; MAX_DATA],
+    };
     let f = frame(1, &r);
     for n in (0..f.len()).step_by(4096) {
         assert!(matches!(decode(&f[..n]), Ok(None)));
@@ -222,7 +447,10 @@ fn any_corrupted_byte_is_detected() {
                 bad[pos] ^= mask;
                 let res = decode(&bad);
                 match pos {
-                    0..=3 => assert!(matches!(res, Err(RecordError::BadMagic(_))), "{pos}: {res:?}"),
+                    0..=3 => assert!(
+                        matches!(res, Err(RecordError::BadMagic(_))),
+                        "{pos}: {res:?}"
+                    ),
                     // body_len: longer -> waits for more bytes (or too large), shorter -> the CRC
                     // is read from the wrong place (or the length is below the body header).
                     4..=7 => assert!(
@@ -235,11 +463,17 @@ fn any_corrupted_byte_is_detected() {
                         ),
                         "{pos}: {res:?}"
                     ),
-                    _ => assert!(matches!(res, Err(RecordError::BadChecksum { .. })), "{pos}: {res:?}"),
+                    _ => assert!(
+                        matches!(res, Err(RecordError::BadChecksum { .. })),
+                        "{pos}: {res:?}"
+                    ),
                 }
                 // Through the reader a corrupted record is never returned either.
                 let mut reader = RecordReader::starting_at(IoCursor::new(bad), 5);
-                assert!(reader.next().is_err(), "reader accepted a corruption at {pos}");
+                assert!(
+                    reader.next().is_err(),
+                    "reader accepted a corruption at {pos}"
+                );
             }
         }
     }
@@ -252,14 +486,30 @@ fn corrupted_length_is_caught_once_more_bytes_arrive() {
     stream[4] += 3; // body 3 bytes longer than it is
     assert!(matches!(decode(&stream), Ok(None)));
     stream.extend_from_slice(&frame(2, &Record::Ack { seq: 2 }));
-    assert!(matches!(decode(&stream), Err(RecordError::BadChecksum { .. })));
+    assert!(matches!(
+        decode(&stream),
+        Err(RecordError::BadChecksum { .. })
+    ));
 }
 
 #[test]
 fn truncated_stream_is_an_error() {
-    let first = frame(1, &Record::Heartbeat { landmark: 1, unix_ms: 2 });
-    let second =
-        frame(2, &Record::MemWrite { landmark: 3, sig: sig(ExitKind::Hlt, 0, 0, 0), gpa: 4, data: vec![9; 100] });
+    let first = frame(
+        1,
+        &Record::Heartbeat {
+            landmark: 1,
+            unix_ms: 2,
+        },
+    );
+    let second = frame(
+        2,
+        &Record::MemWrite {
+            landmark: 3,
+            sig: sig(ExitKind::Hlt, 0, 0, 0),
+            gpa: 4,
+            data: vec![9; 100],
+        },
+    );
     let mut all = first.clone();
     all.extend_from_slice(&second);
     for cut in first.len()..all.len() {
@@ -270,7 +520,14 @@ fn truncated_stream_is_an_error() {
             Ok(None) => assert_eq!(have, 0, "clean EOF only between frames"),
             Err(RecordError::Truncated { need, have: h }) => {
                 assert_eq!(h, have);
-                assert_eq!(need, if have < FRAME_HEADER { FRAME_HEADER } else { second.len() });
+                assert_eq!(
+                    need,
+                    if have < FRAME_HEADER {
+                        FRAME_HEADER
+                    } else {
+                        second.len()
+                    }
+                );
             }
             other => panic!("cut at {cut}: {other:?}"),
         }
@@ -291,13 +548,19 @@ fn unknown_version_kind_and_flags() {
     for k in [0u8, 0x06, 0x17, 0x21, 0x32, 0xee, 0xff] {
         let mut g = f.clone();
         g[body + 1] = k;
-        assert!(matches!(decode(&reseal(g)), Err(RecordError::UnknownKind(x)) if x == k), "kind {k:#x}");
+        assert!(
+            matches!(decode(&reseal(g)), Err(RecordError::UnknownKind(x)) if x == k),
+            "kind {k:#x}"
+        );
     }
     // A version-2 record is refused as such even if its kind and payload mean nothing in v1.
     let mut g = f.clone();
     g[body] = 2;
     g[body + 1] = 0xee;
-    assert!(matches!(decode(&reseal(g)), Err(RecordError::UnsupportedVersion(2))));
+    assert!(matches!(
+        decode(&reseal(g)),
+        Err(RecordError::UnsupportedVersion(2))
+    ));
     for flags in [[1u8, 0], [0, 0x80]] {
         let mut g = f.clone();
         g[body + 2..body + 4].copy_from_slice(&flags);
@@ -312,21 +575,33 @@ fn malformed_payloads_are_refused() {
         let f = frame(1, &r);
         let mut short = f[..f.len() - FRAME_TRAILER - 1].to_vec();
         short.extend_from_slice(&[0; 4]);
-        assert!(matches!(decode(&reseal(short)), Err(RecordError::Malformed(_))), "{r:?} short");
+        assert!(
+            matches!(decode(&reseal(short)), Err(RecordError::Malformed(_))),
+            "{r:?} short"
+        );
         let mut long = f[..f.len() - FRAME_TRAILER].to_vec();
         long.extend_from_slice(&[0; 5]);
-        assert!(matches!(decode(&reseal(long)), Err(RecordError::Malformed(_))), "{r:?} long");
+        assert!(
+            matches!(decode(&reseal(long)), Err(RecordError::Malformed(_))),
+            "{r:?} long"
+        );
     }
     // Unknown exit kind.
     let mut b = body_header(Kind::Checkpoint as u8, 1);
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&[6; SIGNATURE_LEN]);
-    assert!(matches!(decode(&frame_around(&b)), Err(RecordError::Malformed("unknown exit kind"))));
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::Malformed("unknown exit kind"))
+    ));
     // Invalid UTF-8.
     let mut b = body_header(Kind::Diverged as u8, 1);
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&[2, 0, 0xc3, 0x28]);
-    assert!(matches!(decode(&frame_around(&b)), Err(RecordError::Malformed("string is not UTF-8"))));
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::Malformed("string is not UTF-8"))
+    ));
     // A string longer than its limit, although the bytes are present.
     let mut b = body_header(Kind::Hello as u8, 1);
     b.extend_from_slice(&[0; 16]);
@@ -334,18 +609,28 @@ fn malformed_payloads_are_refused() {
     b.extend_from_slice(&[b'a'; MAX_VM_ID + 1]);
     assert!(matches!(
         decode(&frame_around(&b)),
-        Err(RecordError::FieldTooLong { field: "vm_id", len: 65, max: MAX_VM_ID })
+        Err(RecordError::FieldTooLong {
+            field: "vm_id",
+            len: 65,
+            max: MAX_VM_ID
+        })
     ));
     // A data length beyond MAX_DATA, and one beyond the bytes present.
     let mut b = body_header(Kind::MemoryChunk as u8, 1);
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&(MAX_DATA as u32 + 1).to_le_bytes());
-    assert!(matches!(decode(&frame_around(&b)), Err(RecordError::FieldTooLong { field: "data", .. })));
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::FieldTooLong { field: "data", .. })
+    ));
     let mut b = body_header(Kind::MemoryChunk as u8, 1);
     b.extend_from_slice(&[0; 8]);
     b.extend_from_slice(&100u32.to_le_bytes());
     b.extend_from_slice(&[0; 99]);
-    assert!(matches!(decode(&frame_around(&b)), Err(RecordError::Malformed(_))));
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::Malformed(_))
+    ));
     // A memory range that wraps around.
     let mut b = body_header(Kind::MemWrite as u8, 1);
     b.extend_from_slice(&[0; 8]);
@@ -353,7 +638,10 @@ fn malformed_payloads_are_refused() {
     b.extend_from_slice(&u64::MAX.to_le_bytes());
     b.extend_from_slice(&2u32.to_le_bytes());
     b.extend_from_slice(&[0; 2]);
-    assert!(matches!(decode(&frame_around(&b)), Err(RecordError::Malformed(_))));
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::Malformed(_))
+    ));
     // A body shorter than the body header.
     let mut g = b"FTLR".to_vec();
     g.extend_from_slice(&11u32.to_le_bytes());
@@ -396,8 +684,16 @@ fn reader_refuses_oversize_length_without_reading_it() {
     header.extend_from_slice(&u32::MAX.to_le_bytes());
     let mut reader = RecordReader::new(Endless { header, given: 0 });
     assert!(matches!(reader.next(), Err(RecordError::TooLarge(_))));
-    assert!(reader.get_ref().given <= 4096, "read {} bytes", reader.get_ref().given);
-    assert!(reader.buf.capacity() <= 8192, "buffer of {}", reader.buf.capacity());
+    assert!(
+        reader.get_ref().given <= 4096,
+        "read {} bytes",
+        reader.get_ref().given
+    );
+    assert!(
+        reader.buf.capacity() <= 8192,
+        "buffer of {}",
+        reader.buf.capacity()
+    );
 }
 
 #[test]
@@ -433,8 +729,15 @@ fn writer_numbers_records_and_refuses_invalid_ones() {
         assert_eq!(w.write(r).expect("valid"), i as u64 + 1);
         if i == 2 {
             let before = w.get_ref().len();
-            let bad = Record::Hello { vm_id: "v".repeat(MAX_VM_ID + 1), epoch: 0, mem_size: 0 };
-            assert!(matches!(w.write(&bad), Err(RecordError::FieldTooLong { .. })));
+            let bad = Record::Hello {
+                vm_id: "v".repeat(MAX_VM_ID + 1),
+                epoch: 0,
+                mem_size: 0,
+            };
+            assert!(matches!(
+                w.write(&bad),
+                Err(RecordError::FieldTooLong { .. })
+            ));
             assert_eq!(w.get_ref().len(), before, "nothing written");
         }
     }
@@ -451,14 +754,43 @@ fn writer_numbers_records_and_refuses_invalid_ones() {
 fn encode_refuses_what_decode_would_refuse() {
     let s = sig(ExitKind::Hlt, 0, 0, 0);
     let bad = [
-        Record::Hello { vm_id: "v".repeat(MAX_VM_ID + 1), epoch: 0, mem_size: 0 },
-        Record::MemoryChunk { gpa: 0, data: vec![0; MAX_DATA + 1] },
-        Record::MemoryChunk { gpa: u64::MAX, data: vec![0; 1] },
-        Record::MemWrite { landmark: 0, sig: s, gpa: 0, data: vec![0; MAX_DATA + 1] },
-        Record::MemWrite { landmark: 0, sig: s, gpa: u64::MAX - 1, data: vec![0; 2] },
-        Record::DeviceState { name: "n".repeat(MAX_DEVICE_NAME + 1), blob: Vec::new() },
-        Record::DeviceState { name: String::new(), blob: vec![0; MAX_DATA + 1] },
-        Record::Diverged { landmark: 0, reason: "r".repeat(MAX_REASON + 1) },
+        Record::Hello {
+            vm_id: "v".repeat(MAX_VM_ID + 1),
+            epoch: 0,
+            mem_size: 0,
+        },
+        Record::MemoryChunk {
+            gpa: 0,
+            data: vec![0; MAX_DATA + 1],
+        },
+        Record::MemoryChunk {
+            gpa: u64::MAX,
+            data: vec![0; 1],
+        },
+        Record::MemWrite {
+            landmark: 0,
+            sig: s,
+            gpa: 0,
+            data: vec![0; MAX_DATA + 1],
+        },
+        Record::MemWrite {
+            landmark: 0,
+            sig: s,
+            gpa: u64::MAX - 1,
+            data: vec![0; 2],
+        },
+        Record::DeviceState {
+            name: "n".repeat(MAX_DEVICE_NAME + 1),
+            blob: Vec::new(),
+        },
+        Record::DeviceState {
+            name: String::new(),
+            blob: vec![0; MAX_DATA + 1],
+        },
+        Record::Diverged {
+            landmark: 0,
+            reason: "r".repeat(MAX_REASON + 1),
+        },
     ];
     for r in bad {
         let mut out = vec![0xaa];
@@ -473,9 +805,21 @@ fn reader_checks_sequence() {
     buf.extend_from_slice(&frame(3, &Record::Ack { seq: 0 }));
     let mut reader = RecordReader::new(IoCursor::new(buf));
     assert!(matches!(reader.next(), Ok(Some((1, _)))));
-    assert!(matches!(reader.next(), Err(RecordError::Sequence { expected: 2, got: 3 })));
+    assert!(matches!(
+        reader.next(),
+        Err(RecordError::Sequence {
+            expected: 2,
+            got: 3
+        })
+    ));
     let mut reader = RecordReader::new(IoCursor::new(frame(0, &Record::Ack { seq: 0 })));
-    assert!(matches!(reader.next(), Err(RecordError::Sequence { expected: 1, got: 0 })));
+    assert!(matches!(
+        reader.next(),
+        Err(RecordError::Sequence {
+            expected: 1,
+            got: 0
+        })
+    ));
 }
 
 /// Hands out its bytes a few at a time, with a WouldBlock (a socket read timeout) and an
@@ -511,14 +855,21 @@ fn reader_resumes_after_would_block() {
         encode(i as u64 + 1, r, &mut data).expect("valid");
     }
     for step in [1usize, 7, 100_003] {
-        let mut reader = RecordReader::new(Trickle { data: data.clone(), at: 0, step, tick: 0 });
+        let mut reader = RecordReader::new(Trickle {
+            data: data.clone(),
+            at: 0,
+            step,
+            tick: 0,
+        });
         let mut got = Vec::new();
         let mut would_block = 0;
         loop {
             match reader.next() {
                 Ok(Some((seq, r))) => got.push((seq, r)),
                 Ok(None) => break,
-                Err(RecordError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => would_block += 1,
+                Err(RecordError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    would_block += 1
+                }
                 Err(e) => panic!("step {step}: {e}"),
             }
             if step == 1 && got.len() == 12 {
@@ -540,5 +891,12 @@ fn entry_landmark() {
         assert_eq!(r.entry_landmark().is_some(), is_entry, "{:?}", r.kind());
     }
     let s = sig(ExitKind::Hlt, 0, 0, 0);
-    assert_eq!(Record::Checkpoint { landmark: 77, sig: s }.entry_landmark(), Some(77));
+    assert_eq!(
+        Record::Checkpoint {
+            landmark: 77,
+            sig: s
+        }
+        .entry_landmark(),
+        Some(77)
+    );
 }

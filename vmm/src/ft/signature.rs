@@ -33,23 +33,43 @@ pub fn write_sig(kind: ExitKind, addr: u64, data: &[u8]) -> ExitSignature {
     let mut v = [0u8; 8];
     let n = data.len().min(8);
     v[..n].copy_from_slice(&data[..n]);
-    ExitSignature { kind, addr, size: data.len() as u8, data: u64::from_le_bytes(v) }
+    ExitSignature {
+        kind,
+        addr,
+        size: data.len() as u8,
+        data: u64::from_le_bytes(v),
+    }
 }
 
 pub fn read_sig(kind: ExitKind, addr: u64, size: usize) -> ExitSignature {
-    ExitSignature { kind, addr, size: size as u8, data: 0 }
+    ExitSignature {
+        kind,
+        addr,
+        size: size as u8,
+        data: 0,
+    }
 }
 
 pub fn hlt_sig() -> ExitSignature {
-    ExitSignature { kind: ExitKind::Hlt, addr: 0, size: 0, data: 0 }
+    ExitSignature {
+        kind: ExitKind::Hlt,
+        addr: 0,
+        size: 0,
+        data: 0,
+    }
 }
 
 pub fn describe(sig: &ExitSignature) -> String {
     match sig.kind {
         ExitKind::Hlt => "hlt".to_string(),
-        ExitKind::PioIn | ExitKind::MmioRead => format!("{:?} {:#x} size {}", sig.kind, sig.addr, sig.size),
+        ExitKind::PioIn | ExitKind::MmioRead => {
+            format!("{:?} {:#x} size {}", sig.kind, sig.addr, sig.size)
+        }
         ExitKind::PioOut | ExitKind::MmioWrite => {
-            format!("{:?} {:#x} size {} data {:#x}", sig.kind, sig.addr, sig.size, sig.data)
+            format!(
+                "{:?} {:#x} size {} data {:#x}",
+                sig.kind, sig.addr, sig.size, sig.data
+            )
         }
     }
 }

@@ -4,7 +4,8 @@
 //! newer VMM can tell a field it does not know from a corrupted blob.
 
 use kvm_bindings::{
-    kvm_debugregs, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
+    kvm_debugregs, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
+    kvm_xsave, Msrs,
 };
 use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
@@ -41,9 +42,17 @@ impl VcpuState {
     /// Reads the state; `msr_index` is KVM's list of MSRs to save.
     pub fn capture(fd: &VcpuFd, msr_index: &[u32]) -> Result<Self, StateError> {
         let k = |what| move |e| StateError::Kvm(what, e);
-        let entries: Vec<kvm_msr_entry> =
-            msr_index.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
-        let mut msrs = Msrs::from_entries(&entries).map_err(|_| StateError::Msrs { got: 0, wanted: entries.len() })?;
+        let entries: Vec<kvm_msr_entry> = msr_index
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| StateError::Msrs {
+            got: 0,
+            wanted: entries.len(),
+        })?;
         let n = fd.get_msrs(&mut msrs).map_err(k("read MSRs of"))?;
         Ok(VcpuState {
             regs: fd.get_regs().map_err(k("read regs of"))?,
@@ -67,12 +76,16 @@ impl VcpuState {
         // (same CPUID, same host); KVM validates the header.
         unsafe { fd.set_xsave(&self.xsave) }.map_err(k("restore xsave of"))?;
         fd.set_xcrs(&self.xcrs).map_err(k("restore xcrs of"))?;
-        fd.set_debug_regs(&self.debug_regs).map_err(k("restore debug regs of"))?;
+        fd.set_debug_regs(&self.debug_regs)
+            .map_err(k("restore debug regs of"))?;
         // KVM_SET_MSRS stops at the first MSR it refuses (some readable MSRs, e.g. read-only
         // feature MSRs, cannot be written): skip that one and go on with the rest.
         let mut rest: &[kvm_msr_entry] = &self.msrs;
         while !rest.is_empty() {
-            let msrs = Msrs::from_entries(rest).map_err(|_| StateError::Msrs { got: 0, wanted: rest.len() })?;
+            let msrs = Msrs::from_entries(rest).map_err(|_| StateError::Msrs {
+                got: 0,
+                wanted: rest.len(),
+            })?;
             let n = fd.set_msrs(&msrs).map_err(k("restore MSRs of"))?;
             if n < rest.len() {
                 log::debug!("MSR {:#x} not restorable; skipped", rest[n].index);
@@ -81,8 +94,10 @@ impl VcpuState {
                 rest = &[];
             }
         }
-        fd.set_vcpu_events(&self.vcpu_events).map_err(k("restore events of"))?;
-        fd.set_mp_state(self.mp_state).map_err(k("restore mp state of"))?;
+        fd.set_vcpu_events(&self.vcpu_events)
+            .map_err(k("restore events of"))?;
+        fd.set_mp_state(self.mp_state)
+            .map_err(k("restore mp state of"))?;
         Ok(())
     }
 }
@@ -178,7 +193,10 @@ mod tests {
             scratch: 9,
             in_buffer: vec![10, 11],
         };
-        let back: SerialState = (&from_blob::<UartState>(&to_blob(&UartState::from(&s)).expect("blob")).expect("parse")).into();
+        let back: SerialState =
+            (&from_blob::<UartState>(&to_blob(&UartState::from(&s)).expect("blob"))
+                .expect("parse"))
+                .into();
         assert_eq!(back, s);
     }
 

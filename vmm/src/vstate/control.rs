@@ -48,8 +48,14 @@ impl Vcpu {
                     m.lock().unwrap_or_else(|e| e.into_inner()).percentile(q)
                 };
                 obj.insert("ft_records".into(), json!(sh.sent.load(Ordering::SeqCst)));
-                obj.insert("ft_bytes".into(), json!(sh.bytes_sent.load(Ordering::Relaxed)));
-                obj.insert("ft_backup_landmark".into(), json!(sh.backup_landmark.load(Ordering::Relaxed)));
+                obj.insert(
+                    "ft_bytes".into(),
+                    json!(sh.bytes_sent.load(Ordering::Relaxed)),
+                );
+                obj.insert(
+                    "ft_backup_landmark".into(),
+                    json!(sh.backup_landmark.load(Ordering::Relaxed)),
+                );
                 obj.insert("ft_lag_us_p50".into(), json!(pct(&sh.lag, 50)));
                 obj.insert("ft_lag_us_p99".into(), json!(pct(&sh.lag, 99)));
                 obj.insert("ft_hold_us_p50".into(), json!(pct(&sh.hold, 50)));
@@ -90,7 +96,9 @@ impl Vcpu {
         }
         let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
             (Ok(r), Ok(s)) => (r, s),
-            (Err(e), _) | (_, Err(e)) => return error_reply(format!("cannot read vCPU state: {e}")),
+            (Err(e), _) | (_, Err(e)) => {
+                return error_reply(format!("cannot read vCPU state: {e}"))
+            }
         };
         let mut vcpu = Sha256::new();
         vcpu.update(format!("{regs:?}{sregs:?}").as_bytes());

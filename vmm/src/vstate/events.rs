@@ -20,7 +20,11 @@ pub fn pack_output(slot: usize, queue: u16, head: u16) -> u16 {
 }
 
 pub fn unpack_output(packed: u16) -> (usize, u16, u16) {
-    (usize::from(packed >> 12), (packed >> 8) & 0xf, packed & 0xff)
+    (
+        usize::from(packed >> 12),
+        (packed >> 8) & 0xf,
+        packed & 0xff,
+    )
 }
 
 impl Vcpu {
@@ -35,7 +39,16 @@ impl Vcpu {
         if let FtRole::Primary(p) = &mut self.ft {
             let landmark = self.stats.landmarks;
             let sig = p.last_sig;
-            p.record(landmark, Record::DeviceEvent { landmark, sig, device, event, arg });
+            p.record(
+                landmark,
+                Record::DeviceEvent {
+                    landmark,
+                    sig,
+                    device,
+                    event,
+                    arg,
+                },
+            );
         }
     }
 
@@ -44,7 +57,15 @@ impl Vcpu {
             let landmark = self.stats.landmarks;
             let sig = p.last_sig;
             for w in writes {
-                p.record(landmark, Record::MemWrite { landmark, sig, gpa: w.gpa, data: w.data });
+                p.record(
+                    landmark,
+                    Record::MemWrite {
+                        landmark,
+                        sig,
+                        gpa: w.gpa,
+                        data: w.data,
+                    },
+                );
             }
         }
     }
@@ -95,10 +116,32 @@ impl Vcpu {
                 self.record_event(n as u16, EV_VIRTIO_USED, 0);
                 self.virtio_used(n);
             }
-            DeviceEvent::Ft(n, FtNotice::Completion { queue, head, len, writes }) => self.complete(n, queue, head, len, writes),
-            DeviceEvent::Ft(n, FtNotice::Output { id, queue, head, digest }) => {
+            DeviceEvent::Ft(
+                n,
+                FtNotice::Completion {
+                    queue,
+                    head,
+                    len,
+                    writes,
+                },
+            ) => self.complete(n, queue, head, len, writes),
+            DeviceEvent::Ft(
+                n,
+                FtNotice::Output {
+                    id,
+                    queue,
+                    head,
+                    digest,
+                },
+            ) => {
                 if let FtRole::Primary(p) = &mut self.ft {
-                    p.output(self.stats.landmarks, n, super::events::pack_output(n, queue, head), id, digest);
+                    p.output(
+                        self.stats.landmarks,
+                        n,
+                        super::events::pack_output(n, queue, head),
+                        id,
+                        digest,
+                    );
                 }
             }
             DeviceEvent::BackupConnected(stream) => self.join_backup(stream),
@@ -107,16 +150,34 @@ impl Vcpu {
 
     /// A completion handed over by backend `n` (FT mode): its memory writes, the used element
     /// and the interrupt, all at this landmark and all logged.
-    fn complete(&mut self, n: usize, queue: u16, head: u16, len: u32, writes: Vec<ft_control::MemWrite>) {
+    fn complete(
+        &mut self,
+        n: usize,
+        queue: u16,
+        head: u16,
+        len: u32,
+        writes: Vec<ft_control::MemWrite>,
+    ) {
         let mut done = Vec::with_capacity(writes.len() + 2);
         for w in writes {
             if let Err(e) = self.mem.write_slice(&w.data, GuestAddress(w.gpa)) {
-                log::error!("virtio device {n}: completion writes outside guest memory at {:#x}: {e}", w.gpa);
+                log::error!(
+                    "virtio device {n}: completion writes outside guest memory at {:#x}: {e}",
+                    w.gpa
+                );
                 return;
             }
-            done.push(Written { gpa: w.gpa, data: w.data });
+            done.push(Written {
+                gpa: w.gpa,
+                data: w.data,
+            });
         }
-        let Some(q) = self.virtio.slots.get(n).and_then(|s| s.transport.state().queues.get(usize::from(queue)).copied()) else {
+        let Some(q) = self
+            .virtio
+            .slots
+            .get(n)
+            .and_then(|s| s.transport.state().queues.get(usize::from(queue)).copied())
+        else {
             log::error!("virtio device {n}: completion for unknown queue {queue}");
             return;
         };

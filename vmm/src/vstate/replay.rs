@@ -11,7 +11,9 @@ use crate::devices::virtio::ring::readable_bytes;
 use crate::ft::backup::{Backup, ReplayStop};
 use crate::ft::record::Record;
 use crate::ft::signature::describe;
-use crate::ft::{DEV_PIT, DEV_SERIAL, DEV_SIGNATURES, EV_PIT_TICK, EV_SERIAL_INPUT, EV_VIRTIO_USED};
+use crate::ft::{
+    DEV_PIT, DEV_SERIAL, DEV_SIGNATURES, EV_PIT_TICK, EV_SERIAL_INPUT, EV_VIRTIO_USED,
+};
 
 fn hex(b: &[u8]) -> String {
     b.iter().take(8).map(|x| format!("{x:02x}")).collect()
@@ -49,29 +51,45 @@ impl Vcpu {
     /// a later one.
     pub(super) fn replay_landmark(&mut self) -> Result<(), ReplayStop> {
         let landmark = self.stats.landmarks;
-        self.backup().shared.applied_landmark.store(landmark, std::sync::atomic::Ordering::Relaxed);
+        self.backup()
+            .shared
+            .applied_landmark
+            .store(landmark, std::sync::atomic::Ordering::Relaxed);
         loop {
-            let Some(record) = self.backup_next(landmark)? else { break };
+            let Some(record) = self.backup_next(landmark)? else {
+                break;
+            };
             match record {
-                Record::DeviceEvent { sig, device, event, arg, .. } => {
+                Record::DeviceEvent {
+                    sig,
+                    device,
+                    event,
+                    arg,
+                    ..
+                } => {
                     self.backup().check_sig(landmark, &sig)?;
                     self.replay_event(landmark, device, event, arg)?;
                 }
                 Record::MemWrite { sig, gpa, data, .. } => {
                     self.backup().check_sig(landmark, &sig)?;
                     if let Err(e) = self.mem.write_slice(&data, GuestAddress(gpa)) {
-                        return Err(self.backup().diverged(landmark, format!("logged write at {gpa:#x} failed: {e}")));
+                        return Err(self
+                            .backup()
+                            .diverged(landmark, format!("logged write at {gpa:#x} failed: {e}")));
                     }
                 }
                 Record::Interrupt { sig, vector, .. } => {
                     self.backup().check_sig(landmark, &sig)?;
                     // Right after the state transfer kvm_run's readiness flags are stale: the
                     // primary's decision stands (it checked them at this very landmark).
-                    let ready = self.devices.pic.has_pending() && (self.fresh_state || self.can_inject());
+                    let ready =
+                        self.devices.pic.has_pending() && (self.fresh_state || self.can_inject());
                     match self.devices.pic.acknowledge() {
                         Some(v) if ready && v == vector => {
                             if let Err(e) = self.inject(vector) {
-                                return Err(self.backup().diverged(landmark, format!("injection failed: {e}")));
+                                return Err(self
+                                    .backup()
+                                    .diverged(landmark, format!("injection failed: {e}")));
                             }
                         }
                         got => {
@@ -80,7 +98,9 @@ impl Vcpu {
                         }
                     }
                 }
-                Record::OutputDigest { device, digest, .. } => self.check_output(landmark, device, digest)?,
+                Record::OutputDigest { device, digest, .. } => {
+                    self.check_output(landmark, device, digest)?
+                }
                 other => {
                     let msg = format!("unexpected entry {:?}", other.kind());
                     return Err(self.backup().diverged(landmark, msg));
@@ -93,17 +113,28 @@ impl Vcpu {
         }
         if self.halted {
             let sig = describe(&self.backup().last_sig);
-            return Err(self.backup().diverged(landmark, format!("{sig} but the primary injected no interrupt here")));
+            return Err(self.backup().diverged(
+                landmark,
+                format!("{sig} but the primary injected no interrupt here"),
+            ));
         }
         Ok(())
     }
 
-    fn replay_event(&mut self, landmark: u64, device: u16, event: u16, arg: u64) -> Result<(), ReplayStop> {
+    fn replay_event(
+        &mut self,
+        landmark: u64,
+        device: u16,
+        event: u16,
+        arg: u64,
+    ) -> Result<(), ReplayStop> {
         match (device, event) {
             (DEV_SIGNATURES, _) => {
                 let own = self.backup().hash.0;
                 if own != arg {
-                    let msg = format!("landmark signatures differ (running hash expected {arg:#x}, got {own:#x})");
+                    let msg = format!(
+                        "landmark signatures differ (running hash expected {arg:#x}, got {own:#x})"
+                    );
                     return Err(self.backup().diverged(landmark, msg));
                 }
             }
@@ -112,7 +143,9 @@ impl Vcpu {
                 self.devices.serial.enqueue_input(&[arg as u8]);
                 self.devices.forward_serial_irq();
             }
-            (n, EV_VIRTIO_USED) if usize::from(n) < self.virtio.slots.len() => self.virtio_used(usize::from(n)),
+            (n, EV_VIRTIO_USED) if usize::from(n) < self.virtio.slots.len() => {
+                self.virtio_used(usize::from(n))
+            }
             _ => {
                 let msg = format!("unexpected device event {device:#x}/{event} (a PIT access on the primary only?)");
                 return Err(self.backup().diverged(landmark, msg));
@@ -122,13 +155,30 @@ impl Vcpu {
     }
 
     /// Compares the output the primary released with what this copy's guest asked to send.
-    fn check_output(&mut self, landmark: u64, packed: u16, digest: [u8; 32]) -> Result<(), ReplayStop> {
+    fn check_output(
+        &mut self,
+        landmark: u64,
+        packed: u16,
+        digest: [u8; 32],
+    ) -> Result<(), ReplayStop> {
         let (slot, queue, head) = unpack_output(packed);
-        let q = self.virtio.slots.get(slot).and_then(|s| s.transport.state().queues.get(usize::from(queue)).copied());
+        let q = self
+            .virtio
+            .slots
+            .get(slot)
+            .and_then(|s| s.transport.state().queues.get(usize::from(queue)).copied());
         let bytes = match q.map(|q| readable_bytes(&self.mem, &q, head)) {
             Some(Ok(b)) => b,
-            Some(Err(e)) => return Err(self.backup().diverged(landmark, format!("output chain {slot}/{queue}/{head}: {e}"))),
-            None => return Err(self.backup().diverged(landmark, format!("output on unknown queue {slot}/{queue}"))),
+            Some(Err(e)) => {
+                return Err(self
+                    .backup()
+                    .diverged(landmark, format!("output chain {slot}/{queue}/{head}: {e}")))
+            }
+            None => {
+                return Err(self
+                    .backup()
+                    .diverged(landmark, format!("output on unknown queue {slot}/{queue}")))
+            }
         };
         let own: [u8; 32] = Sha256::digest(&bytes).into();
         if own != digest {

@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
+};
 
 use super::vcpu::{FtRole, Vcpu};
 use crate::devices::legacy::pic::Pic;
@@ -37,19 +39,31 @@ impl Vcpu {
             pic: self.devices.pic.state(),
             pit: self.devices.pit.state(),
             uart: UartState::from(&self.devices.serial.state()),
-            virtio: self.virtio.slots.iter().map(|s| s.transport.state().clone()).collect(),
+            virtio: self
+                .virtio
+                .slots
+                .iter()
+                .map(|s| s.transport.state().clone())
+                .collect(),
         }
     }
 
     fn send_state(&mut self, stream: &TcpStream) -> Result<u64, String> {
-        let FtRole::Primary(p) = &self.ft else { return Err("not a primary".into()) };
+        let FtRole::Primary(p) = &self.ft else {
+            return Err("not a primary".into());
+        };
         let (hash, last_sig) = (p.hash.0, p.last_sig);
         let landmark = self.stats.landmarks;
         let clone = stream.try_clone().map_err(|e| e.to_string())?;
         let mut w = RecordWriter::new(BufWriter::with_capacity(4 << 20, clone));
         let err = |e: crate::ft::record::RecordError| e.to_string();
         let mem_size: u64 = self.mem.iter().map(|r| r.len()).sum();
-        w.write(&Record::Hello { vm_id: VM_ID.into(), epoch: 1, mem_size }).map_err(err)?;
+        w.write(&Record::Hello {
+            vm_id: VM_ID.into(),
+            epoch: 1,
+            mem_size,
+        })
+        .map_err(err)?;
         w.write(&Record::StateBegin { landmark }).map_err(err)?;
         let mut digest = Sha256::new();
         for region in self.mem.iter() {
@@ -57,7 +71,9 @@ impl Vcpu {
             while off < region.len() {
                 let n = CHUNK.min((region.len() - off) as usize);
                 let mut data = vec![0u8; n];
-                region.read_slice(&mut data, MemoryRegionAddress(off)).map_err(|e| e.to_string())?;
+                region
+                    .read_slice(&mut data, MemoryRegionAddress(off))
+                    .map_err(|e| e.to_string())?;
                 digest.update(&data);
                 let gpa = region.start_addr().raw_value() + off;
                 // The backup zeroes its memory first: all-zero chunks need not travel.
@@ -69,10 +85,22 @@ impl Vcpu {
         }
         let vcpu = VcpuState::capture(&self.fd, &self.msr_index).map_err(|e| e.to_string())?;
         let blob = to_blob(&vcpu).map_err(|e| e.to_string())?;
-        w.write(&Record::DeviceState { name: "vcpu".into(), blob }).map_err(err)?;
+        w.write(&Record::DeviceState {
+            name: "vcpu".into(),
+            blob,
+        })
+        .map_err(err)?;
         let blob = to_blob(&self.machine_state(hash, last_sig)).map_err(|e| e.to_string())?;
-        w.write(&Record::DeviceState { name: "machine".into(), blob }).map_err(err)?;
-        w.write(&Record::StateEnd { landmark, digest: digest.finalize().into() }).map_err(err)?;
+        w.write(&Record::DeviceState {
+            name: "machine".into(),
+            blob,
+        })
+        .map_err(err)?;
+        w.write(&Record::StateEnd {
+            landmark,
+            digest: digest.finalize().into(),
+        })
+        .map_err(err)?;
         w.flush().map_err(err)?;
         Ok(w.last_seq())
     }
@@ -87,7 +115,9 @@ impl Vcpu {
         let start = Instant::now();
         match self.send_state(&stream) {
             Ok(last_seq) => {
-                let FtRole::Primary(p) = &mut self.ft else { return };
+                let FtRole::Primary(p) = &mut self.ft else {
+                    return;
+                };
                 match PrimaryLink::start(stream, last_seq, p.release_fn()) {
                     Ok(link) => {
                         p.attach(link);
@@ -116,17 +146,23 @@ impl Vcpu {
 
     /// Backup: receives the primary's state and becomes a copy of it.
     pub fn load_state(&mut self) -> Result<(), String> {
-        let FtRole::Backup(b) = &mut self.ft else { return Err("not a backup".into()) };
+        let FtRole::Backup(b) = &mut self.ft else {
+            return Err("not a backup".into());
+        };
         let lost = |s: ReplayStop| format!("{s:?}");
         let mut digest = Sha256::new();
         let mut vcpu: Option<VcpuState> = None;
         let mut machine: Option<MachineState> = None;
         let landmark = loop {
             match b.next_record().map_err(lost)? {
-                Record::Hello { vm_id, mem_size, .. } => {
+                Record::Hello {
+                    vm_id, mem_size, ..
+                } => {
                     let ours: u64 = self.mem.iter().map(|r| r.len()).sum();
                     if mem_size != ours {
-                        return Err(format!("primary {vm_id} has {mem_size} bytes of memory, this VM {ours}"));
+                        return Err(format!(
+                            "primary {vm_id} has {mem_size} bytes of memory, this VM {ours}"
+                        ));
                     }
                 }
                 Record::StateBegin { .. } => {
@@ -135,26 +171,39 @@ impl Vcpu {
                         let mut off = 0u64;
                         while off < region.len() {
                             let n = CHUNK.min((region.len() - off) as usize);
-                            region.write_slice(&zeros[..n], MemoryRegionAddress(off)).map_err(|e| e.to_string())?;
+                            region
+                                .write_slice(&zeros[..n], MemoryRegionAddress(off))
+                                .map_err(|e| e.to_string())?;
                             off += n as u64;
                         }
                     }
                 }
                 Record::MemoryChunk { gpa, data } => {
-                    self.mem.write_slice(&data, GuestAddress(gpa)).map_err(|e| format!("memory chunk at {gpa:#x}: {e}"))?;
+                    self.mem
+                        .write_slice(&data, GuestAddress(gpa))
+                        .map_err(|e| format!("memory chunk at {gpa:#x}: {e}"))?;
                 }
-                Record::DeviceState { name, blob } if name == "vcpu" => vcpu = Some(from_blob(&blob).map_err(|e| e.to_string())?),
+                Record::DeviceState { name, blob } if name == "vcpu" => {
+                    vcpu = Some(from_blob(&blob).map_err(|e| e.to_string())?)
+                }
                 Record::DeviceState { name, blob } if name == "machine" => {
                     machine = Some(from_blob(&blob).map_err(|e| e.to_string())?)
                 }
-                Record::DeviceState { name, .. } => return Err(format!("unknown device state {name}")),
-                Record::StateEnd { landmark, digest: expected } => {
+                Record::DeviceState { name, .. } => {
+                    return Err(format!("unknown device state {name}"))
+                }
+                Record::StateEnd {
+                    landmark,
+                    digest: expected,
+                } => {
                     for region in self.mem.iter() {
                         let mut buf = vec![0u8; CHUNK];
                         let mut off = 0u64;
                         while off < region.len() {
                             let n = CHUNK.min((region.len() - off) as usize);
-                            region.read_slice(&mut buf[..n], MemoryRegionAddress(off)).map_err(|e| e.to_string())?;
+                            region
+                                .read_slice(&mut buf[..n], MemoryRegionAddress(off))
+                                .map_err(|e| e.to_string())?;
                             digest.update(&buf[..n]);
                             off += n as u64;
                         }
@@ -165,7 +214,12 @@ impl Vcpu {
                     }
                     break landmark;
                 }
-                other => return Err(format!("unexpected record {:?} during the state transfer", other.kind())),
+                other => {
+                    return Err(format!(
+                        "unexpected record {:?} during the state transfer",
+                        other.kind()
+                    ))
+                }
             }
         };
         let vcpu = vcpu.ok_or("no vCPU state in the transfer")?;
@@ -173,7 +227,10 @@ impl Vcpu {
         vcpu.restore(&self.fd).map_err(|e| e.to_string())?;
         self.devices.pic = Pic::restore(&m.pic);
         self.devices.pit = Pit::restore(&m.pit);
-        self.devices.serial.restore(&(&m.uart).into()).map_err(|e| format!("serial state: {e}"))?;
+        self.devices
+            .serial
+            .restore(&(&m.uart).into())
+            .map_err(|e| format!("serial state: {e}"))?;
         self.devices.clock = VmClock::starting_at(m.clock_ns);
         for (slot, state) in self.virtio.slots.iter_mut().zip(m.virtio.iter()) {
             slot.transport.restore_state(state.clone());
@@ -184,7 +241,12 @@ impl Vcpu {
             b.hash = RunningHash(m.signature_hash);
             let (kind, addr, size, data) = m.last_sig;
             let kind = ExitKind::from_u8(kind).ok_or("bad exit kind in the transfer")?;
-            b.last_sig = ExitSignature { kind, addr, size, data };
+            b.last_sig = ExitSignature {
+                kind,
+                addr,
+                size,
+                data,
+            };
         }
         log::warn!("ft: backup loaded the primary's state at landmark {landmark}; replaying");
         Ok(())

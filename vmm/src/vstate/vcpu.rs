@@ -14,14 +14,14 @@ use vm_memory::GuestMemoryMmap;
 
 use super::control::Control;
 use crate::devices::legacy::pit::TimerRequest;
+use crate::devices::legacy::{LegacyDevices, PioAction, VmClock};
+use crate::devices::virtio::slots::VirtioDevices;
+use crate::event_loop::PitTimerHandle;
 use crate::ft::backup::{Backup, ReplayStop};
 use crate::ft::primary::Primary;
 use crate::ft::record::{ExitKind, Record};
 use crate::ft::signature::{hlt_sig, read_sig, write_sig};
 use crate::ft::{DEV_PIT, EV_PIT_CLOCK};
-use crate::devices::legacy::{LegacyDevices, PioAction, VmClock};
-use crate::devices::virtio::slots::VirtioDevices;
-use crate::event_loop::PitTimerHandle;
 use crate::inbox::Inbox;
 use crate::stats::{LandmarkKind, Stats};
 
@@ -98,8 +98,14 @@ fn is_pit_port(port: u16) -> bool {
 fn same_schedule(a: &TimerRequest, b: &TimerRequest) -> bool {
     match (a, b) {
         (
-            TimerRequest::Periodic { first_deadline_ns: f1, period_ns: p1 },
-            TimerRequest::Periodic { first_deadline_ns: f2, period_ns: p2 },
+            TimerRequest::Periodic {
+                first_deadline_ns: f1,
+                period_ns: p1,
+            },
+            TimerRequest::Periodic {
+                first_deadline_ns: f2,
+                period_ns: p2,
+            },
         ) if p1 == p2 && *p1 > 0 => {
             let phase = f1.abs_diff(*f2) % p1;
             phase < 1_000 || p1 - phase < 1_000
@@ -226,7 +232,11 @@ impl Vcpu {
                     // expiration the event loop has not read yet (a lost tick), and latch
                     // commands or reads of the count do not change the schedule.
                     let request = self.devices.pit.channel0_timer();
-                    if !self.armed.as_ref().is_some_and(|a| same_schedule(a, &request)) {
+                    if !self
+                        .armed
+                        .as_ref()
+                        .is_some_and(|a| same_schedule(a, &request))
+                    {
                         self.pit_timer.arm(&request, self.devices.clock.now_ns());
                         self.armed = Some(request);
                     }
@@ -236,12 +246,20 @@ impl Vcpu {
                         self.stats.inject_to_eoi.record(t.elapsed());
                     }
                 }
-                Outcome::TripleFault => return Ok(VmExit::TripleFault { registers: self.dump_registers() }),
+                Outcome::TripleFault => {
+                    return Ok(VmExit::TripleFault {
+                        registers: self.dump_registers(),
+                    })
+                }
                 Outcome::InternalError => {
                     // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
                     // the union member KVM filled in.
-                    let suberror = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
-                    return Ok(VmExit::InternalError { suberror, registers: self.dump_registers() });
+                    let suberror =
+                        unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal.suberror };
+                    return Ok(VmExit::InternalError {
+                        suberror,
+                        registers: self.dump_registers(),
+                    });
                 }
             }
         }
@@ -255,19 +273,36 @@ impl Vcpu {
             FtRole::Primary(p) => {
                 let now = clock.now_ns();
                 let sig = p.last_sig;
-                p.record(landmark, Record::DeviceEvent { landmark, sig, device: DEV_PIT, event: EV_PIT_CLOCK, arg: now });
+                p.record(
+                    landmark,
+                    Record::DeviceEvent {
+                        landmark,
+                        sig,
+                        device: DEV_PIT,
+                        event: EV_PIT_CLOCK,
+                        arg: now,
+                    },
+                );
                 Ok(now)
             }
             FtRole::Backup(b) => match b.next_at(landmark)? {
-                Some(Record::DeviceEvent { sig, device: DEV_PIT, event: EV_PIT_CLOCK, arg, .. }) => {
+                Some(Record::DeviceEvent {
+                    sig,
+                    device: DEV_PIT,
+                    event: EV_PIT_CLOCK,
+                    arg,
+                    ..
+                }) => {
                     b.check_sig(landmark, &sig)?;
                     Ok(arg)
                 }
-                other => Err(b.diverged(landmark, format!("a PIT access has no logged time (next entry: {other:?})"))),
+                other => Err(b.diverged(
+                    landmark,
+                    format!("a PIT access has no logged time (next entry: {other:?})"),
+                )),
             },
         }
     }
-
 
     /// One KVM_RUN and the handling of its exit.
     fn run_once(&mut self) -> Result<Outcome, VcpuError> {
@@ -275,13 +310,18 @@ impl Vcpu {
         let exit = match self.fd.run() {
             Ok(exit) => exit,
             // A signal interrupted KVM_RUN: not a landmark, nothing happened in the guest.
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(Outcome::Continue),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                return Ok(Outcome::Continue)
+            }
             Err(e) => return Err(VcpuError::Run(e)),
         };
         let outcome = match exit {
             VcpuExit::IoIn(port, data) => {
                 let landmark = self.stats.landmark(LandmarkKind::PioIn);
-                note_exit(&mut self.ft, read_sig(ExitKind::PioIn, u64::from(port), data.len()));
+                note_exit(
+                    &mut self.ft,
+                    read_sig(ExitKind::PioIn, u64::from(port), data.len()),
+                );
                 if is_pit_port(port) {
                     match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
                         Ok(now) => self.devices.pit_now = Some(now),
@@ -293,7 +333,10 @@ impl Vcpu {
             }
             VcpuExit::IoOut(port, data) => {
                 let landmark = self.stats.landmark(LandmarkKind::PioOut);
-                note_exit(&mut self.ft, write_sig(ExitKind::PioOut, u64::from(port), data));
+                note_exit(
+                    &mut self.ft,
+                    write_sig(ExitKind::PioOut, u64::from(port), data),
+                );
                 if is_pit_port(port) {
                     match Self::pit_time(&mut self.ft, &self.devices.clock, landmark) {
                         Ok(now) => self.devices.pit_now = Some(now),
@@ -339,8 +382,16 @@ impl Vcpu {
         Ok(outcome)
     }
 
-    pub(super) fn vhost_user(&mut self, n: usize) -> Option<&mut crate::devices::virtio::vhost_user::VhostUserDevice> {
-        self.virtio.slots.get_mut(n)?.transport.backend_mut().as_vhost_user()
+    pub(super) fn vhost_user(
+        &mut self,
+        n: usize,
+    ) -> Option<&mut crate::devices::virtio::vhost_user::VhostUserDevice> {
+        self.virtio
+            .slots
+            .get_mut(n)?
+            .transport
+            .backend_mut()
+            .as_vhost_user()
     }
 
     /// Whether KVM can take an interrupt now (`ready_for_interrupt_injection` and IF).
@@ -362,19 +413,31 @@ impl Vcpu {
 
     /// KVM_INTERRUPT with `vector` (already acknowledged on the PIC).
     pub(super) fn inject(&mut self, vector: u8) -> Result<(), VcpuError> {
-        let irq = kvm_interrupt { irq: u32::from(vector) };
+        let irq = kvm_interrupt {
+            irq: u32::from(vector),
+        };
         // SAFETY: KVM_INTERRUPT reads one `kvm_interrupt` from the pointer, which is valid
         // for the duration of the call; `fd` is a vCPU fd.
         let rc = unsafe { ioctl_with_ref(&self.fd, KVM_INTERRUPT(), &irq) };
         if rc != 0 {
-            return Err(VcpuError::Interrupt(vector, std::io::Error::last_os_error()));
+            return Err(VcpuError::Interrupt(
+                vector,
+                std::io::Error::last_os_error(),
+            ));
         }
         self.stats.interrupts_injected += 1;
         self.halted = false;
         if let FtRole::Primary(p) = &mut self.ft {
             let landmark = self.stats.landmarks;
             let sig = p.last_sig;
-            p.record(landmark, Record::Interrupt { landmark, sig, vector });
+            p.record(
+                landmark,
+                Record::Interrupt {
+                    landmark,
+                    sig,
+                    vector,
+                },
+            );
         }
         if let Some(t) = self.irq_raised_at.take() {
             self.stats.irq_latency.record(t.elapsed());
@@ -389,7 +452,9 @@ impl Vcpu {
         if self.fd.get_kvm_run().if_flag == 0 {
             let rflags = self.fd.get_regs().map(|r| r.rflags).unwrap_or(0);
             if rflags & RFLAGS_IF == 0 {
-                return Some(VmExit::HaltedForever { registers: self.dump_registers() });
+                return Some(VmExit::HaltedForever {
+                    registers: self.dump_registers(),
+                });
             }
         }
         loop {
@@ -435,14 +500,29 @@ mod tests {
 
     #[test]
     fn periodic_requests_with_whole_period_offsets_are_the_same_schedule() {
-        let a = TimerRequest::Periodic { first_deadline_ns: 10_000_150, period_ns: 10_000_150 };
-        let b = TimerRequest::Periodic { first_deadline_ns: 30_000_451, period_ns: 10_000_150 };
-        let c = TimerRequest::Periodic { first_deadline_ns: 15_000_000, period_ns: 10_000_150 };
-        let d = TimerRequest::Periodic { first_deadline_ns: 10_000_150, period_ns: 1_000_000 };
+        let a = TimerRequest::Periodic {
+            first_deadline_ns: 10_000_150,
+            period_ns: 10_000_150,
+        };
+        let b = TimerRequest::Periodic {
+            first_deadline_ns: 30_000_451,
+            period_ns: 10_000_150,
+        };
+        let c = TimerRequest::Periodic {
+            first_deadline_ns: 15_000_000,
+            period_ns: 10_000_150,
+        };
+        let d = TimerRequest::Periodic {
+            first_deadline_ns: 10_000_150,
+            period_ns: 1_000_000,
+        };
         assert!(same_schedule(&a, &b));
         assert!(!same_schedule(&a, &c), "different phase");
         assert!(!same_schedule(&a, &d), "different period");
         assert!(!same_schedule(&a, &TimerRequest::Disarmed));
-        assert!(same_schedule(&TimerRequest::Disarmed, &TimerRequest::Disarmed));
+        assert!(same_schedule(
+            &TimerRequest::Disarmed,
+            &TimerRequest::Disarmed
+        ));
     }
 }

@@ -9,7 +9,9 @@ use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    #[error("cannot open /dev/kvm: {0} (the VMM needs read/write access to /dev/kvm, usually root)")]
+    #[error(
+        "cannot open /dev/kvm: {0} (the VMM needs read/write access to /dev/kvm, usually root)"
+    )]
     OpenKvm(kvm_ioctls::Error),
     #[error("KVM API version {0} is not supported (need 12)")]
     ApiVersion(i32),
@@ -61,13 +63,22 @@ impl Vm {
 
     /// Makes KVM signal `kick` instead of exiting when the guest writes `value` (4 bytes) to
     /// `addr` (a virtio-mmio QueueNotify register).
-    pub fn register_kick(&self, kick: &vmm_sys_util::eventfd::EventFd, addr: u64, value: u32) -> Result<(), kvm_ioctls::Error> {
-        self.fd.register_ioevent(kick, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
+    pub fn register_kick(
+        &self,
+        kick: &vmm_sys_util::eventfd::EventFd,
+        addr: u64,
+        value: u32,
+    ) -> Result<(), kvm_ioctls::Error> {
+        self.fd
+            .register_ioevent(kick, &kvm_ioctls::IoEventAddress::Mmio(addr), value)
     }
 
     /// The MSRs KVM can save and restore (for state transfer).
     pub fn msr_index(&self) -> Vec<u32> {
-        self.kvm.get_msr_index_list().map(|l| l.as_slice().to_vec()).unwrap_or_default()
+        self.kvm
+            .get_msr_index_list()
+            .map(|l| l.as_slice().to_vec())
+            .unwrap_or_default()
     }
 
     /// Creates vCPU `id` with the host's supported CPUID, minus the local APIC.

@@ -10,14 +10,25 @@ use std::time::{Duration, Instant};
 /// Path of the test guest built by `make guest`.
 pub fn guest_elf() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../build/guest.elf");
-    assert!(path.exists(), "{} is missing: run `make guest` first (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guest` first (make test does)",
+        path.display()
+    );
     path
 }
 
 /// Panics unless KVM is usable: these tests must fail, not skip, on a machine without it.
 pub fn require_kvm() {
-    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
-    assert!(kvm.is_ok(), "this test boots a guest and needs read/write access to /dev/kvm: {:?}", kvm.err());
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    assert!(
+        kvm.is_ok(),
+        "this test boots a guest and needs read/write access to /dev/kvm: {:?}",
+        kvm.err()
+    );
 }
 
 /// The result of one VMM run.
@@ -30,7 +41,13 @@ pub struct Run {
 
 impl Run {
     pub fn assert_success(&self) {
-        assert_eq!(self.status, Some(0), "vmm failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.status,
+            Some(0),
+            "vmm failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
     }
 }
 
@@ -60,7 +77,11 @@ pub fn run_vmm(args: &[&str], timeout: Duration) -> Run {
         }
     }
     let elapsed = start.elapsed();
-    let Output { status, stdout, stderr } = child.wait_with_output().expect("collect vmm output");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("collect vmm output");
     Run {
         status: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),

@@ -46,7 +46,11 @@ pub fn e820_map(ram: &[(u64, u64)]) -> Vec<boot_e820_entry> {
     let mut map = Vec::new();
     for &(start, size) in ram {
         if start == 0 {
-            map.push(boot_e820_entry { addr: 0, size: EBDA_START, r#type: E820_RAM });
+            map.push(boot_e820_entry {
+                addr: 0,
+                size: EBDA_START,
+                r#type: E820_RAM,
+            });
             if size > HIMEM_START {
                 map.push(boot_e820_entry {
                     addr: HIMEM_START,
@@ -55,7 +59,11 @@ pub fn e820_map(ram: &[(u64, u64)]) -> Vec<boot_e820_entry> {
                 });
             }
         } else {
-            map.push(boot_e820_entry { addr: start, size, r#type: E820_RAM });
+            map.push(boot_e820_entry {
+                addr: start,
+                size,
+                r#type: E820_RAM,
+            });
         }
     }
     map
@@ -91,7 +99,10 @@ pub fn build_boot_params(info: &BootInfo) -> Result<boot_params, BootParamsError
 }
 
 /// Writes the zero page to `ZERO_PAGE_START`.
-pub fn write_boot_params(mem: &GuestMemoryMmap, params: &boot_params) -> Result<(), BootParamsError> {
+pub fn write_boot_params(
+    mem: &GuestMemoryMmap,
+    params: &boot_params,
+) -> Result<(), BootParamsError> {
     let bp = BootParams::new::<boot_params>(params, GuestAddress(ZERO_PAGE_START));
     LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(&bp, mem)
         .map_err(BootParamsError::Write)
@@ -107,7 +118,10 @@ mod tests {
         let map = e820_map(&[(0, 64 << 20)]);
         assert_eq!(map.len(), 2);
         assert_eq!((map[0].addr, map[0].size), (0, EBDA_START));
-        assert_eq!((map[1].addr, map[1].size), (HIMEM_START, (64 << 20) - HIMEM_START));
+        assert_eq!(
+            (map[1].addr, map[1].size),
+            (HIMEM_START, (64 << 20) - HIMEM_START)
+        );
         assert!(map.iter().all(|e| e.r#type == E820_RAM));
     }
 
@@ -131,15 +145,23 @@ mod tests {
         let params = build_boot_params(&info).expect("params");
         write_boot_params(&mem, &params).expect("write");
         // Offsets from Documentation/arch/x86/zero-page.rst and boot.rst.
-        let read_u32 = |off: u64| mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_START + off)).expect("read");
-        let read_u8 = |off: u64| mem.read_obj::<u8>(GuestAddress(ZERO_PAGE_START + off)).expect("read");
+        let read_u32 = |off: u64| {
+            mem.read_obj::<u32>(GuestAddress(ZERO_PAGE_START + off))
+                .expect("read")
+        };
+        let read_u8 = |off: u64| {
+            mem.read_obj::<u8>(GuestAddress(ZERO_PAGE_START + off))
+                .expect("read")
+        };
         assert_eq!(read_u32(0x228), CMDLINE_START as u32, "cmd_line_ptr");
         assert_eq!(read_u32(0x202), KERNEL_HDR_MAGIC, "header magic");
         assert_eq!(read_u32(0x218), 0x80_0000, "ramdisk_image");
         assert_eq!(read_u32(0x21c), 4096, "ramdisk_size");
         assert_eq!(read_u32(0x238), 12, "cmdline_size");
         assert_eq!(read_u8(0x1e8), 2, "e820_entries");
-        let second_addr = mem.read_obj::<u64>(GuestAddress(ZERO_PAGE_START + 0x2d0 + 20)).expect("e820");
+        let second_addr = mem
+            .read_obj::<u64>(GuestAddress(ZERO_PAGE_START + 0x2d0 + 20))
+            .expect("e820");
         assert_eq!(second_addr, HIMEM_START);
     }
 }

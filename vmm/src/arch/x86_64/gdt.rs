@@ -47,7 +47,11 @@ pub fn kvm_segment_from_gdt(entry: u64, index: u16) -> kvm_segment {
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let g = field(entry, 55, 1);
     // With G set the limit counts 4 KiB pages; KVM wants it in bytes.
-    let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
+    let limit = if g == 1 {
+        (raw_limit << 12) | 0xfff
+    } else {
+        raw_limit
+    };
     kvm_segment {
         base,
         limit,
@@ -74,7 +78,10 @@ mod tests {
         let gdt = boot_gdt();
         let cs = kvm_segment_from_gdt(gdt[CODE_INDEX as usize], CODE_INDEX);
         assert_eq!(cs.selector, 0x10);
-        assert_eq!((cs.l, cs.db, cs.present, cs.s, cs.type_, cs.dpl), (1, 0, 1, 1, 0xb, 0));
+        assert_eq!(
+            (cs.l, cs.db, cs.present, cs.s, cs.type_, cs.dpl),
+            (1, 0, 1, 1, 0xb, 0)
+        );
         assert_eq!(cs.limit, 0xffff_ffff);
         assert_eq!(cs.base, 0);
     }

@@ -42,7 +42,10 @@ pub fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
     if mem_size <= MMIO_GAP_START {
         vec![(0, mem_size)]
     } else {
-        vec![(0, MMIO_GAP_START), (MMIO_GAP_END, mem_size - MMIO_GAP_START)]
+        vec![
+            (0, MMIO_GAP_START),
+            (MMIO_GAP_END, mem_size - MMIO_GAP_START),
+        ]
     }
 }
 
@@ -58,7 +61,13 @@ mod tests {
     #[test]
     fn large_guest_skips_the_mmio_gap() {
         let ranges = ram_ranges(4 << 30);
-        assert_eq!(ranges, vec![(0, MMIO_GAP_START), (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)]);
+        assert_eq!(
+            ranges,
+            vec![
+                (0, MMIO_GAP_START),
+                (MMIO_GAP_END, (4 << 30) - MMIO_GAP_START)
+            ]
+        );
         let total: u64 = ranges.iter().map(|r| r.1).sum();
         assert_eq!(total, 4 << 30);
     }

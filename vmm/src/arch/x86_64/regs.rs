@@ -65,7 +65,8 @@ pub fn boot_sregs(mem: &GuestMemoryMmap, mut sregs: kvm_sregs) -> Result<kvm_sre
     let gdt = boot_gdt();
     for (i, entry) in gdt.iter().enumerate() {
         let addr = GuestAddress(BOOT_GDT_START).unchecked_add(i as u64 * 8);
-        mem.write_obj(*entry, addr).map_err(|_| RegsError::WriteMemory("GDT"))?;
+        mem.write_obj(*entry, addr)
+            .map_err(|_| RegsError::WriteMemory("GDT"))?;
     }
     mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
         .map_err(|_| RegsError::WriteMemory("IDT"))?;
@@ -99,11 +100,14 @@ fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), RegsError> {
     const PRESENT_RW: u64 = 0x3;
     const PAGE_SIZE_2M: u64 = 0x80;
     let err = |_| RegsError::WriteMemory("page tables");
-    mem.write_obj(PDPTE_START | PRESENT_RW, GuestAddress(PML4_START)).map_err(err)?;
-    mem.write_obj(PDE_START | PRESENT_RW, GuestAddress(PDPTE_START)).map_err(err)?;
+    mem.write_obj(PDPTE_START | PRESENT_RW, GuestAddress(PML4_START))
+        .map_err(err)?;
+    mem.write_obj(PDE_START | PRESENT_RW, GuestAddress(PDPTE_START))
+        .map_err(err)?;
     for i in 0..512u64 {
         let entry = (i << 21) | PAGE_SIZE_2M | PRESENT_RW;
-        mem.write_obj(entry, GuestAddress(PDE_START + i * 8)).map_err(err)?;
+        mem.write_obj(entry, GuestAddress(PDE_START + i * 8))
+            .map_err(err)?;
     }
     Ok(())
 }
@@ -123,7 +127,11 @@ pub fn boot_msrs() -> Vec<kvm_msr_entry> {
     ];
     let mut msrs: Vec<kvm_msr_entry> = zeroed
         .iter()
-        .map(|&index| kvm_msr_entry { index, data: 0, ..Default::default() })
+        .map(|&index| kvm_msr_entry {
+            index,
+            data: 0,
+            ..Default::default()
+        })
         .collect();
     msrs.push(kvm_msr_entry {
         index: MSR_IA32_MISC_ENABLE,
@@ -135,7 +143,11 @@ pub fn boot_msrs() -> Vec<kvm_msr_entry> {
 
 /// Loads the complete boot state into `vcpu`.
 pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: u64) -> Result<(), RegsError> {
-    let fpu = kvm_fpu { fcw: FPU_FCW, mxcsr: MXCSR_DEFAULT, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: FPU_FCW,
+        mxcsr: MXCSR_DEFAULT,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu).map_err(|e| RegsError::Kvm("FPU", e))?;
 
     let msrs = boot_msrs();
@@ -148,8 +160,10 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, mem: &GuestMemoryMmap, entry: u64) -> Resu
 
     let sregs = vcpu.get_sregs().map_err(|e| RegsError::Kvm("sregs", e))?;
     let sregs = boot_sregs(mem, sregs)?;
-    vcpu.set_sregs(&sregs).map_err(|e| RegsError::Kvm("sregs", e))?;
-    vcpu.set_regs(&boot_regs(entry)).map_err(|e| RegsError::Kvm("regs", e))?;
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| RegsError::Kvm("sregs", e))?;
+    vcpu.set_regs(&boot_regs(entry))
+        .map_err(|e| RegsError::Kvm("regs", e))?;
     Ok(())
 }
 

@@ -51,11 +51,17 @@ pub struct VmClock {
 
 impl VmClock {
     pub fn new() -> Self {
-        VmClock { start: Instant::now(), offset_ns: 0 }
+        VmClock {
+            start: Instant::now(),
+            offset_ns: 0,
+        }
     }
     /// A clock that reads `ns` now.
     pub fn starting_at(ns: u64) -> Self {
-        VmClock { start: Instant::now(), offset_ns: ns }
+        VmClock {
+            start: Instant::now(),
+            offset_ns: ns,
+        }
     }
     pub fn now_ns(&self) -> u64 {
         self.offset_ns + self.start.elapsed().as_nanos() as u64
@@ -184,7 +190,10 @@ mod tests {
 
     #[test]
     fn failure_port_reports_the_code() {
-        assert_eq!(devices().pio_write(GUEST_FAILURE_PORT, &[3]), PioAction::GuestFailure(3));
+        assert_eq!(
+            devices().pio_write(GUEST_FAILURE_PORT, &[3]),
+            PioAction::GuestFailure(3)
+        );
     }
 
     #[test]
@@ -201,14 +210,24 @@ mod tests {
         let mut d = devices();
         assert_eq!(d.pio_write(0x43, &[0x34]), PioAction::PitReprogrammed);
         assert_eq!(d.pio_write(0x20, &[0x20]), PioAction::PicEoi);
-        assert_eq!(d.pio_write(0x20, &[0x11]), PioAction::None, "ICW1 is not an EOI");
+        assert_eq!(
+            d.pio_write(0x20, &[0x11]),
+            PioAction::None,
+            "ICW1 is not an EOI"
+        );
     }
 
     #[test]
     fn serial_interrupt_reaches_the_pic() {
         let mut d = devices();
         // Initialise the master PIC: ICW1 (edge, cascade, ICW4), ICW2 base 0x20, ICW3, ICW4 8086.
-        for (port, v) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01), (0x21, 0x00)] {
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0x00),
+        ] {
             d.pio_write(port, &[v]);
         }
         d.pio_write(COM1_BASE + 1, &[0x02]); // IER: transmitter holding register empty

@@ -44,7 +44,10 @@ pub struct SerialConsole {
 impl SerialConsole {
     pub fn new(out: ConsoleOut) -> Self {
         let irq = FlagTrigger::default();
-        SerialConsole { uart: Serial::new(irq.clone(), out), irq }
+        SerialConsole {
+            uart: Serial::new(irq.clone(), out),
+            irq,
+        }
     }
 
     /// Register read at `offset` (0..8) from COM1_BASE.
@@ -76,7 +79,8 @@ impl SerialConsole {
         let placeholder = Serial::new(self.irq.clone(), Box::new(std::io::sink()) as ConsoleOut);
         let old = std::mem::replace(&mut self.uart, placeholder);
         let out = old.into_writer();
-        self.uart = Serial::from_state(state, self.irq.clone(), vm_superio::serial::NoEvents, out).map_err(|e| format!("{e:?}"))?;
+        self.uart = Serial::from_state(state, self.irq.clone(), vm_superio::serial::NoEvents, out)
+            .map_err(|e| format!("{e:?}"))?;
         Ok(())
     }
 
@@ -96,7 +100,10 @@ mod tests {
     struct Capture(Arc<Mutex<Vec<u8>>>);
     impl Write for Capture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().map_err(|_| std::io::ErrorKind::Other)?.extend_from_slice(buf);
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -131,7 +138,11 @@ mod tests {
         s.enqueue_input(b"y");
         assert!(s.take_irq());
         assert!(!s.take_irq(), "take clears the flag");
-        assert_eq!(s.read(IIR) & 0x0f, 0x04, "IIR says: received data available");
+        assert_eq!(
+            s.read(IIR) & 0x0f,
+            0x04,
+            "IIR says: received data available"
+        );
         assert_eq!(s.read(LSR) & 0x01, 0x01, "data ready");
         assert_eq!(s.read(THR), b'x');
         assert_eq!(s.read(THR), b'y');

@@ -13,7 +13,10 @@ use crate::inbox::{DeviceEvent, Inbox};
 #[derive(Debug, thiserror::Error)]
 pub enum FtLinkError {
     #[error("cannot connect to the FT control socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("FT control handshake with {path} failed: {source}")]
     Handshake { path: String, source: ControlError },
 }
@@ -21,8 +24,18 @@ pub enum FtLinkError {
 /// A backend completion or output announcement, as the vCPU thread receives it.
 #[derive(Debug)]
 pub enum FtNotice {
-    Completion { queue: u16, head: u16, len: u32, writes: Vec<ft_control::MemWrite> },
-    Output { id: u64, queue: u16, head: u16, digest: [u8; 32] },
+    Completion {
+        queue: u16,
+        head: u16,
+        len: u32,
+        writes: Vec<ft_control::MemWrite>,
+    },
+    Output {
+        id: u64,
+        queue: u16,
+        head: u16,
+        digest: [u8; 32],
+    },
 }
 
 /// The write side, shared by the vCPU thread and the logging channel's ack reader.
@@ -34,12 +47,26 @@ pub struct FtLink {
 
 impl FtLink {
     /// Connects to `path` as `role` and starts the reader thread for device `device`.
-    pub fn connect(path: &Path, role: Role, device: usize, inbox: Arc<Inbox>) -> Result<Arc<Self>, FtLinkError> {
+    pub fn connect(
+        path: &Path,
+        role: Role,
+        device: usize,
+        inbox: Arc<Inbox>,
+    ) -> Result<Arc<Self>, FtLinkError> {
         let p = path.display().to_string();
-        let mut stream = UnixStream::connect(path).map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
-        Message::Hello { version: VERSION, role }
-            .write_to(&mut stream)
-            .map_err(|source| FtLinkError::Handshake { path: p.clone(), source })?;
+        let mut stream = UnixStream::connect(path).map_err(|source| FtLinkError::Connect {
+            path: p.clone(),
+            source,
+        })?;
+        Message::Hello {
+            version: VERSION,
+            role,
+        }
+        .write_to(&mut stream)
+        .map_err(|source| FtLinkError::Handshake {
+            path: p.clone(),
+            source,
+        })?;
         match Message::read_from(&mut stream) {
             Ok(Some(Message::HelloAck { version })) if version == VERSION => {}
             Ok(other) => {
@@ -49,14 +76,37 @@ impl FtLink {
             }
             Err(source) => return Err(FtLinkError::Handshake { path: p, source }),
         }
-        let mut reader = stream.try_clone().map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
+        let mut reader = stream.try_clone().map_err(|source| FtLinkError::Connect {
+            path: p.clone(),
+            source,
+        })?;
         let name = p.clone();
         std::thread::Builder::new()
             .name("ft-control".into())
             .spawn(move || loop {
                 let notice = match Message::read_from(&mut reader) {
-                    Ok(Some(Message::Completion { queue, head, len, writes })) => FtNotice::Completion { queue, head, len, writes },
-                    Ok(Some(Message::OutputReady { id, queue, head, digest })) => FtNotice::Output { id, queue, head, digest },
+                    Ok(Some(Message::Completion {
+                        queue,
+                        head,
+                        len,
+                        writes,
+                    })) => FtNotice::Completion {
+                        queue,
+                        head,
+                        len,
+                        writes,
+                    },
+                    Ok(Some(Message::OutputReady {
+                        id,
+                        queue,
+                        head,
+                        digest,
+                    })) => FtNotice::Output {
+                        id,
+                        queue,
+                        head,
+                        digest,
+                    },
                     Ok(Some(other)) => {
                         log::error!("FT control {name}: unexpected {other:?}; closing");
                         return;
@@ -72,8 +122,14 @@ impl FtLink {
                 };
                 inbox.post(DeviceEvent::Ft(device, notice));
             })
-            .map_err(|source| FtLinkError::Connect { path: p.clone(), source })?;
-        Ok(Arc::new(FtLink { writer: Mutex::new(stream), path: p }))
+            .map_err(|source| FtLinkError::Connect {
+                path: p.clone(),
+                source,
+            })?;
+        Ok(Arc::new(FtLink {
+            writer: Mutex::new(stream),
+            path: p,
+        }))
     }
 
     fn send(&self, m: Message) {

@@ -78,7 +78,14 @@ fn set_half(value: &mut u64, high: bool, half: u32) {
 impl MmioTransport {
     pub fn new(backend: Box<dyn VirtioBackend>) -> Self {
         let queues = vec![QueueConfig::default(); backend.num_queues()];
-        MmioTransport { backend, state: MmioState { queues, ..Default::default() }, hold_backend: false }
+        MmioTransport {
+            backend,
+            state: MmioState {
+                queues,
+                ..Default::default()
+            },
+            hold_backend: false,
+        }
     }
 
     /// Keeps the backend stopped (FT backup) or, when `hold` is false, starts it if the driver
@@ -86,7 +93,8 @@ impl MmioTransport {
     pub fn hold_backend(&mut self, hold: bool) -> Result<(), String> {
         self.hold_backend = hold;
         if !hold && self.state.activated {
-            self.backend.activate(self.state.driver_features, &self.state.queues)?;
+            self.backend
+                .activate(self.state.driver_features, &self.state.queues)?;
         }
         Ok(())
     }
@@ -161,8 +169,12 @@ impl MmioTransport {
                 }
             }
             REG_QUEUE_SEL => self.state.queue_sel = value,
-            REG_QUEUE_NUM | REG_QUEUE_READY | REG_QUEUE_DESC_LOW..=REG_QUEUE_DEVICE_HIGH if live => {
-                log::warn!("virtio-mmio: queue register {offset:#x} written after DRIVER_OK; ignored");
+            REG_QUEUE_NUM | REG_QUEUE_READY | REG_QUEUE_DESC_LOW..=REG_QUEUE_DEVICE_HIGH
+                if live =>
+            {
+                log::warn!(
+                    "virtio-mmio: queue register {offset:#x} written after DRIVER_OK; ignored"
+                );
             }
             REG_QUEUE_NUM => {
                 if let Some(q) = self.selected_queue() {
@@ -225,12 +237,16 @@ impl MmioTransport {
             } else if self.hold_backend {
                 Ok(())
             } else {
-                self.backend.activate(self.state.driver_features, &self.state.queues)
+                self.backend
+                    .activate(self.state.driver_features, &self.state.queues)
             };
             match result {
                 Ok(()) => self.state.activated = true,
                 Err(e) => {
-                    log::error!("virtio-mmio: cannot activate device type {}: {e}", self.backend.device_type());
+                    log::error!(
+                        "virtio-mmio: cannot activate device type {}: {e}",
+                        self.backend.device_type()
+                    );
                     new |= STATUS_DEVICE_NEEDS_RESET;
                 }
             }
@@ -243,7 +259,11 @@ impl MmioTransport {
             self.backend.reset();
         }
         let queues = vec![QueueConfig::default(); self.backend.num_queues()];
-        self.state = MmioState { queues, config_generation: self.state.config_generation, ..Default::default() };
+        self.state = MmioState {
+            queues,
+            config_generation: self.state.config_generation,
+            ..Default::default()
+        };
     }
 }
 
@@ -254,7 +274,10 @@ impl MmioDevice for MmioTransport {
             return;
         }
         if data.len() != 4 || offset % 4 != 0 {
-            log::warn!("virtio-mmio: {}-byte read at {offset:#x} is not a 32-bit register access", data.len());
+            log::warn!(
+                "virtio-mmio: {}-byte read at {offset:#x} is not a 32-bit register access",
+                data.len()
+            );
             data.fill(0);
             return;
         }
@@ -267,7 +290,10 @@ impl MmioDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            log::warn!("virtio-mmio: {}-byte write at {offset:#x} ignored", data.len());
+            log::warn!(
+                "virtio-mmio: {}-byte write at {offset:#x} ignored",
+                data.len()
+            );
             return;
         };
         if offset % 4 != 0 {

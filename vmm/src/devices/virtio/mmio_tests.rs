@@ -48,7 +48,13 @@ impl VirtioBackend for FakeDevice {
 
 fn transport(fail_activate: bool) -> (MmioTransport, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    (MmioTransport::new(Box::new(FakeDevice { seen: seen.clone(), fail_activate })), seen)
+    (
+        MmioTransport::new(Box::new(FakeDevice {
+            seen: seen.clone(),
+            fail_activate,
+        })),
+        seen,
+    )
 }
 
 fn read(t: &mut MmioTransport, offset: u64) -> u32 {
@@ -70,7 +76,11 @@ fn initialise(t: &mut MmioTransport, features: u64) {
     write(t, REG_DRIVER_FEATURES, features as u32);
     write(t, REG_DRIVER_FEATURES_SEL, 1);
     write(t, REG_DRIVER_FEATURES, (features >> 32) as u32);
-    write(t, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    write(
+        t,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK,
+    );
     write(t, REG_QUEUE_SEL, 0);
     write(t, REG_QUEUE_NUM, 128);
     write(t, REG_QUEUE_DESC_LOW, 0x1000);
@@ -100,11 +110,32 @@ fn identification_registers() {
 fn driver_ok_activates_with_negotiated_features_and_queues() {
     let (mut t, seen) = transport(false);
     initialise(&mut t, VIRTIO_F_VERSION_1 | (1 << 9));
-    assert_eq!(read(&mut t, REG_STATUS) & STATUS_FEATURES_OK, STATUS_FEATURES_OK);
-    write(&mut t, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
-    let (features, queues) = seen.lock().expect("lock").activated.clone().expect("activated");
+    assert_eq!(
+        read(&mut t, REG_STATUS) & STATUS_FEATURES_OK,
+        STATUS_FEATURES_OK
+    );
+    write(
+        &mut t,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+    );
+    let (features, queues) = seen
+        .lock()
+        .expect("lock")
+        .activated
+        .clone()
+        .expect("activated");
     assert_eq!(features, VIRTIO_F_VERSION_1 | (1 << 9));
-    assert_eq!(queues[0], QueueConfig { size: 128, ready: true, desc: 0x1_0000_1000, driver: 0x2000, device: 0x3000 });
+    assert_eq!(
+        queues[0],
+        QueueConfig {
+            size: 128,
+            ready: true,
+            desc: 0x1_0000_1000,
+            driver: 0x2000,
+            device: 0x3000
+        }
+    );
     assert!(!queues[1].ready);
     // Queue registers are frozen once the device is live.
     write(&mut t, REG_QUEUE_NUM, 64);
@@ -115,22 +146,38 @@ fn driver_ok_activates_with_negotiated_features_and_queues() {
 fn unknown_features_or_legacy_drivers_are_refused() {
     let (mut t, _) = transport(false);
     initialise(&mut t, VIRTIO_F_VERSION_1 | (1 << 5));
-    assert_eq!(read(&mut t, REG_STATUS) & STATUS_FEATURES_OK, 0, "bit 5 was never offered");
+    assert_eq!(
+        read(&mut t, REG_STATUS) & STATUS_FEATURES_OK,
+        0,
+        "bit 5 was never offered"
+    );
     let (mut t, _) = transport(false);
     initialise(&mut t, 1 << 9);
-    assert_eq!(read(&mut t, REG_STATUS) & STATUS_FEATURES_OK, 0, "VERSION_1 is mandatory");
+    assert_eq!(
+        read(&mut t, REG_STATUS) & STATUS_FEATURES_OK,
+        0,
+        "VERSION_1 is mandatory"
+    );
 }
 
 #[test]
 fn failed_activation_sets_needs_reset_and_reset_clears_everything() {
     let (mut t, seen) = transport(true);
     initialise(&mut t, VIRTIO_F_VERSION_1);
-    write(&mut t, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    write(
+        &mut t,
+        REG_STATUS,
+        STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK,
+    );
     assert_ne!(read(&mut t, REG_STATUS) & STATUS_DEVICE_NEEDS_RESET, 0);
     write(&mut t, REG_STATUS, 0);
     assert_eq!(read(&mut t, REG_STATUS), 0);
     assert_eq!(t.state().queues[0], QueueConfig::default());
-    assert_eq!(seen.lock().expect("lock").resets, 0, "never activated, nothing to reset");
+    assert_eq!(
+        seen.lock().expect("lock").resets,
+        0,
+        "never activated, nothing to reset"
+    );
 }
 
 #[test]

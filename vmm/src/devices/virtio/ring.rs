@@ -29,19 +29,36 @@ pub struct Written {
     pub data: Vec<u8>,
 }
 
-fn write(mem: &GuestMemoryMmap, gpa: u64, data: &[u8], log: &mut Vec<Written>) -> Result<(), RingError> {
-    mem.write_slice(data, GuestAddress(gpa)).map_err(|_| RingError::Memory(gpa))?;
-    log.push(Written { gpa, data: data.to_vec() });
+fn write(
+    mem: &GuestMemoryMmap,
+    gpa: u64,
+    data: &[u8],
+    log: &mut Vec<Written>,
+) -> Result<(), RingError> {
+    mem.write_slice(data, GuestAddress(gpa))
+        .map_err(|_| RingError::Memory(gpa))?;
+    log.push(Written {
+        gpa,
+        data: data.to_vec(),
+    });
     Ok(())
 }
 
 /// Appends used element (head, len) to the used ring and publishes it by bumping the used
 /// index (element first, then index: the order the spec requires, 2.7.8.2).
-pub fn push_used(mem: &GuestMemoryMmap, q: &QueueConfig, head: u16, len: u32, log: &mut Vec<Written>) -> Result<(), RingError> {
+pub fn push_used(
+    mem: &GuestMemoryMmap,
+    q: &QueueConfig,
+    head: u16,
+    len: u32,
+    log: &mut Vec<Written>,
+) -> Result<(), RingError> {
     if !q.ready || q.size == 0 {
         return Err(RingError::NotReady);
     }
-    let idx: u16 = mem.read_obj(GuestAddress(q.device + 2)).map_err(|_| RingError::Memory(q.device + 2))?;
+    let idx: u16 = mem
+        .read_obj(GuestAddress(q.device + 2))
+        .map_err(|_| RingError::Memory(q.device + 2))?;
     let slot = q.device + 4 + 8 * u64::from(idx % q.size);
     let mut elem = [0u8; 8];
     elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
@@ -60,7 +77,8 @@ struct Desc {
 fn read_desc(mem: &GuestMemoryMmap, table: u64, i: u16) -> Result<Desc, RingError> {
     let mut b = [0u8; 16];
     let at = table + 16 * u64::from(i);
-    mem.read_slice(&mut b, GuestAddress(at)).map_err(|_| RingError::Memory(at))?;
+    mem.read_slice(&mut b, GuestAddress(at))
+        .map_err(|_| RingError::Memory(at))?;
     Ok(Desc {
         addr: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
         len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
@@ -71,7 +89,11 @@ fn read_desc(mem: &GuestMemoryMmap, table: u64, i: u16) -> Result<Desc, RingErro
 
 /// The readable (device-readable) bytes of chain `head`, in chain order, following one level
 /// of indirect table (2.7.5.3).
-pub fn readable_bytes(mem: &GuestMemoryMmap, q: &QueueConfig, head: u16) -> Result<Vec<u8>, RingError> {
+pub fn readable_bytes(
+    mem: &GuestMemoryMmap,
+    q: &QueueConfig,
+    head: u16,
+) -> Result<Vec<u8>, RingError> {
     if !q.ready || q.size == 0 {
         return Err(RingError::NotReady);
     }
@@ -96,7 +118,8 @@ pub fn readable_bytes(mem: &GuestMemoryMmap, q: &QueueConfig, head: u16) -> Resu
         if d.flags & VIRTQ_DESC_F_WRITE == 0 {
             let start = out.len();
             out.resize(start + d.len as usize, 0);
-            mem.read_slice(&mut out[start..], GuestAddress(d.addr)).map_err(|_| RingError::Memory(d.addr))?;
+            mem.read_slice(&mut out[start..], GuestAddress(d.addr))
+                .map_err(|_| RingError::Memory(d.addr))?;
         }
         if d.flags & VIRTQ_DESC_F_NEXT == 0 {
             return Ok(out);
@@ -111,7 +134,13 @@ mod tests {
 
     fn setup() -> (GuestMemoryMmap, QueueConfig) {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("memory");
-        let q = QueueConfig { size: 8, ready: true, desc: 0x1000, driver: 0x2000, device: 0x3000 };
+        let q = QueueConfig {
+            size: 8,
+            ready: true,
+            desc: 0x1000,
+            driver: 0x2000,
+            device: 0x3000,
+        };
         (mem, q)
     }
 
@@ -119,24 +148,47 @@ mod tests {
         let at = GuestAddress(table + 16 * i);
         mem.write_obj(addr, at).expect("addr");
         mem.write_obj(len, GuestAddress(at.0 + 8)).expect("len");
-        mem.write_obj(flags, GuestAddress(at.0 + 12)).expect("flags");
+        mem.write_obj(flags, GuestAddress(at.0 + 12))
+            .expect("flags");
         mem.write_obj(next, GuestAddress(at.0 + 14)).expect("next");
     }
 
     #[test]
     fn used_elements_wrap_and_bump_the_index() {
         let (mem, q) = setup();
-        mem.write_obj(7u16, GuestAddress(q.device + 2)).expect("idx");
+        mem.write_obj(7u16, GuestAddress(q.device + 2))
+            .expect("idx");
         let mut log = Vec::new();
         push_used(&mem, &q, 3, 100, &mut log).expect("push");
         push_used(&mem, &q, 4, 0, &mut log).expect("push");
-        assert_eq!(mem.read_obj::<u16>(GuestAddress(q.device + 2)).expect("idx"), 9);
+        assert_eq!(
+            mem.read_obj::<u16>(GuestAddress(q.device + 2))
+                .expect("idx"),
+            9
+        );
         // idx 7 -> slot 7; idx 8 -> slot 0.
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(q.device + 4 + 8 * 7)).expect("id"), 3);
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(q.device + 4 + 8 * 7 + 4)).expect("len"), 100);
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(q.device + 4)).expect("id"), 4);
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(q.device + 4 + 8 * 7))
+                .expect("id"),
+            3
+        );
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(q.device + 4 + 8 * 7 + 4))
+                .expect("len"),
+            100
+        );
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(q.device + 4)).expect("id"),
+            4
+        );
         assert_eq!(log.len(), 4, "element and index, twice");
-        assert_eq!(log[1], Written { gpa: q.device + 2, data: vec![8, 0] });
+        assert_eq!(
+            log[1],
+            Written {
+                gpa: q.device + 2,
+                data: vec![8, 0]
+            }
+        );
     }
 
     #[test]
@@ -161,8 +213,14 @@ mod tests {
         desc(&mem, q.desc, 0, 0x8000, 1, VIRTQ_DESC_F_NEXT, 0); // loops on itself
         assert_eq!(readable_bytes(&mem, &q, 0), Err(RingError::Loop));
         desc(&mem, q.desc, 3, 0xfff_0000, 8, 0, 0);
-        assert_eq!(readable_bytes(&mem, &q, 3), Err(RingError::Memory(0xfff_0000)));
+        assert_eq!(
+            readable_bytes(&mem, &q, 3),
+            Err(RingError::Memory(0xfff_0000))
+        );
         let off = QueueConfig::default();
-        assert_eq!(push_used(&mem, &off, 0, 0, &mut Vec::new()), Err(RingError::NotReady));
+        assert_eq!(
+            push_used(&mem, &off, 0, 0, &mut Vec::new()),
+            Err(RingError::NotReady)
+        );
     }
 }

@@ -38,7 +38,9 @@ impl VirtioDevices {
     /// Where the next device will be: `(base address, irq)`.
     pub fn next_slot(&self) -> Result<(u64, u8), SlotError> {
         let n = self.slots.len();
-        let irq = *VIRTIO_IRQS.get(n).ok_or(SlotError::Full(VIRTIO_IRQS.len()))?;
+        let irq = *VIRTIO_IRQS
+            .get(n)
+            .ok_or(SlotError::Full(VIRTIO_IRQS.len()))?;
         Ok((VIRTIO_MMIO_BASE + n as u64 * MMIO_WINDOW_SIZE, irq))
     }
 
@@ -47,7 +49,11 @@ impl VirtioDevices {
         let (base, irq) = self.next_slot()?;
         let index = self.slots.len();
         self.bus.insert(base, MMIO_WINDOW_SIZE, index)?;
-        self.slots.push(VirtioSlot { transport, base, irq });
+        self.slots.push(VirtioSlot {
+            transport,
+            base,
+            irq,
+        });
         Ok(index)
     }
 
@@ -55,7 +61,14 @@ impl VirtioDevices {
     pub fn cmdline_words(&self) -> Vec<String> {
         self.slots
             .iter()
-            .map(|s| format!("virtio_mmio.device={}K@{:#x}:{}", MMIO_WINDOW_SIZE >> 10, s.base, s.irq))
+            .map(|s| {
+                format!(
+                    "virtio_mmio.device={}K@{:#x}:{}",
+                    MMIO_WINDOW_SIZE >> 10,
+                    s.base,
+                    s.irq
+                )
+            })
             .collect()
     }
 
@@ -113,10 +126,14 @@ mod tests {
     fn devices_get_consecutive_windows_and_irqs() {
         let mut d = VirtioDevices::new();
         d.add(MmioTransport::new(Box::new(Nothing))).expect("first");
-        d.add(MmioTransport::new(Box::new(Nothing))).expect("second");
+        d.add(MmioTransport::new(Box::new(Nothing)))
+            .expect("second");
         assert_eq!(
             d.cmdline_words(),
-            vec!["virtio_mmio.device=4K@0xd0000000:5", "virtio_mmio.device=4K@0xd0001000:6"]
+            vec![
+                "virtio_mmio.device=4K@0xd0000000:5",
+                "virtio_mmio.device=4K@0xd0001000:6"
+            ]
         );
         let mut magic = [0u8; 4];
         assert!(d.mmio_read(0xd000_1000, &mut magic));
@@ -130,6 +147,9 @@ mod tests {
         for _ in 0..VIRTIO_IRQS.len() {
             d.add(MmioTransport::new(Box::new(Nothing))).expect("slot");
         }
-        assert!(matches!(d.add(MmioTransport::new(Box::new(Nothing))), Err(SlotError::Full(_))));
+        assert!(matches!(
+            d.add(MmioTransport::new(Box::new(Nothing))),
+            Err(SlotError::Full(_))
+        ));
     }
 }

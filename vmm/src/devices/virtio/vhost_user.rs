@@ -19,10 +19,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Bytes};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{QueueConfig, VirtioBackend};
@@ -40,7 +42,11 @@ pub enum VhostUserError {
     #[error("cannot connect to the vhost-user backend at {path}: {source}")]
     Connect { path: PathBuf, source: vhost::Error },
     #[error("vhost-user backend at {path}: {what} failed: {source}")]
-    Request { path: PathBuf, what: &'static str, source: vhost::Error },
+    Request {
+        path: PathBuf,
+        what: &'static str,
+        source: vhost::Error,
+    },
     #[error("cannot create an eventfd: {0}")]
     EventFd(std::io::Error),
 }
@@ -83,10 +89,18 @@ impl VhostUserDevice {
         vmm_features: u64,
         vmm_config: Vec<u8>,
     ) -> Result<Self, VhostUserError> {
-        let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VhostUserError::EventFd(e.into()));
-        let kick = (0..num_queues).map(|_| eventfd()).collect::<Result<Vec<_>, _>>()?;
-        let call = (0..num_queues).map(|_| eventfd()).collect::<Result<Vec<_>, _>>()?;
-        let link = Arc::new(BackendLink { socket: Mutex::new(None), changed: eventfd()? });
+        let eventfd =
+            || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VhostUserError::EventFd(e.into()));
+        let kick = (0..num_queues)
+            .map(|_| eventfd())
+            .collect::<Result<Vec<_>, _>>()?;
+        let call = (0..num_queues)
+            .map(|_| eventfd())
+            .collect::<Result<Vec<_>, _>>()?;
+        let link = Arc::new(BackendLink {
+            socket: Mutex::new(None),
+            changed: eventfd()?,
+        });
         let mut dev = VhostUserDevice {
             path,
             device_type,
@@ -107,24 +121,40 @@ impl VhostUserDevice {
     }
 
     fn request<T>(&self, what: &'static str, r: vhost::Result<T>) -> Result<T, VhostUserError> {
-        r.map_err(|source| VhostUserError::Request { path: self.path.clone(), what, source })
+        r.map_err(|source| VhostUserError::Request {
+            path: self.path.clone(),
+            what,
+            source,
+        })
     }
 
     /// Opens a connection and negotiates the protocol features.
     fn connect(&mut self) -> Result<(), VhostUserError> {
-        let mut frontend = Frontend::connect(&self.path, self.num_queues as u64)
-            .map_err(|source| VhostUserError::Connect { path: self.path.clone(), source })?;
+        let mut frontend =
+            Frontend::connect(&self.path, self.num_queues as u64).map_err(|source| {
+                VhostUserError::Connect {
+                    path: self.path.clone(),
+                    source,
+                }
+            })?;
         self.request("SET_OWNER", frontend.set_owner())?;
         let features = self.request("GET_FEATURES", frontend.get_features())?;
         if features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits() != 0 {
-            let offered = self.request("GET_PROTOCOL_FEATURES", frontend.get_protocol_features())?;
+            let offered =
+                self.request("GET_PROTOCOL_FEATURES", frontend.get_protocol_features())?;
             let use_features = offered & wanted_protocol_features();
-            self.request("SET_PROTOCOL_FEATURES", frontend.set_protocol_features(use_features))?;
+            self.request(
+                "SET_PROTOCOL_FEATURES",
+                frontend.set_protocol_features(use_features),
+            )?;
         }
         if self.frontend.is_some() || self.backend_features != 0 {
             let lost = self.backend_features & !features;
             if lost != 0 {
-                log::warn!("vhost-user {}: reconnected backend lacks features {lost:#x}", self.path.display());
+                log::warn!(
+                    "vhost-user {}: reconnected backend lacks features {lost:#x}",
+                    self.path.display()
+                );
             }
         }
         self.backend_features = features;
@@ -146,7 +176,10 @@ impl VhostUserDevice {
         if !self.mem.check_range(addr, len) {
             return Err(format!("ring at {gpa:#x}+{len:#x} is outside guest memory"));
         }
-        self.mem.get_host_address(addr).map(|p| p as u64).map_err(|e| e.to_string())
+        self.mem
+            .get_host_address(addr)
+            .map(|p| p as u64)
+            .map_err(|e| e.to_string())
     }
 
     fn memory_table(&self) -> Result<Vec<VhostUserMemoryRegionInfo>, String> {
@@ -177,22 +210,41 @@ impl VhostUserDevice {
                 log_addr: None,
             };
             // Resume where the device left off: the used index in guest memory.
-            let used_idx: u16 = self.mem.read_obj(GuestAddress(q.device + 2)).map_err(|e| e.to_string())?;
+            let used_idx: u16 = self
+                .mem
+                .read_obj(GuestAddress(q.device + 2))
+                .map_err(|e| e.to_string())?;
             rings.push((i, q.size, config, used_idx));
         }
         let frontend = self.frontend.as_mut().ok_or("backend not connected")?;
         let err = |what: &'static str| move |e: vhost::Error| format!("{what}: {e}");
         let features = (driver_features & self.backend_features) | protocol;
-        frontend.set_features(features).map_err(err("SET_FEATURES"))?;
-        frontend.set_mem_table(&table).map_err(err("SET_MEM_TABLE"))?;
+        frontend
+            .set_features(features)
+            .map_err(err("SET_FEATURES"))?;
+        frontend
+            .set_mem_table(&table)
+            .map_err(err("SET_MEM_TABLE"))?;
         for (i, size, config, used_idx) in rings {
-            frontend.set_vring_num(i, size).map_err(err("SET_VRING_NUM"))?;
-            frontend.set_vring_addr(i, &config).map_err(err("SET_VRING_ADDR"))?;
-            frontend.set_vring_base(i, used_idx).map_err(err("SET_VRING_BASE"))?;
-            frontend.set_vring_call(i, &self.call[i]).map_err(err("SET_VRING_CALL"))?;
-            frontend.set_vring_kick(i, &self.kick[i]).map_err(err("SET_VRING_KICK"))?;
+            frontend
+                .set_vring_num(i, size)
+                .map_err(err("SET_VRING_NUM"))?;
+            frontend
+                .set_vring_addr(i, &config)
+                .map_err(err("SET_VRING_ADDR"))?;
+            frontend
+                .set_vring_base(i, used_idx)
+                .map_err(err("SET_VRING_BASE"))?;
+            frontend
+                .set_vring_call(i, &self.call[i])
+                .map_err(err("SET_VRING_CALL"))?;
+            frontend
+                .set_vring_kick(i, &self.kick[i])
+                .map_err(err("SET_VRING_KICK"))?;
             if protocol != 0 {
-                frontend.set_vring_enable(i, true).map_err(err("SET_VRING_ENABLE"))?;
+                frontend
+                    .set_vring_enable(i, true)
+                    .map_err(err("SET_VRING_ENABLE"))?;
             }
         }
         Ok(())
@@ -201,7 +253,10 @@ impl VhostUserDevice {
     /// The backend hung up.
     pub fn disconnected(&mut self) {
         if self.frontend.take().is_some() {
-            log::warn!("vhost-user backend {} disconnected; the device waits for it", self.path.display());
+            log::warn!(
+                "vhost-user backend {} disconnected; the device waits for it",
+                self.path.display()
+            );
         }
     }
 
@@ -220,7 +275,10 @@ impl VhostUserDevice {
         }
         if let Some((features, queues)) = self.active.clone() {
             if let Err(e) = self.start_rings(features, &queues) {
-                log::error!("vhost-user {}: cannot restart the rings after reconnecting: {e}", self.path.display());
+                log::error!(
+                    "vhost-user {}: cannot restart the rings after reconnecting: {e}",
+                    self.path.display()
+                );
                 self.frontend = None;
                 return false;
             }
@@ -255,18 +313,29 @@ impl VirtioBackend for VhostUserDevice {
             data.copy_from_slice(&self.vmm_config[start..start + data.len()]);
             return;
         }
-        let Some(frontend) = self.frontend.as_mut() else { return };
+        let Some(frontend) = self.frontend.as_mut() else {
+            return;
+        };
         let buf = vec![0u8; data.len()];
-        match frontend.get_config(offset as u32, data.len() as u32, VhostUserConfigFlags::empty(), &buf) {
+        match frontend.get_config(
+            offset as u32,
+            data.len() as u32,
+            VhostUserConfigFlags::empty(),
+            &buf,
+        ) {
             Ok((_, payload)) if payload.len() == data.len() => data.copy_from_slice(&payload),
             Ok(_) => log::warn!("vhost-user {}: short GET_CONFIG reply", self.path.display()),
-            Err(e) => log::warn!("vhost-user {}: GET_CONFIG at {offset:#x} failed: {e}", self.path.display()),
+            Err(e) => log::warn!(
+                "vhost-user {}: GET_CONFIG at {offset:#x} failed: {e}",
+                self.path.display()
+            ),
         }
     }
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if let Some(frontend) = self.frontend.as_mut() {
-            if let Err(e) = frontend.set_config(offset as u32, VhostUserConfigFlags::WRITABLE, data) {
+            if let Err(e) = frontend.set_config(offset as u32, VhostUserConfigFlags::WRITABLE, data)
+            {
                 log::warn!("vhost-user {}: SET_CONFIG failed: {e}", self.path.display());
             }
         }
