@@ -20,7 +20,9 @@ impl BootParams {
     /// # Safety
     /// `addr` must be the address of a boot_params structure that stays valid and unchanged.
     pub unsafe fn new(addr: usize) -> Self {
-        Self { base: addr as *const u8 }
+        Self {
+            base: addr as *const u8,
+        }
     }
 
     fn read_u32(&self, offset: usize) -> u32 {
@@ -75,7 +77,11 @@ impl BootParams {
         let n = usize::from(unsafe { *self.base.add(E820_ENTRIES) }).min(E820_MAX);
         (0..n).map(move |i| {
             let off = E820_TABLE + 20 * i;
-            E820Entry { addr: self.read_u64(off), size: self.read_u64(off + 8), kind: self.read_u32(off + 16) }
+            E820Entry {
+                addr: self.read_u64(off),
+                size: self.read_u64(off + 8),
+                kind: self.read_u32(off + 16),
+            }
         })
     }
 

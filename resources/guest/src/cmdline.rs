@@ -47,7 +47,9 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
             continue;
         }
         let d = (c as char).to_digit(radix)?;
-        value = value.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
+        value = value
+            .checked_mul(u64::from(radix))?
+            .checked_add(u64::from(d))?;
         any = true;
     }
     any.then_some(value)

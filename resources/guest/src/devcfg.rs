@@ -67,7 +67,11 @@ pub fn parse_mmio_device(value: &[u8]) -> Option<MmioDevice> {
     if size == 0 || addr.checked_add(size).is_none() {
         return None;
     }
-    Some(MmioDevice { size, addr, irq: u32::try_from(irq).ok()? })
+    Some(MmioDevice {
+        size,
+        addr,
+        irq: u32::try_from(irq).ok()?,
+    })
 }
 
 /// All `virtio_mmio.device=` words of a command line, in order. A malformed word is returned
@@ -128,11 +132,19 @@ mod tests {
     fn mmio_device_words() {
         assert_eq!(
             parse_mmio_device(b"4K@0xd0000000:5"),
-            Some(MmioDevice { size: 4096, addr: 0xd000_0000, irq: 5 })
+            Some(MmioDevice {
+                size: 4096,
+                addr: 0xd000_0000,
+                irq: 5
+            })
         );
         assert_eq!(
             parse_mmio_device(b"0x1000@3489665024:11:2"),
-            Some(MmioDevice { size: 4096, addr: 0xd000_1000, irq: 11 })
+            Some(MmioDevice {
+                size: 4096,
+                addr: 0xd000_1000,
+                irq: 11
+            })
         );
         assert_eq!(parse_mmio_device(b"4K@0xd0000000"), None);
         assert_eq!(parse_mmio_device(b"@0xd0000000:5"), None);
@@ -147,8 +159,22 @@ mod tests {
                      virtio_mmio.device=4K@0xd0001000:6  virtio_mmio.device=oops";
         let devs = mmio_devices(line);
         assert_eq!(devs.len(), 3);
-        assert_eq!(devs[0], Ok(MmioDevice { size: 4096, addr: 0xd000_0000, irq: 5 }));
-        assert_eq!(devs[1], Ok(MmioDevice { size: 4096, addr: 0xd000_1000, irq: 6 }));
+        assert_eq!(
+            devs[0],
+            Ok(MmioDevice {
+                size: 4096,
+                addr: 0xd000_0000,
+                irq: 5
+            })
+        );
+        assert_eq!(
+            devs[1],
+            Ok(MmioDevice {
+                size: 4096,
+                addr: 0xd000_1000,
+                irq: 6
+            })
+        );
         assert_eq!(devs[2], Err(&b"virtio_mmio.device=oops"[..]));
         assert!(mmio_devices(b"guest.mode=kv").is_empty());
     }

@@ -53,7 +53,12 @@ pub extern "C" fn guest_main(zero_page: usize) -> ! {
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     match info.location() {
-        Some(loc) => println!("guest: panic at {}:{}: {}", loc.file(), loc.line(), info.message()),
+        Some(loc) => println!(
+            "guest: panic at {}:{}: {}",
+            loc.file(),
+            loc.line(),
+            info.message()
+        ),
         None => println!("guest: panic: {}", info.message()),
     }
     exit::fail(exit::Failure::Panic)

@@ -76,14 +76,20 @@ const COMMANDS: &[(&str, i32, Handler)] = &[
 
 impl Engine {
     pub fn new(store: Store, log: Log) -> Self {
-        Self { store, log, commands_processed: 0, allow_rdtsc: false }
+        Self {
+            store,
+            log,
+            commands_processed: 0,
+            allow_rdtsc: false,
+        }
     }
 
     /// Executes one command (`args[0]` is its name) and appends the reply to `out`.
     pub fn execute(&mut self, args: &[Vec<u8>], info: &ServerInfo, out: &mut Vec<u8>) -> Flow {
         self.commands_processed += 1;
         let name = args[0].to_ascii_lowercase();
-        let Some(&(cname, arity, handler)) = COMMANDS.iter().find(|c| c.0.as_bytes() == name) else {
+        let Some(&(cname, arity, handler)) = COMMANDS.iter().find(|c| c.0.as_bytes() == name)
+        else {
             unknown_command(args, out);
             return Flow::Continue;
         };
@@ -219,7 +225,10 @@ fn del(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> F
 }
 
 fn exists(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> Flow {
-    int(out, args[1..].iter().filter(|k| e.store.contains(k)).count() as i64)
+    int(
+        out,
+        args[1..].iter().filter(|k| e.store.contains(k)).count() as i64,
+    )
 }
 
 fn by_arg(e: &mut Engine, args: &[Vec<u8>], negate: bool, out: &mut Vec<u8>) -> Flow {
@@ -264,7 +273,10 @@ fn mset(e: &mut Engine, args: &[Vec<u8>], _: &ServerInfo, out: &mut Vec<u8>) -> 
     if args.len().is_multiple_of(2) {
         return wrong_arity(out, "mset");
     }
-    let records: Vec<Record<'_>> = args[1..].chunks(2).map(|kv| Record::Set(&kv[0], &kv[1])).collect();
+    let records: Vec<Record<'_>> = args[1..]
+        .chunks(2)
+        .map(|kv| Record::Set(&kv[0], &kv[1]))
+        .collect();
     if e.write(&records, out) {
         ok(out);
     }

@@ -81,7 +81,11 @@ impl Superblock {
         if le32(&s[40..]) != super::crc32::crc32(&s[0..40]) || le64(&s[24..]) != LOG_START / 512 {
             return Err(OpenError::CorruptSuperblock);
         }
-        Ok(Some(Self { log_id: le32(&s[12..]), epoch: le64(&s[16..]), formatted_sectors: le64(&s[32..]) }))
+        Ok(Some(Self {
+            log_id: le32(&s[12..]),
+            epoch: le64(&s[16..]),
+            formatted_sectors: le64(&s[32..]),
+        }))
     }
 }
 
@@ -122,7 +126,12 @@ fn record_crc(log_id: u32, body: &[u8]) -> u32 {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// A valid record (checksum verified), its seq and epoch, and its length.
-    Record { rec: Record<'a>, seq: u64, epoch: u32, len: usize },
+    Record {
+        rec: Record<'a>,
+        seq: u64,
+        epoch: u32,
+        len: usize,
+    },
     /// The slice ends before the record does: this many bytes are needed in all.
     NeedMore(usize),
     /// Not a valid record.
@@ -158,6 +167,10 @@ pub fn decode(b: &[u8], log_id: u32) -> Decoded<'_> {
         OP_DEL => Record::Del(key),
         _ => Record::Clear,
     };
-    Decoded::Record { rec, seq: le64(&b[4..]), epoch: le32(&b[12..]), len }
+    Decoded::Record {
+        rec,
+        seq: le64(&b[4..]),
+        epoch: le32(&b[12..]),
+        len,
+    }
 }
-

@@ -118,7 +118,14 @@ impl Log {
                 let mut c = Crc32::new();
                 c.update(&s0);
                 c.update(&sectors.to_le_bytes());
-                (Superblock { log_id: c.finish(), epoch: 0, formatted_sectors: sectors }, true)
+                (
+                    Superblock {
+                        log_id: c.finish(),
+                        epoch: 0,
+                        formatted_sectors: sectors,
+                    },
+                    true,
+                )
             }
         };
         let mut log = Log {
@@ -145,7 +152,10 @@ impl Log {
             disk.flush()?;
             log.sb = sb;
         }
-        let info = OpenInfo { formatted, records: log.records };
+        let info = OpenInfo {
+            formatted,
+            records: log.records,
+        };
         Ok((log, info))
     }
 
@@ -162,7 +172,12 @@ impl Log {
         let mut last_epoch = 0u32;
         loop {
             match decode(&buf[pos..], self.sb.log_id) {
-                Decoded::Record { rec, seq, epoch, len } => {
+                Decoded::Record {
+                    rec,
+                    seq,
+                    epoch,
+                    len,
+                } => {
                     let epoch_ok = epoch >= last_epoch && u64::from(epoch) <= self.sb.epoch;
                     if seq != self.next_seq || !epoch_ok {
                         break;
@@ -210,7 +225,13 @@ impl Log {
         }
         for rec in records {
             let seq = self.next_seq + self.pending_records;
-            encode(&mut self.pending, self.sb.log_id, seq, self.sb.epoch as u32, rec);
+            encode(
+                &mut self.pending,
+                self.sb.log_id,
+                seq,
+                self.sb.epoch as u32,
+                rec,
+            );
             self.pending_records += 1;
         }
         Ok(())
@@ -277,7 +298,11 @@ pub struct MemDisk {
 
 impl MemDisk {
     pub fn new(sectors: u64) -> Self {
-        Self { data: vec![0; sectors as usize * SECTOR], writes: 0, flushes: 0 }
+        Self {
+            data: vec![0; sectors as usize * SECTOR],
+            writes: 0,
+            flushes: 0,
+        }
     }
 }
 

@@ -161,7 +161,11 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
         loop {
             let c = at(p);
             if in_dq {
-                if c == b'\\' && at(p + 1) == b'x' && hex(at(p + 2)).is_some() && hex(at(p + 3)).is_some() {
+                if c == b'\\'
+                    && at(p + 1) == b'x'
+                    && hex(at(p + 2)).is_some()
+                    && hex(at(p + 3)).is_some()
+                {
                     cur.push(hex(at(p + 2))? * 16 + hex(at(p + 3))?);
                     p += 3;
                 } else if c == b'\\' && p + 1 < line.len() {
@@ -256,7 +260,10 @@ pub fn simple(out: &mut Vec<u8>, s: &[u8]) {
 /// CR and LF in the message become spaces so that the reply stays one line.
 pub fn error(out: &mut Vec<u8>, msg: &[u8]) {
     out.push(b'-');
-    out.extend(msg.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }));
+    out.extend(
+        msg.iter()
+            .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }),
+    );
     out.extend_from_slice(b"\r\n");
 }
 

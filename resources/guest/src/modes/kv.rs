@@ -39,9 +39,13 @@ pub fn run(cmdline: Cmdline) -> ! {
     let hz = super::param(cmdline, "guest.hz", 100, 19..=10_000);
     let seed = super::param(cmdline, "guest.seed", DEFAULT_SEED, 0..=u64::MAX);
     let Some(ip) = cmdline.get("guest.ip").and_then(parse_ipv4_cidr) else {
-        fatal(format_args!("guest.ip=A.B.C.D/NN is required (address and prefix length)"))
+        fatal(format_args!(
+            "guest.ip=A.B.C.D/NN is required (address and prefix length)"
+        ))
     };
-    let gw = cmdline.get("guest.gw").map(|g| parse_ipv4(g).unwrap_or_else(|| fatal(format_args!("bad guest.gw"))));
+    let gw = cmdline
+        .get("guest.gw")
+        .map(|g| parse_ipv4(g).unwrap_or_else(|| fatal(format_args!("bad guest.gw"))));
     let want_disk = match cmdline.get("guest.disk") {
         None => true,
         Some(b"none") => false,
@@ -80,12 +84,20 @@ pub fn run(cmdline: Cmdline) -> ! {
             DEVICE_NET if net.is_none() => net = Some(t),
             DEVICE_BLK if blk.is_none() => blk = Some(t),
             0 => {}
-            id => println!("guest: kv: ignoring virtio device type {id} at {:#x}", dev.addr),
+            id => println!(
+                "guest: kv: ignoring virtio device type {id} at {:#x}",
+                dev.addr
+            ),
         }
     }
-    let Some(t) = net else { fatal(format_args!("no virtio-net device (virtio_mmio.device=...)")) };
+    let Some(t) = net else {
+        fatal(format_args!(
+            "no virtio-net device (virtio_mmio.device=...)"
+        ))
+    };
     let (addr, irq) = (t.base(), t.irq);
-    let mut net = VirtioNet::new(t).unwrap_or_else(|e| fatal(format_args!("virtio-net at {addr:#x}: {e}")));
+    let mut net =
+        VirtioNet::new(t).unwrap_or_else(|e| fatal(format_args!("virtio-net at {addr:#x}: {e}")));
     let mac = Mac(net.mac);
     println!(
         "guest: kv: virtio-net at {addr:#x} irq {irq} mac={mac} link={} queues={}/{}",
@@ -99,10 +111,13 @@ pub fn run(cmdline: Cmdline) -> ! {
             println!("guest: kv: guest.disk=none: writes are NOT durable");
             DiskDev::None(NullDisk)
         }
-        (None, true) => fatal(format_args!("no virtio-blk device (virtio_mmio.device=...; or guest.disk=none)")),
+        (None, true) => fatal(format_args!(
+            "no virtio-blk device (virtio_mmio.device=...; or guest.disk=none)"
+        )),
         (Some(t), true) => {
             let (addr, irq) = (t.base(), t.irq);
-            let b = VirtioBlk::new(t, clock).unwrap_or_else(|e| fatal(format_args!("virtio-blk at {addr:#x}: {e}")));
+            let b = VirtioBlk::new(t, clock)
+                .unwrap_or_else(|e| fatal(format_args!("virtio-blk at {addr:#x}: {e}")));
             println!(
                 "guest: kv: virtio-blk at {addr:#x} irq {irq} sectors={} flush={} ro={} blk_size={} seg_max={}",
                 b.capacity,
@@ -119,16 +134,26 @@ pub fn run(cmdline: Cmdline) -> ! {
     };
     let read_only = matches!(&disk, DiskDev::Blk(b) if b.read_only);
     let mut store = Store::new();
-    let (log, opened) = Log::open(disk.as_disk(), read_only, |r| store.apply(r)).unwrap_or_else(|e| match e {
-        OpenError::Io(e) => disk_error(e),
-        OpenError::TooSmall(n) => fatal(format_args!("disk too small ({n} sectors)")),
-        OpenError::UnsupportedVersion(v) => fatal(format_args!("the disk holds a kv log of unsupported version {v}")),
-        OpenError::CorruptSuperblock => fatal(format_args!("the disk's kv log superblock is corrupt")),
-    });
+    let (log, opened) =
+        Log::open(disk.as_disk(), read_only, |r| store.apply(r)).unwrap_or_else(|e| match e {
+            OpenError::Io(e) => disk_error(e),
+            OpenError::TooSmall(n) => fatal(format_args!("disk too small ({n} sectors)")),
+            OpenError::UnsupportedVersion(v) => fatal(format_args!(
+                "the disk holds a kv log of unsupported version {v}"
+            )),
+            OpenError::CorruptSuperblock => {
+                fatal(format_args!("the disk's kv log superblock is corrupt"))
+            }
+        });
     if opened.formatted {
         println!("guest: kv: no log on the disk: formatted");
     } else {
-        println!("guest: kv: log recovered records={} bytes={} epoch={}", log.records(), log.used_bytes(), log.epoch());
+        println!(
+            "guest: kv: log recovered records={} bytes={} epoch={}",
+            log.records(),
+            log.used_bytes(),
+            log.epoch()
+        );
     }
     let mut engine = Engine::new(store, log);
     engine.allow_rdtsc = cmdline.get("guest.rdtsc") == Some(&b"1"[..]);
@@ -154,7 +179,10 @@ pub fn run(cmdline: Cmdline) -> ! {
         // Group commit: the writes of every client in this iteration, one write + one flush,
         // before any of their replies leaves.
         if engine.log.has_pending() {
-            engine.log.commit(disk.as_disk()).unwrap_or_else(|e| disk_error(e));
+            engine
+                .log
+                .commit(disk.as_disk())
+                .unwrap_or_else(|e| disk_error(e));
         }
         progress |= server.respond();
         progress |= server.egress(t, &mut net);
@@ -170,7 +198,10 @@ pub fn run(cmdline: Cmdline) -> ! {
 }
 
 fn disk_error(e: DiskError) -> ! {
-    fatal(format_args!("disk I/O error: {} at sector {} failed (status {})", e.op, e.sector, e.status))
+    fatal(format_args!(
+        "disk I/O error: {} at sector {} failed (status {})",
+        e.op, e.sector, e.status
+    ))
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -198,7 +229,11 @@ struct Mac([u8; 6]);
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 

@@ -71,6 +71,11 @@ pub(crate) fn param(
 /// `guest.hz=` (default 100) as a PIT reload value.
 pub(crate) fn pit_divisor(cmdline: Cmdline) -> u16 {
     // 19 Hz is the slowest rate a 16-bit reload value gives (1193182 / 65535 = 18.2).
-    let hz = param(cmdline, "guest.hz", 100, 19..=u64::from(crate::pit::INPUT_HZ));
+    let hz = param(
+        cmdline,
+        "guest.hz",
+        100,
+        19..=u64::from(crate::pit::INPUT_HZ),
+    );
     crate::pit::divisor(hz as u32).expect("guest.hz range checked above")
 }

@@ -22,7 +22,11 @@ pub fn run(cmdline: Cmdline) -> ! {
     let mut iter: u64 = 0;
     for _ in 0..lines {
         iter = spin(iter, report);
-        println!("guest: spin iter={} ticks={}", iter, irq::count(TIMER_IRQ.into()));
+        println!(
+            "guest: spin iter={} ticks={}",
+            iter,
+            irq::count(TIMER_IRQ.into())
+        );
     }
     crate::exit::poweroff()
 }
@@ -36,7 +40,9 @@ fn spin(start: u64, n: u64) -> u64 {
         // An empty asm statement that "may modify" `i`: the compiler must keep every
         // iteration (no closed form, no vectorisation) but the counter stays in a register.
         // SAFETY: the asm is empty.
-        unsafe { core::arch::asm!("/* {0} */", inout(reg) i, options(nomem, nostack, preserves_flags)) };
+        unsafe {
+            core::arch::asm!("/* {0} */", inout(reg) i, options(nomem, nostack, preserves_flags))
+        };
         i += 1;
     }
     i

@@ -40,13 +40,22 @@ impl phy::Device for VirtioNet {
             // not re-posted while the token borrows `self`.
             let buf = unsafe { &(*rx_buf(id)).0 };
             let frame = &buf[HDR_LEN..len];
-            return Some((RxToken { frame }, TxToken { tx: &mut self.tx, kick: &mut self.tx_kick }));
+            return Some((
+                RxToken { frame },
+                TxToken {
+                    tx: &mut self.tx,
+                    kick: &mut self.tx_kick,
+                },
+            ));
         }
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
         self.reclaim_tx();
-        (self.tx.free_count() > 0).then_some(TxToken { tx: &mut self.tx, kick: &mut self.tx_kick })
+        (self.tx.free_count() > 0).then_some(TxToken {
+            tx: &mut self.tx,
+            kick: &mut self.tx_kick,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -73,12 +82,16 @@ impl phy::RxToken for RxToken<'_> {
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         assert!(len <= MAX_FRAME, "frame of {len} bytes exceeds the MTU");
-        let id = self.tx.alloc_desc().expect("transmit() checked for a free descriptor");
+        let id = self
+            .tx
+            .alloc_desc()
+            .expect("transmit() checked for a free descriptor");
         // SAFETY: a free descriptor's buffer is not in the device's hands.
         let buf = unsafe { &mut (*tx_buf(id)).0 };
         buf[..HDR_LEN].fill(0); // virtio_net_hdr: no offload, no GSO (5.1.6.2)
         let r = f(&mut buf[HDR_LEN..HDR_LEN + len]);
-        self.tx.set_desc(id, buf.as_ptr() as u64, (HDR_LEN + len) as u32, 0, 0);
+        self.tx
+            .set_desc(id, buf.as_ptr() as u64, (HDR_LEN + len) as u32, 0, 0);
         self.tx.publish(id);
         *self.kick = true;
         r

@@ -13,7 +13,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use guestlib::kv::commands::{Engine, Flow, ServerInfo};
 use guestlib::kv::resp::{self, Parsed};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address};
@@ -53,26 +55,49 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(net: &mut VirtioNet, ip: ([u8; 4], u8), gw: Option<[u8; 4]>, seed: u64, now: Instant) -> Self {
+    pub fn new(
+        net: &mut VirtioNet,
+        ip: ([u8; 4], u8),
+        gw: Option<[u8; 4]>,
+        seed: u64,
+        now: Instant,
+    ) -> Self {
         let mut config = Config::new(EthernetAddress(net.mac).into());
         // Deterministic: TCP initial sequence numbers and ephemeral ports derive from it.
         config.random_seed = seed;
         let mut iface = Interface::new(config, net, now);
         let (a, prefix) = ip;
         iface.update_ip_addrs(|addrs| {
-            addrs.push(IpCidr::new(Ipv4Address::new(a[0], a[1], a[2], a[3]).into(), prefix)).expect("one address");
+            addrs
+                .push(IpCidr::new(
+                    Ipv4Address::new(a[0], a[1], a[2], a[3]).into(),
+                    prefix,
+                ))
+                .expect("one address");
         });
         if let Some(g) = gw {
-            iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3])).expect("one route");
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(Ipv4Address::new(g[0], g[1], g[2], g[3]))
+                .expect("one route");
         }
-        let mut server =
-            Self { iface, sockets: SocketSet::new(Vec::new()), listeners: Vec::new(), conns: Vec::new(), total_conns: 0 };
+        let mut server = Self {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            listeners: Vec::new(),
+            conns: Vec::new(),
+            total_conns: 0,
+        };
         server.refill_listeners();
         server
     }
 
     pub fn info(&self, uptime_secs: u64) -> ServerInfo {
-        ServerInfo { uptime_secs, connected_clients: self.conns.len(), total_connections: self.total_conns }
+        ServerInfo {
+            uptime_secs,
+            connected_clients: self.conns.len(),
+            total_connections: self.total_conns,
+        }
     }
 
     /// Moves listeners that accepted a connection to `conns` and opens new listeners.
@@ -90,11 +115,23 @@ impl Server {
                 self.sockets.remove(handle);
             } else {
                 self.total_conns += 1;
-                self.conns.push(Conn { handle, input: Vec::new(), output: Vec::new(), sent: 0, closing: false, fin: false });
+                self.conns.push(Conn {
+                    handle,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    sent: 0,
+                    closing: false,
+                    fin: false,
+                });
             }
         }
-        while self.listeners.len() < LISTENERS && self.conns.len() + self.listeners.len() < MAX_CONNS {
-            let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUF]), tcp::SocketBuffer::new(vec![0; TX_BUF]));
+        while self.listeners.len() < LISTENERS
+            && self.conns.len() + self.listeners.len() < MAX_CONNS
+        {
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; RX_BUF]),
+                tcp::SocketBuffer::new(vec![0; TX_BUF]),
+            );
             // Replies are small and requests pipelined: no Nagle delay.
             s.set_nagle_enabled(false);
             // Reap clients that vanished with replies outstanding (smoltcp aborts when the
@@ -109,7 +146,9 @@ impl Server {
     pub fn ingress(&mut self, now: Instant, net: &mut VirtioNet) -> bool {
         self.iface.poll_maintenance(now);
         let mut any = false;
-        while self.iface.poll_ingress_single(now, net, &mut self.sockets) != PollIngressSingleResult::None {
+        while self.iface.poll_ingress_single(now, net, &mut self.sockets)
+            != PollIngressSingleResult::None
+        {
             any = true;
             self.refill_listeners();
         }
@@ -212,7 +251,8 @@ impl Server {
     /// Sends what the sockets have queued. Returns whether anything was sent.
     pub fn egress(&mut self, now: Instant, net: &mut VirtioNet) -> bool {
         let mut any = false;
-        while self.iface.poll_egress(now, net, &mut self.sockets) == PollResult::SocketStateChanged {
+        while self.iface.poll_egress(now, net, &mut self.sockets) == PollResult::SocketStateChanged
+        {
             any = true;
         }
         any

@@ -47,7 +47,10 @@ struct ReqMem {
     status: u8,
 }
 
-static mut REQ: ReqMem = ReqMem { header: [0; 16], status: 0 };
+static mut REQ: ReqMem = ReqMem {
+    header: [0; 16],
+    status: 0,
+};
 
 pub struct VirtioBlk {
     pub transport: Transport,
@@ -96,7 +99,12 @@ impl VirtioBlk {
     }
 
     /// Submits one request and waits for it. `data` is (address, length, device writes).
-    fn request(&mut self, kind: u32, sector: u64, data: Option<(u64, usize, bool)>) -> Result<(), u8> {
+    fn request(
+        &mut self,
+        kind: u32,
+        sector: u64,
+        data: Option<(u64, usize, bool)>,
+    ) -> Result<(), u8> {
         // SAFETY: no request is in flight, so the device does not access REQ now.
         let req = unsafe { &mut *addr_of_mut!(REQ) };
         req.header[0..4].copy_from_slice(&kind.to_le_bytes());
@@ -145,18 +153,39 @@ impl VirtioBlk {
     }
 
     /// Reads or writes `len` bytes at `addr` from `sector` on, in chunks of max_chunk.
-    fn transfer(&mut self, op: &'static str, sector: u64, addr: u64, len: usize) -> Result<(), DiskError> {
-        assert!(len.is_multiple_of(SECTOR), "{op} of {len} bytes: not whole sectors");
-        let (kind, device_writes) = if op == "read" { (T_IN, true) } else { (T_OUT, false) };
+    fn transfer(
+        &mut self,
+        op: &'static str,
+        sector: u64,
+        addr: u64,
+        len: usize,
+    ) -> Result<(), DiskError> {
+        assert!(
+            len.is_multiple_of(SECTOR),
+            "{op} of {len} bytes: not whole sectors"
+        );
+        let (kind, device_writes) = if op == "read" {
+            (T_IN, true)
+        } else {
+            (T_OUT, false)
+        };
         let mut done = 0;
         while done < len {
             let n = (len - done).min(self.max_chunk);
             let s = sector + (done / SECTOR) as u64;
             if s + (n / SECTOR) as u64 > self.capacity {
-                return Err(DiskError { op, sector: s, status: 0xfd });
+                return Err(DiskError {
+                    op,
+                    sector: s,
+                    status: 0xfd,
+                });
             }
             self.request(kind, s, Some((addr + done as u64, n, device_writes)))
-                .map_err(|status| DiskError { op, sector: s, status })?;
+                .map_err(|status| DiskError {
+                    op,
+                    sector: s,
+                    status,
+                })?;
             done += n;
         }
         Ok(())
@@ -182,6 +211,10 @@ impl Disk for VirtioBlk {
         if !self.has_flush {
             return Ok(());
         }
-        self.request(T_FLUSH, 0, None).map_err(|status| DiskError { op: "flush", sector: 0, status })
+        self.request(T_FLUSH, 0, None).map_err(|status| DiskError {
+            op: "flush",
+            sector: 0,
+            status,
+        })
     }
 }

@@ -73,19 +73,31 @@ impl Transport {
     /// Checks the magic value and the version (4.2.3.1.1) and reads the device type
     /// (0 = no device behind this slot).
     pub fn probe(dev: &MmioDevice) -> Result<Self, &'static str> {
-        if dev.addr < WINDOW.start || dev.addr + dev.size.max(0x200) > WINDOW.end || !dev.addr.is_multiple_of(4096) {
+        if dev.addr < WINDOW.start
+            || dev.addr + dev.size.max(0x200) > WINDOW.end
+            || !dev.addr.is_multiple_of(4096)
+        {
             return Err("must be a page-aligned window between 0xc0000000 and 4 GiB");
         }
         if dev.irq >= irq::IRQ_LINES as u32 || dev.irq == 0 || dev.irq == 2 {
             return Err("interrupt line must be 1 or 3..=15");
         }
-        let mut t = Self { base: dev.addr as usize, irq: dev.irq as u8, device_id: 0, seen_irqs: 0 };
+        let mut t = Self {
+            base: dev.addr as usize,
+            irq: dev.irq as u8,
+            device_id: 0,
+            seen_irqs: 0,
+        };
         if t.read(MAGIC_VALUE) != MAGIC {
             return Err("no virtio-mmio magic value");
         }
         match t.read(VERSION) {
             2 => {}
-            1 => return Err("legacy virtio-mmio device (version 1) is not supported: version 2 required"),
+            1 => {
+                return Err(
+                    "legacy virtio-mmio device (version 1) is not supported: version 2 required",
+                )
+            }
             _ => return Err("unknown virtio-mmio version"),
         }
         t.device_id = t.read(DEVICE_ID);

@@ -86,8 +86,15 @@ impl VirtioNet {
         let tx = Virtqueue::new(TX_SLOT, t.queue_max(TX_QUEUE).min(cap))?;
         t.setup_queue(RX_QUEUE, &rx)?;
         t.setup_queue(TX_QUEUE, &tx)?;
-        let mut net =
-            Self { transport: t, mac, rx, tx, rx_done: alloc::vec::Vec::new(), tx_kick: false, link_up };
+        let mut net = Self {
+            transport: t,
+            mac,
+            rx,
+            tx,
+            rx_done: alloc::vec::Vec::new(),
+            tx_kick: false,
+            link_up,
+        };
         while let Some(id) = net.rx.alloc_desc() {
             net.post_rx(id);
         }
@@ -98,7 +105,8 @@ impl VirtioNet {
     }
 
     fn post_rx(&mut self, id: u16) {
-        self.rx.set_desc(id, rx_buf(id) as u64, BUF_SIZE as u32, DESC_F_WRITE, 0);
+        self.rx
+            .set_desc(id, rx_buf(id) as u64, BUF_SIZE as u32, DESC_F_WRITE, 0);
         self.rx.publish(id);
     }
 

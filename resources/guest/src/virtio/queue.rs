@@ -65,9 +65,24 @@ struct QueueMem {
 /// All queue memory, in .bss (zeroed at boot).
 static mut QUEUE_MEM: [QueueMem; SLOTS] = [const {
     QueueMem {
-        desc: [Desc { addr: 0, len: 0, flags: 0, next: 0 }; MAX_SIZE],
-        avail: AvailRing { flags: 0, idx: 0, ring: [0; MAX_SIZE], used_event: 0 },
-        used: UsedRing { flags: 0, idx: 0, ring: [UsedElem { id: 0, len: 0 }; MAX_SIZE], avail_event: 0 },
+        desc: [Desc {
+            addr: 0,
+            len: 0,
+            flags: 0,
+            next: 0,
+        }; MAX_SIZE],
+        avail: AvailRing {
+            flags: 0,
+            idx: 0,
+            ring: [0; MAX_SIZE],
+            used_event: 0,
+        },
+        used: UsedRing {
+            flags: 0,
+            idx: 0,
+            ring: [UsedElem { id: 0, len: 0 }; MAX_SIZE],
+            avail_event: 0,
+        },
     }
 }; SLOTS];
 
@@ -103,7 +118,13 @@ impl Virtqueue {
             addr_of_mut!(QUEUE_MEM[slot])
         };
         let free = (0..size).rev().collect();
-        Ok(Self { mem, size, free, avail_idx: 0, last_used: 0 })
+        Ok(Self {
+            mem,
+            size,
+            free,
+            avail_idx: 0,
+            last_used: 0,
+        })
     }
 
     pub fn size(&self) -> u16 {
@@ -136,7 +157,14 @@ impl Virtqueue {
     /// device-writable buffer, DESC_F_NEXT to chain to `next`).
     pub fn set_desc(&mut self, id: u16, addr: u64, len: u32, flags: u16, next: u16) {
         // SAFETY: id < size; the device does not read descriptors that are not available.
-        unsafe { addr_of_mut!((*self.mem).desc[id as usize]).write_volatile(Desc { addr, len, flags, next }) }
+        unsafe {
+            addr_of_mut!((*self.mem).desc[id as usize]).write_volatile(Desc {
+                addr,
+                len,
+                flags,
+                next,
+            })
+        }
     }
 
     /// Makes the chain starting at `head` available (2.7.13 "Supplying Buffers to The
@@ -175,7 +203,10 @@ impl Virtqueue {
         let elem = unsafe { addr_of!((*self.mem).used.ring[slot]).read_volatile() };
         self.last_used = self.last_used.wrapping_add(1);
         let id = u16::try_from(elem.id).ok().filter(|&id| id < self.size);
-        Some((id.expect("virtio device returned an invalid descriptor id"), elem.len))
+        Some((
+            id.expect("virtio device returned an invalid descriptor id"),
+            elem.len,
+        ))
     }
 
     /// Returns the descriptors of the chain starting at `head` to the free list.

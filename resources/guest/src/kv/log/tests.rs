@@ -20,7 +20,12 @@ fn record_round_trip() {
     assert_eq!(buf.len(), HEADER + 8);
     assert_eq!(
         decode(&buf, 7),
-        Decoded::Record { rec: Record::Set(b"key", b"value"), seq: 42, epoch: 3, len: buf.len() }
+        Decoded::Record {
+            rec: Record::Set(b"key", b"value"),
+            seq: 42,
+            epoch: 3,
+            len: buf.len()
+        }
     );
     // Another log id, a flipped bit, a short buffer.
     assert_eq!(decode(&buf, 8), Decoded::Invalid);
@@ -34,13 +39,31 @@ fn record_round_trip() {
     let mut d = Vec::new();
     encode(&mut d, 1, 1, 1, &Record::Del(b"k"));
     encode(&mut d, 1, 2, 1, &Record::Clear);
-    assert!(matches!(decode(&d, 1), Decoded::Record { rec: Record::Del(b"k"), seq: 1, .. }));
-    assert!(matches!(decode(&d[HEADER + 1..], 1), Decoded::Record { rec: Record::Clear, seq: 2, .. }));
+    assert!(matches!(
+        decode(&d, 1),
+        Decoded::Record {
+            rec: Record::Del(b"k"),
+            seq: 1,
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode(&d[HEADER + 1..], 1),
+        Decoded::Record {
+            rec: Record::Clear,
+            seq: 2,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn superblock_round_trip() {
-    let sb = Superblock { log_id: 0xdead_beef, epoch: 9, formatted_sectors: 1000 };
+    let sb = Superblock {
+        log_id: 0xdead_beef,
+        epoch: 9,
+        formatted_sectors: 1000,
+    };
     let s = sb.encode();
     assert_eq!(Superblock::decode(&s), Ok(Some(sb)));
     assert_eq!(Superblock::decode(&[0u8; SECTOR]), Ok(None));
@@ -49,7 +72,10 @@ fn superblock_round_trip() {
     assert_eq!(Superblock::decode(&bad), Err(OpenError::CorruptSuperblock));
     let mut v2 = s;
     v2[8] = 2;
-    assert_eq!(Superblock::decode(&v2), Err(OpenError::UnsupportedVersion(2)));
+    assert_eq!(
+        Superblock::decode(&v2),
+        Err(OpenError::UnsupportedVersion(2))
+    );
 }
 
 #[test]
@@ -57,19 +83,34 @@ fn fresh_disk_is_formatted_and_reopened() {
     let mut disk = MemDisk::new(64);
     disk.data[LOG_START as usize..LOG_START as usize + 4].copy_from_slice(b"junk");
     let (mut log, info, store) = open(&mut disk);
-    assert_eq!(info, OpenInfo { formatted: true, records: 0 });
+    assert_eq!(
+        info,
+        OpenInfo {
+            formatted: true,
+            records: 0
+        }
+    );
     assert_eq!(log.epoch(), 1);
     assert!(store.is_empty());
     // The first log sector was zeroed by the format.
-    assert!(disk.data[LOG_START as usize..LOG_START as usize + 512].iter().all(|&b| b == 0));
+    assert!(disk.data[LOG_START as usize..LOG_START as usize + 512]
+        .iter()
+        .all(|&b| b == 0));
     set(&mut log, &mut disk, b"a", b"1");
     set(&mut log, &mut disk, b"b", b"2");
-    log.append(&[Record::Del(b"a"), Record::Set(b"c", b"3")]).unwrap();
+    log.append(&[Record::Del(b"a"), Record::Set(b"c", b"3")])
+        .unwrap();
     log.commit(&mut disk).unwrap();
     assert_eq!(log.records(), 4);
 
     let (log2, info2, store2) = open(&mut disk);
-    assert_eq!(info2, OpenInfo { formatted: false, records: 4 });
+    assert_eq!(
+        info2,
+        OpenInfo {
+            formatted: false,
+            records: 4
+        }
+    );
     assert_eq!(log2.epoch(), 2);
     assert_eq!(log2.used_bytes(), log.used_bytes());
     assert_eq!(store2.get(b"a"), None);
@@ -100,7 +141,12 @@ fn records_span_sectors_and_chunks() {
     let (mut log, _, _) = open(&mut disk);
     let big = vec![0x5a; 100_000];
     for i in 0..5u8 {
-        set(&mut log, &mut disk, &[b'k', i], &big[..(i as usize + 1) * 7000]);
+        set(
+            &mut log,
+            &mut disk,
+            &[b'k', i],
+            &big[..(i as usize + 1) * 7000],
+        );
     }
     set(&mut log, &mut disk, b"huge", &big);
     set(&mut log, &mut disk, b"last", b"x");
@@ -139,7 +185,10 @@ fn stale_records_of_an_older_boot_are_not_revived() {
     let (mut log, _, _) = open(&mut disk); // epoch 1
     set(&mut log, &mut disk, b"a", b"1"); // seq 1
     let tail = (LOG_START + log.used_bytes()) as usize;
-    let log_id = Superblock::decode(&disk.data[..512]).unwrap().unwrap().log_id;
+    let log_id = Superblock::decode(&disk.data[..512])
+        .unwrap()
+        .unwrap()
+        .log_id;
     // A record written in boot 1 (epoch 1) with seq 3 sits in the next sector, as left behind
     // by a torn commit whose first part (seq 2) was lost.
     let next_sector = (tail / SECTOR + 1) * SECTOR;
@@ -154,7 +203,10 @@ fn stale_records_of_an_older_boot_are_not_revived() {
     set(&mut log, &mut disk, b"b", &value);
     assert_eq!(LOG_START + log.used_bytes(), next_sector as u64);
     let (_, info, store) = open(&mut disk);
-    assert_eq!(info.records, 2, "the stale epoch-1 record after an epoch-2 one must be ignored");
+    assert_eq!(
+        info.records, 2,
+        "the stale epoch-1 record after an epoch-2 one must be ignored"
+    );
     assert_eq!(store.get(b"z"), None);
     assert_eq!(store.get(b"b").map(<[u8]>::len), Some(value.len()));
 }
@@ -172,7 +224,10 @@ fn disk_full_refuses_and_keeps_going() {
         log.commit(&mut disk).unwrap();
     }
     assert_eq!(n, cap / (HEADER + 1 + 1000));
-    assert_eq!(log.append(&[Record::Set(b"k", &v)]), Err(AppendError::DiskFull));
+    assert_eq!(
+        log.append(&[Record::Set(b"k", &v)]),
+        Err(AppendError::DiskFull)
+    );
     assert!(log.append(&[Record::Del(b"k")]).is_ok()); // small records still fit
     log.commit(&mut disk).unwrap();
     let (_, info, store) = open(&mut disk);
@@ -188,9 +243,15 @@ fn read_only_and_bad_disks() {
     assert!(info.formatted);
     assert_eq!(disk.writes, 0);
     assert_eq!(log.append(&[Record::Clear]), Err(AppendError::ReadOnly));
-    assert!(matches!(Log::open(&mut MemDisk::new(8), false, |_| {}), Err(OpenError::TooSmall(8))));
+    assert!(matches!(
+        Log::open(&mut MemDisk::new(8), false, |_| {}),
+        Err(OpenError::TooSmall(8))
+    ));
     let mut disk = MemDisk::new(64);
     open(&mut disk);
     disk.data[17] ^= 1;
-    assert!(matches!(Log::open(&mut disk, false, |_| {}), Err(OpenError::CorruptSuperblock)));
+    assert!(matches!(
+        Log::open(&mut disk, false, |_| {}),
+        Err(OpenError::CorruptSuperblock)
+    ));
 }

@@ -46,15 +46,36 @@ fn pipelined_commands() {
 
 #[test]
 fn protocol_errors() {
-    assert_eq!(parse(b"*x\r\n"), Err(ProtocolError("invalid multibulk length")));
-    assert_eq!(parse(b"*99999999999\r\n"), Err(ProtocolError("invalid multibulk length")));
-    assert_eq!(parse(b"*1\r\n+PING\r\n"), Err(ProtocolError("expected '$', got '+'")));
-    assert_eq!(parse(b"*1\r\n$-3\r\n"), Err(ProtocolError("invalid bulk length")));
-    assert_eq!(parse(b"*1\r\n$9999999999\r\n"), Err(ProtocolError("invalid bulk length")));
-    assert_eq!(parse(b"*1\r\n$01\r\n"), Err(ProtocolError("invalid bulk length")));
+    assert_eq!(
+        parse(b"*x\r\n"),
+        Err(ProtocolError("invalid multibulk length"))
+    );
+    assert_eq!(
+        parse(b"*99999999999\r\n"),
+        Err(ProtocolError("invalid multibulk length"))
+    );
+    assert_eq!(
+        parse(b"*1\r\n+PING\r\n"),
+        Err(ProtocolError("expected '$', got '+'"))
+    );
+    assert_eq!(
+        parse(b"*1\r\n$-3\r\n"),
+        Err(ProtocolError("invalid bulk length"))
+    );
+    assert_eq!(
+        parse(b"*1\r\n$9999999999\r\n"),
+        Err(ProtocolError("invalid bulk length"))
+    );
+    assert_eq!(
+        parse(b"*1\r\n$01\r\n"),
+        Err(ProtocolError("invalid bulk length"))
+    );
     let long = vec![b'a'; MAX_INLINE + 1];
     assert_eq!(parse(&long), Err(ProtocolError("too big inline request")));
-    assert_eq!(parse(b"SET \"a b\r\n"), Err(ProtocolError("unbalanced quotes in request")));
+    assert_eq!(
+        parse(b"SET \"a b\r\n"),
+        Err(ProtocolError("unbalanced quotes in request"))
+    );
 }
 
 #[test]
@@ -69,8 +90,14 @@ fn inline_requests() {
 
 #[test]
 fn inline_quoting_like_sdssplitargs() {
-    assert_eq!(split_args(br#"set "a b" 'c d'"#), Some(v(&[b"set", b"a b", b"c d"])));
-    assert_eq!(split_args(br#""\x41\n\"\\" 'it\'s'"#), Some(v(&[b"A\n\"\\", b"it's"])));
+    assert_eq!(
+        split_args(br#"set "a b" 'c d'"#),
+        Some(v(&[b"set", b"a b", b"c d"]))
+    );
+    assert_eq!(
+        split_args(br#""\x41\n\"\\" 'it\'s'"#),
+        Some(v(&[b"A\n\"\\", b"it's"]))
+    );
     assert_eq!(split_args(br#"""#), None);
     assert_eq!(split_args(br#""a"b"#), None);
     assert_eq!(split_args(br#"'a"#), None);
@@ -85,7 +112,17 @@ fn strict_integers() {
     assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
     assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
     assert_eq!(parse_i64(b"9223372036854775808"), None);
-    for bad in [&b""[..], b"-", b"+1", b"01", b"-0", b" 1", b"1 ", b"1.5", b"abc"] {
+    for bad in [
+        &b""[..],
+        b"-",
+        b"+1",
+        b"01",
+        b"-0",
+        b" 1",
+        b"1 ",
+        b"1.5",
+        b"abc",
+    ] {
         assert_eq!(parse_i64(bad), None, "{:?}", core::str::from_utf8(bad));
     }
 }
@@ -102,6 +139,7 @@ fn replies() {
     array_header(&mut out, 0);
     assert_eq!(
         out,
-        b"+OK\r\n-ERR bad  thing\r\n:-42\r\n:-9223372036854775808\r\n$2\r\nhi\r\n$-1\r\n*0\r\n".to_vec()
+        b"+OK\r\n-ERR bad  thing\r\n:-42\r\n:-9223372036854775808\r\n$2\r\nhi\r\n$-1\r\n*0\r\n"
+            .to_vec()
     );
 }
