@@ -5,7 +5,11 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+use sha2::{Digest, Sha256};
+use vm_memory::{
+    Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
+    GuestMemoryRegion, MemoryRegionAddress,
+};
 
 use crate::arch::x86_64::layout::ram_ranges;
 
@@ -52,10 +56,62 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Map)
 }
 
+/// Total size of guest RAM.
+pub fn ram_size(mem: &GuestMemoryMmap) -> u64 {
+    mem.iter().map(|r| r.len()).sum()
+}
+
+/// Calls `f(gpa, bytes)` for every piece of guest RAM of at most `chunk` bytes, in address
+/// order (state transfer, digests).
+pub fn for_each_chunk(
+    mem: &GuestMemoryMmap,
+    chunk: usize,
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; chunk];
+    for region in mem.iter() {
+        let mut off = 0u64;
+        while off < region.len() {
+            let n = chunk.min((region.len() - off) as usize);
+            region
+                .read_slice(&mut buf[..n], MemoryRegionAddress(off))
+                .map_err(|e| format!("cannot read guest memory: {e}"))?;
+            f(region.start_addr().raw_value() + off, &buf[..n])?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// SHA-256 of all guest RAM in address order.
+pub fn ram_digest(mem: &GuestMemoryMmap) -> Result<[u8; 32], String> {
+    let mut digest = Sha256::new();
+    for_each_chunk(mem, 1 << 20, |_, bytes| {
+        digest.update(bytes);
+        Ok(())
+    })?;
+    Ok(digest.finalize().into())
+}
+
+/// Sets all guest RAM to zero.
+pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), String> {
+    let zeros = vec![0u8; 1 << 20];
+    for region in mem.iter() {
+        let mut off = 0u64;
+        while off < region.len() {
+            let n = zeros.len().min((region.len() - off) as usize);
+            region
+                .write_slice(&zeros[..n], MemoryRegionAddress(off))
+                .map_err(|e| format!("cannot write guest memory: {e}"))?;
+            off += n as u64;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
 
     #[test]
     fn memory_is_file_backed_and_usable() {
@@ -72,6 +128,24 @@ mod tests {
             mem.read_obj::<u32>(GuestAddress(0x1000)).expect("read"),
             0xdead_beef
         );
+    }
+
+    #[test]
+    fn chunks_cover_all_ram_and_zeroing_changes_the_digest_back() {
+        let mem = create_guest_memory(4 << 20).expect("memory");
+        let clean = ram_digest(&mem).expect("digest");
+        mem.write_obj(7u8, GuestAddress(0x2_0000)).expect("write");
+        assert_ne!(ram_digest(&mem).expect("digest"), clean);
+        let mut seen = 0u64;
+        for_each_chunk(&mem, 3 << 20, |gpa, bytes| {
+            assert_eq!(gpa, seen);
+            seen += bytes.len() as u64;
+            Ok(())
+        })
+        .expect("chunks");
+        assert_eq!(seen, ram_size(&mem));
+        zero_ram(&mem).expect("zero");
+        assert_eq!(ram_digest(&mem).expect("digest"), clean);
     }
 
     #[test]

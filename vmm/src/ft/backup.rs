@@ -41,24 +41,6 @@ impl Backup {
         self.last_sig = sig;
     }
 
-    /// Blocks until the next record is available; its landmark if it is an entry.
-    fn peek_landmark(&self, landmark: u64) -> Result<Option<u64>, ReplayStop> {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some((_, r)) = q.front() {
-                return Ok(r.entry_landmark());
-            }
-            if !self.shared.alive.load(Ordering::SeqCst) {
-                return Err(ReplayStop::PrimaryLost { landmark });
-            }
-            q = self
-                .shared
-                .arrived
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
     /// Like `next_at`, without blocking: `Ok(None)` when the log does not tell yet.
     pub fn poll_at(&mut self, landmark: u64) -> Result<Option<Option<Record>>, ReplayStop> {
         loop {
@@ -91,27 +73,28 @@ impl Backup {
     /// entry is for a later landmark, i.e. when `landmark` is complete. Blocks until it knows.
     pub fn next_at(&mut self, landmark: u64) -> Result<Option<Record>, ReplayStop> {
         loop {
-            match self.peek_landmark(landmark)? {
-                Some(l) if l < landmark => {
-                    let r = self.pop();
-                    return Err(self.diverged(
-                        landmark,
-                        format!("entry for past landmark {l} left over: {r:?}"),
-                    ));
-                }
-                Some(l) if l > landmark => return Ok(None),
-                Some(_) => return Ok(self.pop()),
-                None => {
-                    // A non-entry record (state transfer leftovers): skip it.
-                    self.pop();
-                }
+            if let Some(r) = self.poll_at(landmark)? {
+                return Ok(r);
             }
+            self.wait_for_records();
+        }
+    }
+
+    /// Blocks until a record is queued or the channel is gone.
+    fn wait_for_records(&self) {
+        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        while q.is_empty() && self.shared.alive.load(Ordering::SeqCst) {
+            q = self
+                .shared
+                .arrived
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
         }
     }
 
     /// The next record of any kind (state transfer), blocking.
     pub fn next_record(&mut self) -> Result<Record, ReplayStop> {
-        self.peek_landmark(0)?;
+        self.wait_for_records();
         self.pop().ok_or(ReplayStop::PrimaryLost { landmark: 0 })
     }
 

@@ -6,7 +6,6 @@ use std::sync::mpsc::Sender;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress};
 
 use super::vcpu::Vcpu;
 use crate::api::{error_reply, ApiCall, ApiRequest};
@@ -81,19 +80,10 @@ impl Vcpu {
 
     /// SHA-256 of all guest RAM, and of the vCPU's registers and special registers.
     fn digest(&self) -> Value {
-        let mut mem = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        for region in self.mem.iter() {
-            let mut off = 0u64;
-            while off < region.len() {
-                let n = buf.len().min((region.len() - off) as usize);
-                if let Err(e) = region.read_slice(&mut buf[..n], MemoryRegionAddress(off)) {
-                    return error_reply(format!("cannot read guest memory: {e}"));
-                }
-                mem.update(&buf[..n]);
-                off += n as u64;
-            }
-        }
+        let memory = match crate::memory::ram_digest(&self.mem) {
+            Ok(d) => d,
+            Err(e) => return error_reply(e),
+        };
         let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
             (Ok(r), Ok(s)) => (r, s),
             (Err(e), _) | (_, Err(e)) => {
@@ -106,7 +96,7 @@ impl Vcpu {
             "ok": true,
             "landmark": self.stats.landmarks,
             "rip": regs.rip,
-            "memory": hex(&mem.finalize()),
+            "memory": hex(&memory),
             "vcpu": hex(&vcpu.finalize()),
         })
     }

@@ -150,16 +150,8 @@ impl Vcpu {
 
     /// A completion handed over by backend `n` (FT mode): its memory writes, the used element
     /// and the interrupt, all at this landmark and all logged.
-    fn complete(
-        &mut self,
-        n: usize,
-        queue: u16,
-        head: u16,
-        len: u32,
-        writes: Vec<ft_control::MemWrite>,
-    ) {
-        let mut done = Vec::with_capacity(writes.len() + 2);
-        for w in writes {
+    fn complete(&mut self, n: usize, queue: u16, head: u16, len: u32, writes: Vec<Written>) {
+        for w in &writes {
             if let Err(e) = self.mem.write_slice(&w.data, GuestAddress(w.gpa)) {
                 log::error!(
                     "virtio device {n}: completion writes outside guest memory at {:#x}: {e}",
@@ -167,11 +159,9 @@ impl Vcpu {
                 );
                 return;
             }
-            done.push(Written {
-                gpa: w.gpa,
-                data: w.data,
-            });
         }
+        // Logged as applied: the backend's writes, then the used element and index.
+        let mut done = writes;
         let Some(q) = self
             .virtio
             .slots

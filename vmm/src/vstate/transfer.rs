@@ -7,9 +7,7 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, MemoryRegionAddress,
-};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::vcpu::{FtRole, Vcpu};
 use crate::devices::legacy::pic::Pic;
@@ -19,7 +17,8 @@ use crate::ft::backup::ReplayStop;
 use crate::ft::channel::PrimaryLink;
 use crate::ft::record::{ExitKind, ExitSignature, Record, RecordWriter};
 use crate::ft::signature::RunningHash;
-use crate::ft::state::{from_blob, to_blob, MachineState, UartState, VcpuState};
+use crate::ft::state::{from_blob, to_blob, MachineState, VcpuState};
+use crate::memory::{for_each_chunk, ram_digest, ram_size, zero_ram};
 
 /// Memory goes in chunks of this size (the record format's limit for data).
 const CHUNK: usize = 1 << 20;
@@ -38,7 +37,7 @@ impl Vcpu {
             last_sig: sig_parts(&last_sig),
             pic: self.devices.pic.state(),
             pit: self.devices.pit.state(),
-            uart: UartState::from(&self.devices.serial.state()),
+            uart: self.devices.serial.state(),
             virtio: self
                 .virtio
                 .slots
@@ -57,7 +56,7 @@ impl Vcpu {
         let clone = stream.try_clone().map_err(|e| e.to_string())?;
         let mut w = RecordWriter::new(BufWriter::with_capacity(4 << 20, clone));
         let err = |e: crate::ft::record::RecordError| e.to_string();
-        let mem_size: u64 = self.mem.iter().map(|r| r.len()).sum();
+        let mem_size = ram_size(&self.mem);
         w.write(&Record::Hello {
             vm_id: VM_ID.into(),
             epoch: 1,
@@ -66,23 +65,15 @@ impl Vcpu {
         .map_err(err)?;
         w.write(&Record::StateBegin { landmark }).map_err(err)?;
         let mut digest = Sha256::new();
-        for region in self.mem.iter() {
-            let mut off = 0u64;
-            while off < region.len() {
-                let n = CHUNK.min((region.len() - off) as usize);
-                let mut data = vec![0u8; n];
-                region
-                    .read_slice(&mut data, MemoryRegionAddress(off))
-                    .map_err(|e| e.to_string())?;
-                digest.update(&data);
-                let gpa = region.start_addr().raw_value() + off;
-                // The backup zeroes its memory first: all-zero chunks need not travel.
-                if data.iter().any(|&b| b != 0) {
-                    w.write(&Record::MemoryChunk { gpa, data }).map_err(err)?;
-                }
-                off += n as u64;
+        for_each_chunk(&self.mem, CHUNK, |gpa, data| {
+            digest.update(data);
+            // The backup zeroes its memory first: all-zero chunks need not travel.
+            if data.iter().any(|&b| b != 0) {
+                let data = data.to_vec();
+                w.write(&Record::MemoryChunk { gpa, data }).map_err(err)?;
             }
-        }
+            Ok(())
+        })?;
         let vcpu = VcpuState::capture(&self.fd, &self.msr_index).map_err(|e| e.to_string())?;
         let blob = to_blob(&vcpu).map_err(|e| e.to_string())?;
         w.write(&Record::DeviceState {
@@ -150,7 +141,6 @@ impl Vcpu {
             return Err("not a backup".into());
         };
         let lost = |s: ReplayStop| format!("{s:?}");
-        let mut digest = Sha256::new();
         let mut vcpu: Option<VcpuState> = None;
         let mut machine: Option<MachineState> = None;
         let landmark = loop {
@@ -158,26 +148,14 @@ impl Vcpu {
                 Record::Hello {
                     vm_id, mem_size, ..
                 } => {
-                    let ours: u64 = self.mem.iter().map(|r| r.len()).sum();
+                    let ours = ram_size(&self.mem);
                     if mem_size != ours {
                         return Err(format!(
                             "primary {vm_id} has {mem_size} bytes of memory, this VM {ours}"
                         ));
                     }
                 }
-                Record::StateBegin { .. } => {
-                    for region in self.mem.iter() {
-                        let zeros = vec![0u8; CHUNK];
-                        let mut off = 0u64;
-                        while off < region.len() {
-                            let n = CHUNK.min((region.len() - off) as usize);
-                            region
-                                .write_slice(&zeros[..n], MemoryRegionAddress(off))
-                                .map_err(|e| e.to_string())?;
-                            off += n as u64;
-                        }
-                    }
-                }
+                Record::StateBegin { .. } => zero_ram(&self.mem)?,
                 Record::MemoryChunk { gpa, data } => {
                     self.mem
                         .write_slice(&data, GuestAddress(gpa))
@@ -196,19 +174,7 @@ impl Vcpu {
                     landmark,
                     digest: expected,
                 } => {
-                    for region in self.mem.iter() {
-                        let mut buf = vec![0u8; CHUNK];
-                        let mut off = 0u64;
-                        while off < region.len() {
-                            let n = CHUNK.min((region.len() - off) as usize);
-                            region
-                                .read_slice(&mut buf[..n], MemoryRegionAddress(off))
-                                .map_err(|e| e.to_string())?;
-                            digest.update(&buf[..n]);
-                            off += n as u64;
-                        }
-                    }
-                    let got: [u8; 32] = std::mem::take(&mut digest).finalize().into();
+                    let got = ram_digest(&self.mem)?;
                     if got != expected {
                         return Err("guest memory digest mismatch after the transfer".into());
                     }
@@ -229,7 +195,7 @@ impl Vcpu {
         self.devices.pit = Pit::restore(&m.pit);
         self.devices
             .serial
-            .restore(&(&m.uart).into())
+            .restore(&m.uart)
             .map_err(|e| format!("serial state: {e}"))?;
         self.devices.clock = VmClock::starting_at(m.clock_ns);
         for (slot, state) in self.virtio.slots.iter_mut().zip(m.virtio.iter()) {

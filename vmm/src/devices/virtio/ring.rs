@@ -22,12 +22,9 @@ pub enum RingError {
     Loop,
 }
 
-/// A guest-memory write the VMM made, to be logged for the backup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
-    pub gpa: u64,
-    pub data: Vec<u8>,
-}
+/// A guest-memory write the VMM made, to be logged for the backup: the same shape as the
+/// writes a backend hands over on the FT control channel.
+pub use ft_control::MemWrite as Written;
 
 fn write(
     mem: &GuestMemoryMmap,

@@ -148,7 +148,9 @@ impl VhostUserDevice {
                 frontend.set_protocol_features(use_features),
             )?;
         }
-        if self.frontend.is_some() || self.backend_features != 0 {
+        // A reconnection (the first connection has no features yet): the backend must still
+        // offer what the driver may have negotiated.
+        if self.backend_features != 0 {
             let lost = self.backend_features & !features;
             if lost != 0 {
                 log::warn!(
