@@ -25,6 +25,9 @@ impl ApiReply {
     pub fn u64(&self, key: &str) -> Option<u64> {
         self.field(key)?.parse().ok()
     }
+    pub fn f64(&self, key: &str) -> Option<f64> {
+        self.field(key)?.parse().ok()
+    }
     pub fn str(&self, key: &str) -> Option<String> {
         self.field(key).map(str::to_string)
     }

@@ -77,6 +77,35 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Runs `redis-benchmark ARGS... --csv` against the guest from the client namespace and
+    /// returns one row per test. Panics if it fails: it is used by benchmarks only.
+    pub fn redis_benchmark(&self, args: &[&str]) -> Vec<BenchRow> {
+        let mut argv = vec!["redis-benchmark", "-h", GUEST_IP];
+        argv.extend_from_slice(args);
+        argv.push("--csv");
+        let out = self.client_cmd(&argv).expect("redis-benchmark");
+        let csv = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "redis-benchmark failed: {csv}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+        // "p99_latency_ms","max_latency_ms"
+        csv.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').map(|s| s.trim_matches('"')).collect();
+                Some(BenchRow {
+                    test: f.first()?.to_string(),
+                    rps: f.get(1)?.parse().ok()?,
+                    p50_ms: f.get(4)?.parse().ok()?,
+                    p99_ms: f.get(6)?.parse().ok()?,
+                })
+            })
+            .collect()
+    }
+
     /// A RESP connection to the guest from the client namespace.
     pub fn connect(&self) -> Result<resp::Client, StackError> {
         let addr = format!("{GUEST_IP}:{KV_PORT}")
@@ -94,6 +123,15 @@ impl Lab {
         f.set_len(DISK_MIB << 20)?;
         Ok(path)
     }
+}
+
+/// One line of `redis-benchmark --csv`.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    pub test: String,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// Which NBD server the storage namespace runs.

@@ -11,37 +11,7 @@ use integration::stack::{BlockBackend, FtMode, Host, Lab, NbdServer, Storage};
 use integration::topology::GUEST_IP;
 
 const HOST_B_IP: &str = "10.77.0.5";
-const ARGS: [&str; 10] = [
-    "redis-benchmark",
-    "-h",
-    GUEST_IP,
-    "-t",
-    "set,get,incr",
-    "-n",
-    "20000",
-    "-c",
-    "16",
-    "--csv",
-];
-
-/// (test, rps, p50 ms, p99 ms) from redis-benchmark's CSV.
-fn bench(lab: &Lab) -> Vec<(String, f64, f64, f64)> {
-    let out = lab.client_cmd(&ARGS).expect("redis-benchmark");
-    assert!(out.status.success(), "redis-benchmark failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(',').map(|s| s.trim_matches('"')).collect();
-            Some((
-                f.first()?.to_string(),
-                f.get(1)?.parse().ok()?,
-                f.get(4)?.parse().ok()?,
-                f.get(6)?.parse().ok()?,
-            ))
-        })
-        .collect()
-}
+const ARGS: [&str; 6] = ["-t", "set,get,incr", "-n", "20000", "-c", "16"];
 
 fn status(host: &Host) -> ApiReply {
     host.api()
@@ -59,7 +29,7 @@ fn main() {
         let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
         let _host =
             Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
-        bench(&lab)
+        lab.redis_benchmark(&ARGS)
     };
     let lab = Lab::new(&["host-a", "host-b"]).expect("topology");
     let disk = lab.create_disk("disk.img").expect("disk");
@@ -91,11 +61,7 @@ fn main() {
         .wait_for("replaying", 0, Duration::from_secs(60))
         .expect("joined");
     let join_ms = status(&primary)
-        .0
-        .split("\"ft_join_pause_ms\":")
-        .nth(1)
-        .and_then(|s| s.split([',', '}']).next())
-        .and_then(|v| v.parse::<f64>().ok())
+        .f64("ft_join_pause_ms")
         .map_or("-".to_string(), |v| format!("{v:.1}"));
 
     let idle_secs = 5.0;
@@ -105,7 +71,7 @@ fn main() {
     let idle_mbit = (b1 - b0) as f64 * 8.0 / idle_secs / 1e6;
 
     let t0 = std::time::Instant::now();
-    let ft = bench(&lab);
+    let ft = lab.redis_benchmark(&ARGS);
     let load_secs = t0.elapsed().as_secs_f64();
     let s = status(&primary);
     let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
@@ -117,10 +83,21 @@ fn main() {
         "the test bridge, output rule on (every reply frame and every disk write waits for the\n",
     );
     md.push_str("backup's acknowledgement). Both measured in this run with `");
-    md.push_str(&ARGS[..ARGS.len() - 1].join(" "));
+    md.push_str(&format!("redis-benchmark -h {GUEST_IP} {}", ARGS.join(" ")));
     md.push_str("`.\n\n| test | plain req/s | FT req/s | FT/plain | plain p50 / p99 ms | FT p50 / p99 ms |\n| --- | --- | --- | --- | --- | --- |\n");
-    for ((name, prps, p50, p99), (_, frps, f50, f99)) in plain.iter().zip(ft.iter()) {
-        let _ = writeln!(md, "| {name} | {prps:.0} | {frps:.0} | {:.2} | {p50:.3} / {p99:.3} | {f50:.3} / {f99:.3} |", frps / prps);
+    for (p, f) in plain.iter().zip(ft.iter()) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.2} | {:.3} / {:.3} | {:.3} / {:.3} |",
+            p.test,
+            p.rps,
+            f.rps,
+            f.rps / p.rps,
+            p.p50_ms,
+            p.p99_ms,
+            f.p50_ms,
+            f.p99_ms
+        );
     }
     let opt = |k: &str| s.u64(k).map_or("-".to_string(), |v| v.to_string());
     md.push_str("\n| FT measure | value |\n| --- | --- |\n");

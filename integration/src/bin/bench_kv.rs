@@ -38,25 +38,9 @@ fn main() {
     let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
     let _host = Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host-a");
 
-    let argv = [
-        "redis-benchmark",
-        "-h",
-        GUEST_IP,
-        "-t",
-        "set,get,incr",
-        "-n",
-        REQUESTS,
-        "-c",
-        CLIENTS,
-        "--csv",
-    ];
-    let result = lab.client_cmd(&argv).expect("redis-benchmark");
-    let csv = String::from_utf8_lossy(&result.stdout);
-    assert!(
-        result.status.success(),
-        "redis-benchmark failed: {csv}{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    let args = ["-t", "set,get,incr", "-n", REQUESTS, "-c", CLIENTS];
+    let rows = lab.redis_benchmark(&args);
+    let command = format!("redis-benchmark -h {GUEST_IP} {}", args.join(" "));
     let mut md = String::new();
     md.push_str("## Key-value service through the whole stack\n\n");
     md.push_str("Client namespace -> bridge -> TAP -> vhost-net-ft -> vmm (kv guest, smoltcp) -> vhost-blk-remote ->\n");
@@ -65,20 +49,12 @@ fn main() {
     );
     md.push_str("flushed before the reply. Numbers on this emulating KVM, not hardware KVM.\n\n");
     md.push_str("| test | requests/s | p50 latency | p99 latency | command |\n| --- | --- | --- | --- | --- |\n");
-    // CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').map(|s| s.trim_matches('"')).collect();
-        if f.len() >= 7 {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} ms | {} ms | `{}` |",
-                f[0],
-                f[1],
-                f[4],
-                f[6],
-                argv[..argv.len() - 1].join(" ")
-            );
-        }
+    for r in &rows {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.3} ms | {:.3} ms | `{command}` |",
+            r.test, r.rps, r.p50_ms, r.p99_ms
+        );
     }
 
     let n = 2000;
