@@ -3,11 +3,14 @@
 //! down by `Drop` guards, also when a test fails (panics unwind through them).
 
 pub mod api;
+pub mod cluster;
 pub mod netns;
+pub mod plot;
 pub mod proc;
 pub mod resp;
 pub mod stack;
 pub mod topology;
+pub mod workload;
 
 /// Path of a file in the repository, from this crate's directory.
 pub fn repo_path(rel: &str) -> std::path::PathBuf {
@@ -38,6 +41,7 @@ pub fn require_environment() {
         "target/release/vmm",
         "target/release/vhost-net-ft",
         "target/release/vhost-blk-remote",
+        "target/release/arbiter",
         "build/guest.elf",
     ] {
         assert!(

@@ -28,11 +28,14 @@ pub enum ProcError {
     },
 }
 
-/// A child process whose stdout and stderr go to `<dir>/<name>.log`.
+/// A child process whose stdout and stderr go to `<dir>/<name>.log` (appended: a process
+/// started again under the same name continues the file; `output` shows only its own part).
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
     pub log: PathBuf,
+    /// Where this process's output starts in the log.
+    start: usize,
 }
 
 impl Proc {
@@ -54,6 +57,7 @@ impl Proc {
             .open(&log)
             .map_err(err)?;
         let errf = out.try_clone().map_err(err)?;
+        let start = out.metadata().map_err(err)?.len() as usize;
         let mut full: Vec<String> = ns.map(crate::netns::exec_prefix).unwrap_or_default();
         full.extend_from_slice(argv);
         let child = Command::new(&full[0])
@@ -71,6 +75,7 @@ impl Proc {
             name: name.to_string(),
             child: Some(child),
             log,
+            start,
         })
     }
 
@@ -78,8 +83,10 @@ impl Proc {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// What this process has written so far.
     pub fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let all = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(all.get(self.start..).unwrap_or_default()).into_owned()
     }
 
     /// Exit status if the process has exited.

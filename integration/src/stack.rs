@@ -249,14 +249,27 @@ pub const FT_PORT: u16 = 7000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FtMode {
     Off,
-    /// `--ft primary --peer IP:FT_PORT`.
+    /// `--ft primary --peer PEER_IP:FT_PORT`.
     Primary {
         peer_ip: String,
+        opts: FtOpts,
     },
-    /// `--ft backup --listen IP:FT_PORT` (its own address).
+    /// `--ft backup --listen OWN_IP:FT_PORT --peer PEER_IP:FT_PORT` (the peer: where to look
+    /// for a new backup after going live).
     Backup {
         own_ip: String,
+        peer_ip: String,
+        opts: FtOpts,
     },
+}
+
+/// Failover settings shared by both sides of a pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FtOpts {
+    /// `--arbiter HOST:PORT`.
+    pub arbiter: String,
+    /// `--ft-timeout-ms`; None = the vmm's default.
+    pub timeout_ms: Option<u64>,
 }
 
 /// One host: its backends and its vmm.
@@ -319,6 +332,10 @@ impl Host {
         let ns = lab.topo.ns(role);
         let dir = lab.dir.path().to_path_buf();
         let net_sock = dir.join(format!("{role}-net.sock"));
+        // Sockets left behind by killed processes of an earlier host in this role.
+        for name in ["net", "net-ft", "blk", "blk-ft"] {
+            let _ = std::fs::remove_file(dir.join(format!("{role}-{name}.sock")));
+        }
         let mut net = Self::spawn_net(&dir, &ns, role)?;
         wait_socket(&net_sock, &mut net)?;
         let mut blk = Self::spawn_blk(&dir, &ns, role, &backend)?;
@@ -423,10 +440,10 @@ impl Host {
     ) -> Result<Proc, StackError> {
         let net_ft = format!(",ft={}", dir.join(format!("{role}-net-ft.sock")).display());
         let blk_ft = format!(",ft={}", dir.join(format!("{role}-blk-ft.sock")).display());
-        let (net_ft, blk_ft) = if matches!(ft, FtMode::Primary { .. }) {
-            (net_ft, blk_ft)
-        } else {
+        let (net_ft, blk_ft) = if *ft == FtMode::Off {
             (String::new(), String::new())
+        } else {
+            (net_ft, blk_ft)
         };
         let mut argv = vec![
             bin("vmm"),
@@ -447,20 +464,43 @@ impl Host {
             Self::api_socket(dir, role).display().to_string(),
             "--stats".into(),
         ];
-        match ft {
-            FtMode::Off => {}
-            FtMode::Primary { peer_ip } => argv.extend([
-                "--ft".into(),
-                "primary".into(),
-                "--peer".into(),
-                format!("{peer_ip}:{FT_PORT}"),
-            ]),
-            FtMode::Backup { own_ip } => argv.extend([
-                "--ft".into(),
-                "backup".into(),
-                "--listen".into(),
-                format!("{own_ip}:{FT_PORT}"),
-            ]),
+        let opts = match ft {
+            FtMode::Off => None,
+            FtMode::Primary { peer_ip, opts } => {
+                argv.extend([
+                    "--ft".into(),
+                    "primary".into(),
+                    "--peer".into(),
+                    format!("{peer_ip}:{FT_PORT}"),
+                ]);
+                Some(opts)
+            }
+            FtMode::Backup {
+                own_ip,
+                peer_ip,
+                opts,
+            } => {
+                argv.extend([
+                    "--ft".into(),
+                    "backup".into(),
+                    "--listen".into(),
+                    format!("{own_ip}:{FT_PORT}"),
+                    "--peer".into(),
+                    format!("{peer_ip}:{FT_PORT}"),
+                ]);
+                Some(opts)
+            }
+        };
+        if let Some(opts) = opts {
+            argv.extend([
+                "--arbiter".into(),
+                opts.arbiter.clone(),
+                "--node".into(),
+                role.into(),
+            ]);
+            if let Some(ms) = opts.timeout_ms {
+                argv.extend(["--ft-timeout-ms".into(), ms.to_string()]);
+            }
         }
         Ok(Proc::spawn(&format!("{role}-vmm"), dir, Some(ns), &argv)?)
     }
@@ -473,7 +513,6 @@ impl Host {
     /// Kills the vmm (SIGKILL) and boots the guest again on the same disk and backends.
     pub fn restart_vmm(&mut self) -> Result<(), StackError> {
         self.vmm.kill();
-        let from = self.vmm.output().len();
         self.vmm = Self::spawn_vmm(
             &self.dir,
             &self.ns,
@@ -481,7 +520,7 @@ impl Host {
             &self.ft,
             &self.extra_cmdline,
         )?;
-        self.wait_ready(from)
+        self.wait_ready(0)
     }
 
     /// Kills the block backend (SIGKILL) and starts it again after `downtime`.
@@ -490,6 +529,72 @@ impl Host {
         std::thread::sleep(downtime);
         self.blk = Self::spawn_blk(&self.dir, &self.ns, &self.role, &self.backend)?;
         wait_socket(&Self::blk_socket(&self.dir, &self.role), &mut self.blk)
+    }
+}
+
+/// The arbiter, in the storage namespace (reachable from both hosts over the switch, not
+/// over the logging link), with its state in the lab directory.
+pub struct Arbiter {
+    pub proc: Proc,
+    ns: String,
+    dir: PathBuf,
+}
+
+pub const ARBITER_PORT: u16 = 7700;
+
+impl Arbiter {
+    pub fn start(lab: &Lab) -> Result<Self, StackError> {
+        let dir = lab.dir.path().to_path_buf();
+        std::fs::create_dir_all(dir.join("arbiter-state"))?;
+        let ns = lab.topo.ns("storage");
+        let proc = Self::spawn(&dir, &ns)?;
+        let mut a = Arbiter { proc, ns, dir };
+        a.wait_listening()?;
+        Ok(a)
+    }
+
+    fn spawn(dir: &Path, ns: &str) -> Result<Proc, StackError> {
+        let argv = [
+            bin("arbiter"),
+            "serve".into(),
+            "--listen".into(),
+            Self::addr(),
+            "--state".into(),
+            dir.join("arbiter-state").display().to_string(),
+        ];
+        Ok(Proc::spawn("arbiter", dir, Some(ns), &argv)?)
+    }
+
+    fn wait_listening(&mut self) -> Result<(), StackError> {
+        Ok(self
+            .proc
+            .wait_for("listening on", 0, Duration::from_secs(10))?)
+    }
+
+    /// HOST:PORT for `--arbiter`.
+    pub fn addr() -> String {
+        format!("{STORAGE_IP}:{ARBITER_PORT}")
+    }
+
+    /// SIGKILL (the arbiter is down until `restart`).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts it again on the same state directory.
+    pub fn restart(&mut self) -> Result<(), StackError> {
+        self.proc.kill();
+        self.proc = Self::spawn(&self.dir, &self.ns)?;
+        self.wait_listening()
+    }
+
+    /// `arbiter status` on the state directory: one line per decided flag.
+    pub fn status(&self) -> Result<String, StackError> {
+        let out = Command::new(bin("arbiter"))
+            .args(["status", "--state"])
+            .arg(self.dir.join("arbiter-state"))
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 

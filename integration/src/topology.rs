@@ -1,8 +1,11 @@
 //! The test topology: namespaces `client`, `storage` and one per host (`host-a`, `host-b`),
 //! each joined by a veth to a bridge in a `switch` namespace. Each host namespace has a local
 //! bridge `br0` holding its uplink and a TAP for the guest NIC, so the guest sits on the same
-//! L2 segment as the client. Names carry a per-topology prefix so that tests can run in
-//! parallel; `Drop` deletes every namespace (which deletes the interfaces in it).
+//! L2 segment as the client. The first two hosts are also joined directly by a veth `ft0`
+//! (10.78.0.4, 10.78.0.5) that carries the FT logging channel, as a dedicated logging NIC
+//! would: cutting it partitions primary from backup while both still reach clients, storage
+//! and the arbiter. Names carry a per-topology prefix so that tests can run in parallel;
+//! `Drop` deletes every namespace (which deletes the interfaces in it).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -16,6 +19,18 @@ pub const GUEST_IP: &str = "10.77.0.10";
 pub const GUEST_MAC: &str = "52:54:00:77:00:10";
 /// The TAP device of the guest NIC inside each host namespace.
 pub const TAP: &str = "tap0";
+/// The logging link between the first two hosts.
+pub const FT_LINK: &str = "ft0";
+
+/// Host `i`'s address on the client network.
+pub fn host_ip(i: usize) -> String {
+    format!("{SUBNET_PREFIX}.{}", 4 + i)
+}
+
+/// Host `i`'s address on the logging link.
+pub fn ft_ip(i: usize) -> String {
+    format!("10.78.0.{}", 4 + i)
+}
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -42,7 +57,10 @@ impl Topology {
         topo.add_leaf("client", 0, &format!("{CLIENT_IP}/24"))?;
         topo.add_leaf("storage", 1, &format!("{STORAGE_IP}/24"))?;
         for (i, host) in hosts.iter().enumerate() {
-            topo.add_host(host, 2 + i, &format!("{SUBNET_PREFIX}.{}/24", 4 + i))?;
+            topo.add_host(host, 2 + i, &format!("{}/24", host_ip(i)))?;
+        }
+        if let [a, b, ..] = hosts {
+            topo.add_ft_link(a, b)?;
         }
         Ok(topo)
     }
@@ -81,6 +99,34 @@ impl Topology {
         ip(&ns, &["link", "set", TAP, "up"])?;
         ip(&ns, &["addr", "add", addr, "dev", "br0"])?;
         ip(&ns, &["link", "set", "br0", "up"])?;
+        Ok(())
+    }
+
+    /// A veth `ft0` straight from host `a` (index 0) to host `b` (index 1).
+    fn add_ft_link(&mut self, a: &str, b: &str) -> Result<(), NetnsError> {
+        let (na, nb) = (self.ns(a), self.ns(b));
+        ip(
+            &na,
+            &[
+                "link", "add", FT_LINK, "type", "veth", "peer", "name", FT_LINK, "netns", &nb,
+            ],
+        )?;
+        for (ns, i) in [(&na, 0), (&nb, 1)] {
+            ip(
+                ns,
+                &["addr", "add", &format!("{}/24", ft_ip(i)), "dev", FT_LINK],
+            )?;
+            ip(ns, &["link", "set", FT_LINK, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Cuts (or restores) the logging link between the two hosts.
+    pub fn set_ft_link(&self, host: &str, up: bool) -> Result<(), NetnsError> {
+        ip(
+            &self.ns(host),
+            &["link", "set", FT_LINK, if up { "up" } else { "down" }],
+        )?;
         Ok(())
     }
 

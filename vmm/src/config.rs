@@ -48,10 +48,41 @@ pub enum FtConfig {
     Primary {
         peer: std::net::SocketAddr,
     },
-    /// Wait on `listen` for a primary, take over its state and replay its log.
+    /// Wait on `listen` for a primary, take over its state and replay its log. After going
+    /// live, look for a new backup at `peer` (re-protection), if given.
     Backup {
         listen: std::net::SocketAddr,
+        peer: Option<std::net::SocketAddr>,
     },
+}
+
+/// How an FT pair detects a failure and decides who goes live (`--arbiter`, `--vm-id`,
+/// `--node`, `--ft-timeout-ms`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// The arbiter's address (HOST:PORT); required in FT mode.
+    pub arbiter: Option<String>,
+    /// The flag's name at the arbiter: the same for primary and backup of one VM.
+    pub vm_id: String,
+    /// This VMM's name at the arbiter (the flag's owner when it wins).
+    pub node: String,
+    /// Silence on the logging channel for this long means the peer is gone.
+    pub timeout: std::time::Duration,
+}
+
+/// Default failure-detection timeout: six heartbeat periods (ft::channel::HEARTBEAT).
+pub const DEFAULT_FT_TIMEOUT_MS: u64 = 300;
+pub const DEFAULT_VM_ID: &str = "ft-vm";
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        FailoverConfig {
+            arbiter: None,
+            vm_id: DEFAULT_VM_ID.into(),
+            node: format!("vmm-{}", std::process::id()),
+            timeout: std::time::Duration::from_millis(DEFAULT_FT_TIMEOUT_MS),
+        }
+    }
 }
 
 /// Splits `k=v,k=v` into pairs, refusing keys not in `allowed`.
@@ -128,6 +159,7 @@ pub struct VmmConfig {
     /// Control socket (crate::api).
     pub api_sock: Option<PathBuf>,
     pub ft: FtConfig,
+    pub failover: FailoverConfig,
 }
 
 pub const DEFAULT_MEM_MIB: u64 = 128;

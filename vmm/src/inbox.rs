@@ -26,8 +26,9 @@ pub enum DeviceEvent {
     Api(crate::api::ApiCall),
     /// FT mode: a completion or output announcement from virtio device `n`'s backend.
     Ft(usize, crate::devices::virtio::ft_link::FtNotice),
-    /// FT backup: log records arrived (wakes a vCPU waiting for them).
-    LogArrived,
+    /// FT: something changed that the vCPU thread must look at (log records arrived, the
+    /// logging channel died, the arbiter answered). Carries nothing; it only wakes the vCPU.
+    FtWake,
     /// FT primary: a backup connected; transfer the state to it.
     BackupConnected(std::net::TcpStream),
 }

@@ -23,6 +23,7 @@ use vm_memory::GuestMemoryMmap;
 use config::{FtConfig, SerialOutput, VmmConfig};
 use devices::legacy::serial::ConsoleOut;
 use devices::legacy::LegacyDevices;
+use devices::virtio::ft_link::FtLink;
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::slots::VirtioDevices;
 use devices::virtio::vhost_user::VhostUserDevice;
@@ -91,6 +92,9 @@ impl Write for Stdout {
     }
 }
 
+type FtLinks = Vec<Option<Arc<FtLink>>>;
+type FtSockets = Vec<Option<std::path::PathBuf>>;
+
 /// VIRTIO_NET_F_MAC (virtio 1.2 section 5.1.3): the VMM provides the MAC in config space.
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
 
@@ -102,13 +106,7 @@ fn virtio_devices(
     vm: &Vm,
     inbox: &Arc<Inbox>,
     subscribers: &mut Vec<event_loop::Subscriber>,
-) -> Result<
-    (
-        VirtioDevices,
-        Vec<Option<Arc<devices::virtio::ft_link::FtLink>>>,
-    ),
-    Error,
-> {
+) -> Result<(VirtioDevices, FtLinks, FtSockets), Error> {
     use devices::virtio::{TYPE_BLOCK, TYPE_NET};
     let mut wanted = Vec::new();
     if let Some(net) = &config.net {
@@ -138,7 +136,7 @@ fn virtio_devices(
         ));
     }
     let mut devices = VirtioDevices::new();
-    let mut ft_links = Vec::new();
+    let mut ft_sockets = Vec::new();
     for (socket, device_type, queues, features, own_config, ft, option) in wanted {
         let dev = VhostUserDevice::new(
             socket,
@@ -181,48 +179,39 @@ fn virtio_devices(
             inbox.clone(),
         )?));
         // A primary's backends hand completions and outputs to the VMM (FT control channel);
-        // a backup's backends stay idle until it goes live.
-        if let FtConfig::Primary { .. } = config.ft {
-            let path = ft.ok_or(Error::FtSocketMissing(option))?;
-            let link = devices::virtio::ft_link::FtLink::connect(
-                &path,
+        // a backup's backends stay idle (and are not told anything) until it goes live.
+        let socket = match config.ft {
+            FtConfig::Off => None,
+            _ => Some(ft.ok_or(Error::FtSocketMissing(option))?),
+        };
+        ft_sockets.push(socket);
+    }
+    let ft_links = match config.ft {
+        FtConfig::Primary { .. } => connect_ft_links(&ft_sockets, inbox)?,
+        _ => Vec::new(),
+    };
+    Ok((devices, ft_links, ft_sockets))
+}
+
+/// Connects to each backend's FT control socket as the primary.
+fn connect_ft_links(
+    sockets: &[Option<std::path::PathBuf>],
+    inbox: &Arc<Inbox>,
+) -> Result<Vec<Option<Arc<FtLink>>>, Error> {
+    let mut links = Vec::new();
+    for (index, socket) in sockets.iter().enumerate() {
+        let link = match socket {
+            Some(path) => Some(FtLink::connect(
+                path,
                 ft_control::Role::Primary,
                 index,
                 inbox.clone(),
-            )?;
-            ft_links.push(Some(link));
-        } else {
-            ft_links.push(None);
-        }
+            )?),
+            None => None,
+        };
+        links.push(link);
     }
-    Ok((devices, ft_links))
-}
-
-/// Tries to reach the backup every 200 ms while `wanted` is set; a connection goes to the vCPU
-/// thread, which transfers the state at its next landmark.
-fn spawn_joiner(
-    peer: std::net::SocketAddr,
-    wanted: Arc<std::sync::atomic::AtomicBool>,
-    inbox: Arc<Inbox>,
-) {
-    use std::sync::atomic::Ordering;
-    let spawned = std::thread::Builder::new()
-        .name("ft-joiner".into())
-        .spawn(move || loop {
-            if wanted.load(Ordering::SeqCst) {
-                if let Ok(stream) = std::net::TcpStream::connect_timeout(
-                    &peer,
-                    std::time::Duration::from_millis(500),
-                ) {
-                    wanted.store(false, Ordering::SeqCst);
-                    inbox.post(inbox::DeviceEvent::BackupConnected(stream));
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        });
-    if let Err(e) = spawned {
-        log::error!("ft: cannot start the joiner thread: {e}");
-    }
+    Ok(links)
 }
 
 /// A VM ready to run: memory loaded, vCPU in its boot state, devices created.
@@ -234,8 +223,8 @@ pub struct Vmm {
     event_subscribers: Vec<event_loop::Subscriber>,
     inbox: Arc<Inbox>,
     api_sock: Option<std::path::PathBuf>,
-    /// FT backup: where the primary connects.
-    backup_listener: Option<std::net::TcpListener>,
+    /// FT backup: where the primary connects, and how to go live later.
+    backup: Option<(std::net::TcpListener, ft::backup::TakeoverPlan)>,
 }
 
 impl Vmm {
@@ -245,7 +234,7 @@ impl Vmm {
         let vm = Vm::new(&guest_memory)?;
         let inbox = Arc::new(Inbox::new());
         let mut event_subscribers: Vec<event_loop::Subscriber> = Vec::new();
-        let (virtio, ft_links) =
+        let (virtio, ft_links, ft_sockets) =
             virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
         let mut cmdline = config.cmdline.clone();
         for word in virtio.cmdline_words() {
@@ -276,20 +265,26 @@ impl Vmm {
         if config.serial == SerialOutput::Stdout {
             event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
         }
-        let (ft, backup_listener) = match &config.ft {
+        let (ft, backup) = match &config.ft {
             FtConfig::Off => (FtRole::Off, None),
             FtConfig::Primary { peer } => {
-                let primary = ft::primary::Primary::new(ft_links);
-                spawn_joiner(*peer, primary.join_wanted.clone(), inbox.clone());
+                let primary =
+                    ft::primary::Primary::new(ft_links, config.failover.clone(), inbox.clone());
+                ft::primary::spawn_joiner(*peer, primary.join_wanted.clone(), inbox.clone());
                 (FtRole::Primary(Box::new(primary)), None)
             }
-            FtConfig::Backup { listen } => {
+            FtConfig::Backup { listen, peer } => {
                 let listener =
                     std::net::TcpListener::bind(listen).map_err(|source| Error::FtListen {
                         addr: *listen,
                         source,
                     })?;
-                (FtRole::Off, Some(listener))
+                let plan = ft::backup::TakeoverPlan {
+                    failover: config.failover.clone(),
+                    ft_sockets,
+                    peer: *peer,
+                };
+                (FtRole::Off, Some((listener, plan)))
             }
         };
         let msr_index = vm.msr_index();
@@ -312,7 +307,7 @@ impl Vmm {
             event_subscribers,
             inbox,
             api_sock,
-            backup_listener,
+            backup,
         })
     }
 
@@ -322,7 +317,7 @@ impl Vmm {
         if let Some(path) = &self.api_sock {
             api::spawn(path, self.inbox.clone())?;
         }
-        if let Some(listener) = self.backup_listener.take() {
+        if let Some((listener, plan)) = self.backup.take() {
             log::warn!(
                 "ft: backup waiting for the primary on {:?}",
                 listener.local_addr().ok()
@@ -331,9 +326,10 @@ impl Vmm {
                 .accept()
                 .map_err(|e| Error::FtBackup(format!("accept: {e}")))?;
             log::warn!("ft: primary {from} connected");
-            let shared = ft::channel::start_backup(stream, self.inbox.clone())
-                .map_err(|e| Error::FtBackup(e.to_string()))?;
-            self.vcpu.ft = FtRole::Backup(Box::new(ft::backup::Backup::new(shared)));
+            let shared =
+                ft::channel::start_backup(stream, self.inbox.clone(), plan.failover.timeout)
+                    .map_err(|e| Error::FtBackup(e.to_string()))?;
+            self.vcpu.ft = FtRole::Backup(Box::new(ft::backup::Backup::new(shared, plan)));
             self.vcpu.load_state().map_err(Error::FtBackup)?;
         }
         let Vmm {

@@ -1,13 +1,16 @@
 //! `vmm`: boots a guest kernel with a serial console. Exit status (docs/GUEST-ABI.md):
 //! 0 guest powered off, 1 VMM error, 2 usage, 3 triple fault, 4 KVM internal error,
-//! 5 guest-reported failure, 6 guest halted with interrupts disabled.
+//! 5 guest-reported failure, 6 guest halted with interrupts disabled, 7 FT backup diverged,
+//! 8 FT backup lost its primary before it could take over, 9 lost the arbiter's
+//! test-and-set (the other side of the FT pair is live; this one halts).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use vmm::config::{
-    BlockConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEM_MIB,
+    BlockConfig, FailoverConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE,
+    DEFAULT_FT_TIMEOUT_MS, DEFAULT_MEM_MIB, DEFAULT_VM_ID,
 };
 use vmm::vstate::vcpu::VmExit;
 use vmm::Vmm;
@@ -46,12 +49,25 @@ struct Cli {
     /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
     #[arg(long, value_parser = ["primary", "backup"])]
     ft: Option<String>,
-    /// FT primary: the backup's logging-channel address (HOST:PORT).
+    /// FT primary: the backup's logging-channel address (HOST:PORT). FT backup (optional):
+    /// where to look for a new backup after going live (re-protection).
     #[arg(long, value_name = "HOST:PORT", requires = "ft")]
     peer: Option<std::net::SocketAddr>,
     /// FT backup: where to wait for the primary (HOST:PORT).
     #[arg(long, value_name = "HOST:PORT", requires = "ft")]
     listen: Option<std::net::SocketAddr>,
+    /// FT: the arbiter (HOST:PORT) asked before either side of the pair goes on alone.
+    #[arg(long, value_name = "HOST:PORT", requires = "ft")]
+    arbiter: Option<String>,
+    /// FT: the VM's name at the arbiter; the same for its primary and backup.
+    #[arg(long, default_value = DEFAULT_VM_ID, requires = "ft")]
+    vm_id: String,
+    /// FT: this VMM's name at the arbiter [default: vmm-PID].
+    #[arg(long, requires = "ft")]
+    node: Option<String>,
+    /// FT: the peer is declared lost after this long without a message from it.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_FT_TIMEOUT_MS, requires = "ft")]
+    ft_timeout_ms: u64,
     /// Print exit and interrupt statistics to stderr when the guest stops.
     #[arg(long)]
     stats: bool,
@@ -63,12 +79,27 @@ fn main() -> ExitCode {
     let ft = match (cli.ft.as_deref(), cli.peer, cli.listen) {
         (None, _, _) => FtConfig::Off,
         (Some("primary"), Some(peer), None) => FtConfig::Primary { peer },
-        (Some("backup"), None, Some(listen)) => FtConfig::Backup { listen },
+        (Some("backup"), peer, Some(listen)) => FtConfig::Backup { listen, peer },
         _ => {
             eprintln!("vmm: error: --ft primary needs --peer HOST:PORT; --ft backup needs --listen HOST:PORT");
             return ExitCode::from(2);
         }
     };
+    if ft != FtConfig::Off && cli.arbiter.is_none() {
+        eprintln!(
+            "vmm: error: FT mode needs --arbiter HOST:PORT (who may go on alone after a failure)"
+        );
+        return ExitCode::from(2);
+    }
+    let mut failover = FailoverConfig {
+        arbiter: cli.arbiter,
+        vm_id: cli.vm_id,
+        timeout: std::time::Duration::from_millis(cli.ft_timeout_ms),
+        ..FailoverConfig::default()
+    };
+    if let Some(node) = cli.node {
+        failover.node = node;
+    }
     let config = VmmConfig {
         kernel: cli.kernel,
         initrd: cli.initrd,
@@ -79,6 +110,7 @@ fn main() -> ExitCode {
         block: cli.block,
         api_sock: cli.api_sock,
         ft,
+        failover,
     };
     let result = Vmm::new(&config).and_then(|vmm| vmm.run());
     let (exit, stats) = match result {
@@ -113,8 +145,12 @@ fn main() -> ExitCode {
             ExitCode::from(7)
         }
         VmExit::PrimaryLost { landmark } => {
-            eprintln!("vmm: the primary is gone (logging channel closed at landmark {landmark}); backup stopped");
+            eprintln!("vmm: the primary is gone (logging channel closed inside landmark {landmark}); backup stopped");
             ExitCode::from(8)
+        }
+        VmExit::LostArbitration { epoch, owner } => {
+            eprintln!("vmm: lost the arbiter's test-and-set for epoch {epoch} to {owner}; halting (the other side is live)");
+            ExitCode::from(9)
         }
         VmExit::HaltedForever { registers } => {
             eprintln!(

@@ -7,10 +7,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use integration::api::ApiReply;
-use integration::stack::{BlockBackend, FtMode, Host, Lab, NbdServer, Storage};
+use integration::cluster::Cluster;
+use integration::stack::{BlockBackend, Host, Lab, NbdServer, Storage};
 use integration::topology::GUEST_IP;
 
-const HOST_B_IP: &str = "10.77.0.5";
 const ARGS: [&str; 6] = ["-t", "set,get,incr", "-n", "20000", "-c", "16"];
 
 fn status(host: &Host) -> ApiReply {
@@ -31,49 +31,23 @@ fn main() {
             Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
         lab.redis_benchmark(&ARGS)
     };
-    let lab = Lab::new(&["host-a", "host-b"]).expect("topology");
-    let disk = lab.create_disk("disk.img").expect("disk");
-    let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
-    let backup_mode = FtMode::Backup {
-        own_ip: HOST_B_IP.into(),
-    };
-    let mut backup = Host::start_with(
-        &lab,
-        "host-b",
-        BlockBackend::Remote(Storage::uri()),
-        backup_mode,
-        "",
-    )
-    .expect("backup");
-    let primary_mode = FtMode::Primary {
-        peer_ip: HOST_B_IP.into(),
-    };
-    let primary = Host::start_with(
-        &lab,
-        "host-a",
-        BlockBackend::Remote(Storage::uri()),
-        primary_mode,
-        "",
-    )
-    .expect("primary");
-    backup
-        .vmm
-        .wait_for("replaying", 0, Duration::from_secs(60))
-        .expect("joined");
-    let join_ms = status(&primary)
+    let mut cluster = Cluster::start(None, "", true).expect("FT cluster");
+    let lab = &cluster.lab;
+    let primary = cluster.hosts[0].as_ref().expect("primary");
+    let join_ms = status(primary)
         .f64("ft_join_pause_ms")
         .map_or("-".to_string(), |v| format!("{v:.1}"));
 
     let idle_secs = 5.0;
-    let b0 = status(&primary).u64("ft_bytes").unwrap_or(0);
+    let b0 = status(primary).u64("ft_bytes").unwrap_or(0);
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let b1 = status(&primary).u64("ft_bytes").unwrap_or(0);
+    let b1 = status(primary).u64("ft_bytes").unwrap_or(0);
     let idle_mbit = (b1 - b0) as f64 * 8.0 / idle_secs / 1e6;
 
     let t0 = std::time::Instant::now();
     let ft = lab.redis_benchmark(&ARGS);
     let load_secs = t0.elapsed().as_secs_f64();
-    let s = status(&primary);
+    let s = status(primary);
     let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
 
     let mut md =
@@ -128,6 +102,5 @@ fn main() {
     let _ = writeln!(md, "\nCommand: `cargo run --release -p integration --bin bench_ft OUT.md` (part of `make bench`).");
     std::fs::write(&out, &md).expect("write output");
     print!("{md}");
-    drop(primary);
-    drop(backup);
+    cluster.kill_backup();
 }

@@ -3,12 +3,15 @@
 //! landmark: only then does it know that it has every entry for L (the log is in landmark
 //! order). So it always lags at least one entry behind, as the VMware FT design requires.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::channel::BackupShared;
 use super::record::{ExitSignature, Record};
 use super::signature::{describe, hlt_sig, RunningHash};
+use crate::config::FailoverConfig;
 
 /// Why replay stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,20 +22,38 @@ pub enum ReplayStop {
     PrimaryLost { landmark: u64 },
 }
 
+/// What a backup needs to go live (vstate::takeover).
+pub struct TakeoverPlan {
+    pub failover: FailoverConfig,
+    /// Each virtio slot's FT control socket, connected as `Role::Primary` when going live
+    /// (until then the backends are not told anything: they stay idle).
+    pub ft_sockets: Vec<Option<PathBuf>>,
+    /// Where to look for a new backup once live (re-protection).
+    pub peer: Option<SocketAddr>,
+}
+
 pub struct Backup {
     pub shared: Arc<BackupShared>,
     pub hash: RunningHash,
     pub last_sig: ExitSignature,
     pub applied: u64,
+    /// The pairing's epoch (from the state transfer's `Hello`): the arbiter flag to ask for.
+    pub epoch: u64,
+    /// The newest VM clock value the log gave (PIT accesses): going live continues from it.
+    pub last_clock_ns: u64,
+    pub plan: TakeoverPlan,
 }
 
 impl Backup {
-    pub fn new(shared: Arc<BackupShared>) -> Self {
+    pub fn new(shared: Arc<BackupShared>, plan: TakeoverPlan) -> Self {
         Backup {
             shared,
             hash: RunningHash::default(),
             last_sig: hlt_sig(),
             applied: 0,
+            epoch: 0,
+            last_clock_ns: 0,
+            plan,
         }
     }
 
@@ -44,14 +65,15 @@ impl Backup {
     /// Like `next_at`, without blocking: `Ok(None)` when the log does not tell yet.
     pub fn poll_at(&mut self, landmark: u64) -> Result<Option<Option<Record>>, ReplayStop> {
         loop {
+            // `alive` first: the reader queues its last record before it clears `alive`, so
+            // a dead channel with an empty queue means that every record has been taken.
+            let alive = self.shared.alive.load(Ordering::SeqCst);
             let front = {
                 let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
                 q.front().map(|(_, r)| r.entry_landmark())
             };
             match front {
-                None if !self.shared.alive.load(Ordering::SeqCst) => {
-                    return Err(ReplayStop::PrimaryLost { landmark })
-                }
+                None if !alive => return Err(ReplayStop::PrimaryLost { landmark }),
                 None => return Ok(None),
                 Some(Some(l)) if l < landmark => {
                     let r = self.pop();

@@ -14,7 +14,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::failover::spawn_watchdog;
 use super::record::{Record, RecordReader, RecordWriter};
+use crate::inbox::{DeviceEvent, Inbox};
 
 /// Heartbeat period in both directions when nothing else is sent.
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
@@ -99,9 +101,16 @@ pub struct PrimaryLink {
 pub type ReleaseFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
 
 impl PrimaryLink {
-    /// Starts the writer and reader threads on `stream`; record numbering continues after
-    /// `last_seq` (the state transfer used the numbers before it).
-    pub fn start(stream: TcpStream, last_seq: u64, release: ReleaseFn) -> std::io::Result<Self> {
+    /// Starts the writer, ack-reader and watchdog threads on `stream`; record numbering
+    /// continues after `last_seq` (the state transfer used the numbers before it). When the
+    /// link dies, `inbox` gets an `FtWake`.
+    pub fn start(
+        stream: TcpStream,
+        last_seq: u64,
+        release: ReleaseFn,
+        timeout: Duration,
+        inbox: Arc<Inbox>,
+    ) -> std::io::Result<Self> {
         stream.set_nodelay(true)?;
         let shared = Arc::new(PrimaryShared {
             acked: AtomicU64::new(last_seq),
@@ -119,29 +128,17 @@ impl PrimaryLink {
         });
         let (tx, rx) = mpsc::channel::<Outgoing>();
         let reader = stream.try_clone()?;
+        let watched = stream.try_clone()?;
         let w = shared.clone();
-        let writer_release = release.clone();
+        let writer_inbox = inbox.clone();
+        // Outputs still held when the link dies stay held: only the arbiter's verdict may let
+        // them leave (ft::primary), since the backup may be going live without them.
         std::thread::Builder::new()
             .name("ft-log-writer".into())
             .spawn(move || {
                 writer_loop(stream, last_seq + 1, &rx, &w);
                 w.alive.store(false, Ordering::SeqCst);
-                // The backup is gone: every output still waiting for it leaves now (the primary
-                // runs unprotected), including those queued but never sent.
-                let held: Vec<HeldOutput> = w
-                    .held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .drain(..)
-                    .collect();
-                for h in held {
-                    writer_release(h.device, h.id);
-                }
-                while let Ok(o) = rx.recv_timeout(Duration::from_millis(100)) {
-                    if let Some((device, id)) = o.output {
-                        writer_release(device, id);
-                    }
-                }
+                writer_inbox.post(DeviceEvent::FtWake);
             })?;
         let r = shared.clone();
         std::thread::Builder::new()
@@ -149,7 +146,16 @@ impl PrimaryLink {
             .spawn(move || {
                 ack_loop(reader, &r, &release);
                 r.alive.store(false, Ordering::SeqCst);
+                inbox.post(DeviceEvent::FtWake);
             })?;
+        let (heard, up) = (shared.clone(), shared.clone());
+        spawn_watchdog(
+            "backup",
+            watched,
+            timeout,
+            move || *heard.last_heard.lock().unwrap_or_else(|e| e.into_inner()),
+            move || up.alive.load(Ordering::SeqCst),
+        )?;
         Ok(PrimaryLink { tx, shared })
     }
 
@@ -331,13 +337,17 @@ impl BackupShared {
 }
 
 /// Starts the backup's reader (which also wakes the vCPU thread through `inbox` whenever
-/// records arrive) and heartbeat threads.
+/// records arrive), heartbeat and watchdog threads. Only the reader marks the channel dead,
+/// after its last record is queued: a vCPU that sees it dead with an empty queue has
+/// everything the primary's acknowledged outputs depend on.
 pub fn start_backup(
     stream: TcpStream,
-    inbox: Arc<crate::inbox::Inbox>,
+    inbox: Arc<Inbox>,
+    timeout: Duration,
 ) -> std::io::Result<Arc<BackupShared>> {
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
+    let watched = stream.try_clone()?;
     let shared = Arc::new(BackupShared {
         queue: Mutex::new(VecDeque::new()),
         arrived: Condvar::new(),
@@ -356,8 +366,16 @@ pub fn start_backup(
             receive_loop(reader, &r, &inbox);
             r.alive.store(false, Ordering::SeqCst);
             r.arrived.notify_all();
-            inbox.post(crate::inbox::DeviceEvent::LogArrived);
+            inbox.post(DeviceEvent::FtWake);
         })?;
+    let (heard, up) = (shared.clone(), shared.clone());
+    spawn_watchdog(
+        "primary",
+        watched,
+        timeout,
+        move || *heard.last_heard.lock().unwrap_or_else(|e| e.into_inner()),
+        move || up.alive.load(Ordering::SeqCst),
+    )?;
     let h = shared.clone();
     std::thread::Builder::new()
         .name("ft-heartbeat".into())
@@ -376,7 +394,7 @@ pub fn start_backup(
     Ok(shared)
 }
 
-fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &crate::inbox::Inbox) {
+fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &Inbox) {
     let mut reader = RecordReader::new(stream);
     loop {
         let (seq, record) = match reader.next() {
@@ -403,7 +421,7 @@ fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &crate::inbox::
             };
             shared.arrived.notify_all();
             if was_empty {
-                inbox.post(crate::inbox::DeviceEvent::LogArrived);
+                inbox.post(DeviceEvent::FtWake);
             }
         }
         // Acknowledge receipt (not application): the output rule needs only that the backup

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod channel;
+pub mod failover;
 pub mod primary;
 pub mod record;
 pub mod signature;

@@ -1,16 +1,21 @@
 //! The primary's recorder: everything non-deterministic the vCPU thread applies at a landmark
 //! is also sent to the backup, tagged with the landmark and that exit's signature. Without a
 //! backup the recorder only keeps the running signature hash and releases outputs at once.
+//! When the backup is lost, outputs stay held until the arbiter has answered (ft::failover):
+//! a win releases them and the primary goes on unprotected; a loss halts it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::channel::{release_acked, PrimaryLink, ReleaseFn};
+use super::failover::{next_epoch, Arbitration, Verdict};
 use super::record::{ExitSignature, Record};
 use super::signature::{hlt_sig, RunningHash};
 use super::{DEV_SIGNATURES, EV_SIGNATURE_HASH};
+use crate::config::FailoverConfig;
 use crate::devices::virtio::ft_link::FtLink;
+use crate::inbox::Inbox;
 
 /// How often, at most, a landmark goes by without a record: the backup may only run up to the
 /// newest landmark it has a record for, so this bounds its lag while the log is quiet.
@@ -18,8 +23,24 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(1);
 /// Flow control: the vCPU waits at a landmark while more records than this are unacknowledged.
 pub const MAX_UNACKED: u64 = 20_000;
 
+/// The primary lost the arbiter's test-and-set: the other side is live, this one must halt.
+#[derive(Debug)]
+pub struct LostArbitration {
+    pub owner: String,
+    pub epoch: u64,
+}
+
 pub struct Primary {
     link: Option<PrimaryLink>,
+    /// Set while the arbiter is being asked (the link died); outputs stay held meanwhile.
+    arbitration: Option<Arbitration>,
+    /// The current pairing's epoch (0 before the first backup joined).
+    pub epoch: u64,
+    /// The newest output id each backend (by virtio slot) announced: what a won arbitration
+    /// releases.
+    last_output: Vec<u64>,
+    pub failover: FailoverConfig,
+    inbox: Arc<Inbox>,
     pub hash: RunningHash,
     pub last_sig: ExitSignature,
     last_record_landmark: u64,
@@ -45,9 +66,18 @@ pub struct PrimaryStats {
 }
 
 impl Primary {
-    pub fn new(backends: Vec<Option<Arc<FtLink>>>) -> Self {
+    pub fn new(
+        backends: Vec<Option<Arc<FtLink>>>,
+        failover: FailoverConfig,
+        inbox: Arc<Inbox>,
+    ) -> Self {
         Primary {
             link: None,
+            arbitration: None,
+            epoch: 0,
+            last_output: vec![0; backends.len()],
+            failover,
+            inbox,
             hash: RunningHash::default(),
             last_sig: hlt_sig(),
             last_record_landmark: 0,
@@ -87,10 +117,31 @@ impl Primary {
         }
     }
 
-    pub fn attach(&mut self, link: PrimaryLink) {
+    /// The epoch for a backup that is joining now (sent in the state transfer).
+    pub fn new_epoch(&self) -> u64 {
+        next_epoch(self.epoch)
+    }
+
+    pub fn attach(&mut self, link: PrimaryLink, epoch: u64) {
         self.protected_since = Instant::now();
         self.link = Some(link);
+        self.epoch = epoch;
         self.join_wanted.store(false, Ordering::SeqCst);
+    }
+
+    /// Starts the logging channel on a joined backup's connection.
+    pub fn start_link(
+        &self,
+        stream: std::net::TcpStream,
+        last_seq: u64,
+    ) -> std::io::Result<PrimaryLink> {
+        PrimaryLink::start(
+            stream,
+            last_seq,
+            self.release_fn(),
+            self.failover.timeout,
+            self.inbox.clone(),
+        )
     }
 
     /// The join attempt failed: let the joiner try again.
@@ -108,25 +159,50 @@ impl Primary {
         self.last_sig = sig;
     }
 
-    /// Drops a dead link: from now on the VM runs unprotected.
-    pub fn check_link(&mut self) {
-        let Some(link) = &self.link else { return };
-        if link.is_alive() {
-            return;
+    /// Notices a dead link and asks the arbiter whether this side may go on alone; applies
+    /// the answer once it is there. Until then outputs stay held (the backup may be taking
+    /// over without them) while the guest keeps running. `Err`: the other side won; halt.
+    pub fn check_link(&mut self) -> Result<(), LostArbitration> {
+        if let Some(link) = self.link.as_ref().filter(|l| !l.is_alive()) {
+            let why = link
+                .shared
+                .diverged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| "the backup is gone".to_string());
+            log::error!(
+                "ft: lost the backup ({why}); outputs held; asking the arbiter for epoch {}",
+                self.epoch
+            );
+            self.link = None;
+            self.arbitration = Some(Arbitration::start(
+                self.failover.clone(),
+                self.epoch,
+                self.inbox.clone(),
+            ));
         }
-        let why = link
-            .shared
-            .diverged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        log::error!(
-            "ft: primary running UNPROTECTED: {}",
-            why.unwrap_or_else(|| "the backup is gone".to_string())
-        );
-        // The link's writer thread releases the outputs that were waiting for the backup.
-        self.link = None;
-        self.join_wanted.store(true, Ordering::SeqCst);
+        let Some(verdict) = self.arbitration.as_ref().and_then(|a| a.verdict()) else {
+            return Ok(());
+        };
+        let asked = self.arbitration.take().map(|a| a.started.elapsed());
+        match verdict {
+            Verdict::Won => {
+                log::error!(
+                    "ft: won epoch {} at the arbiter ({:.1} ms): primary running UNPROTECTED",
+                    self.epoch,
+                    asked.unwrap_or_default().as_secs_f64() * 1e3
+                );
+                for (device, &id) in self.last_output.iter().enumerate() {
+                    if id > 0 {
+                        self.release_now(device, id);
+                    }
+                }
+                self.join_wanted.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            Verdict::Lost { owner, epoch } => Err(LostArbitration { owner, epoch }),
+        }
     }
 
     /// Sends a landmark entry (no-op without a backup).
@@ -179,13 +255,19 @@ impl Primary {
     /// backup has the log up to here (or at once when unprotected).
     pub fn output(&mut self, landmark: u64, device: usize, packed: u16, id: u64, digest: [u8; 32]) {
         self.stats.outputs += 1;
+        if let Some(last) = self.last_output.get_mut(device) {
+            *last = (*last).max(id);
+        }
         let record = Record::OutputDigest {
             landmark,
             device: packed,
             digest,
         };
-        if !self.send(landmark, record, Some((device, id))) {
-            // No backup (or it just went away): nothing to wait for.
+        // With a link (even one that just died) or an arbitration under way the output
+        // waits: for the backup's ack, or for the arbiter's verdict.
+        let may_wait = self.link.is_some() || self.arbitration.is_some();
+        if !self.send(landmark, record, Some((device, id))) && !may_wait {
+            // No backup, and none that could take over: nothing to wait for.
             self.release_now(device, id);
         }
     }
@@ -203,5 +285,32 @@ impl Primary {
 
     pub fn link(&self) -> Option<&PrimaryLink> {
         self.link.as_ref()
+    }
+}
+
+/// Tries to reach the backup every 200 ms while `wanted` is set; a connection goes to the vCPU
+/// thread, which transfers the state at its next landmark.
+pub fn spawn_joiner(
+    peer: std::net::SocketAddr,
+    wanted: Arc<std::sync::atomic::AtomicBool>,
+    inbox: Arc<Inbox>,
+) {
+    use std::sync::atomic::Ordering;
+    let spawned = std::thread::Builder::new()
+        .name("ft-joiner".into())
+        .spawn(move || loop {
+            if wanted.load(Ordering::SeqCst) {
+                if let Ok(stream) = std::net::TcpStream::connect_timeout(
+                    &peer,
+                    std::time::Duration::from_millis(500),
+                ) {
+                    wanted.store(false, Ordering::SeqCst);
+                    inbox.post(crate::inbox::DeviceEvent::BackupConnected(stream));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        });
+    if let Err(e) = spawned {
+        log::error!("ft: cannot start the joiner thread: {e}");
     }
 }

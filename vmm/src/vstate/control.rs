@@ -34,8 +34,18 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Vcpu {
     fn status(&self) -> Value {
+        use super::vcpu::FtRole;
         let mut v = self.basic_status();
-        if let (super::vcpu::FtRole::Primary(p), Some(obj)) = (&self.ft, v.as_object_mut()) {
+        let (role, epoch) = match &self.ft {
+            FtRole::Off => ("off", None),
+            FtRole::Primary(p) => ("primary", Some(p.epoch)),
+            FtRole::Backup(b) => ("backup", Some(b.epoch)),
+        };
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("ft_role".into(), json!(role));
+            obj.insert("ft_epoch".into(), json!(epoch));
+        }
+        if let (FtRole::Primary(p), Some(obj)) = (&self.ft, v.as_object_mut()) {
             obj.insert("ft_protected".into(), json!(p.protected()));
             if let Some(ms) = p.stats.join_pause {
                 obj.insert("ft_join_pause_ms".into(), json!(ms.as_secs_f64() * 1e3));

@@ -94,7 +94,7 @@ impl Vcpu {
                     dev.try_reconnect();
                 }
             }
-            DeviceEvent::LogArrived => {}
+            DeviceEvent::FtWake => {}
             // A backup's guest sees only what the primary's guest saw.
             _ if backup => {}
             DeviceEvent::PitTick { at, .. } => {

@@ -2,6 +2,7 @@
 mod control;
 pub mod events;
 mod replay;
+mod takeover;
 mod transfer;
 pub mod vcpu;
 pub mod vm;

@@ -14,7 +14,6 @@ use crate::devices::legacy::pic::Pic;
 use crate::devices::legacy::pit::Pit;
 use crate::devices::legacy::VmClock;
 use crate::ft::backup::ReplayStop;
-use crate::ft::channel::PrimaryLink;
 use crate::ft::record::{ExitKind, ExitSignature, Record, RecordWriter};
 use crate::ft::signature::RunningHash;
 use crate::ft::state::{from_blob, to_blob, MachineState, VcpuState};
@@ -22,7 +21,6 @@ use crate::memory::{for_each_chunk, ram_digest, ram_size, zero_ram};
 
 /// Memory goes in chunks of this size (the record format's limit for data).
 const CHUNK: usize = 1 << 20;
-pub const VM_ID: &str = "ft-vm";
 
 fn sig_parts(s: &ExitSignature) -> (u8, u64, u8, u64) {
     (s.kind as u8, s.addr, s.size, s.data)
@@ -47,19 +45,20 @@ impl Vcpu {
         }
     }
 
-    fn send_state(&mut self, stream: &TcpStream) -> Result<u64, String> {
+    fn send_state(&mut self, stream: &TcpStream, epoch: u64) -> Result<u64, String> {
         let FtRole::Primary(p) = &self.ft else {
             return Err("not a primary".into());
         };
         let (hash, last_sig) = (p.hash.0, p.last_sig);
+        let vm_id = p.failover.vm_id.clone();
         let landmark = self.stats.landmarks;
         let clone = stream.try_clone().map_err(|e| e.to_string())?;
         let mut w = RecordWriter::new(BufWriter::with_capacity(4 << 20, clone));
         let err = |e: crate::ft::record::RecordError| e.to_string();
         let mem_size = ram_size(&self.mem);
         w.write(&Record::Hello {
-            vm_id: VM_ID.into(),
-            epoch: 1,
+            vm_id,
+            epoch,
             mem_size,
         })
         .map_err(err)?;
@@ -104,18 +103,19 @@ impl Vcpu {
             return;
         }
         let start = Instant::now();
-        match self.send_state(&stream) {
+        let epoch = p.new_epoch();
+        match self.send_state(&stream, epoch) {
             Ok(last_seq) => {
                 let FtRole::Primary(p) = &mut self.ft else {
                     return;
                 };
-                match PrimaryLink::start(stream, last_seq, p.release_fn()) {
+                match p.start_link(stream, last_seq) {
                     Ok(link) => {
-                        p.attach(link);
+                        p.attach(link, epoch);
                         let pause = start.elapsed();
                         p.stats.join_pause = Some(pause);
                         log::warn!(
-                            "ft: backup joined at landmark {}; the guest paused {:.1} ms for the state transfer",
+                            "ft: backup joined at landmark {} (epoch {epoch}); the guest paused {:.1} ms for the state transfer",
                             self.stats.landmarks,
                             pause.as_secs_f64() * 1e3
                         );
@@ -146,8 +146,17 @@ impl Vcpu {
         let landmark = loop {
             match b.next_record().map_err(lost)? {
                 Record::Hello {
-                    vm_id, mem_size, ..
+                    vm_id,
+                    mem_size,
+                    epoch,
                 } => {
+                    if vm_id != b.plan.failover.vm_id {
+                        return Err(format!(
+                            "the primary runs VM {vm_id}, this backup is for {}",
+                            b.plan.failover.vm_id
+                        ));
+                    }
+                    b.epoch = epoch;
                     let ours = ram_size(&self.mem);
                     if mem_size != ours {
                         return Err(format!(
@@ -205,6 +214,7 @@ impl Vcpu {
         self.fresh_state = true;
         if let FtRole::Backup(b) = &mut self.ft {
             b.hash = RunningHash(m.signature_hash);
+            b.last_clock_ns = m.clock_ns;
             let (kind, addr, size, data) = m.last_sig;
             let kind = ExitKind::from_u8(kind).ok_or("bad exit kind in the transfer")?;
             b.last_sig = ExitSignature {

@@ -59,8 +59,10 @@ pub enum VmExit {
     HaltedForever { registers: String },
     /// FT backup: this copy is not where the primary was.
     Diverged { landmark: u64, reason: String },
-    /// FT backup: the logging channel is gone.
+    /// FT backup: the logging channel ended inside a landmark (cannot go live there).
     PrimaryLost { landmark: u64 },
+    /// FT: the arbiter gave this epoch to the other side, which is live; this side halts.
+    LostArbitration { epoch: u64, owner: String },
 }
 
 impl From<ReplayStop> for VmExit {
@@ -68,6 +70,15 @@ impl From<ReplayStop> for VmExit {
         match stop {
             ReplayStop::Diverged { landmark, reason } => VmExit::Diverged { landmark, reason },
             ReplayStop::PrimaryLost { landmark } => VmExit::PrimaryLost { landmark },
+        }
+    }
+}
+
+impl From<crate::ft::primary::LostArbitration> for VmExit {
+    fn from(lost: crate::ft::primary::LostArbitration) -> Self {
+        VmExit::LostArbitration {
+            epoch: lost.epoch,
+            owner: lost.owner,
         }
     }
 }
@@ -132,7 +143,7 @@ pub struct Vcpu {
     pub devices: LegacyDevices,
     pub virtio: VirtioDevices,
     pub(super) inbox: Arc<Inbox>,
-    pit_timer: PitTimerHandle,
+    pub(super) pit_timer: PitTimerHandle,
     pub stats: Stats,
     pub ft: FtRole,
     /// KVM's list of MSRs to save (for state transfer).
@@ -147,7 +158,7 @@ pub struct Vcpu {
     /// When the last interrupt was injected and its EOI not yet seen.
     injected_at: Option<Instant>,
     /// What the PIT host timer was last armed with.
-    armed: Option<TimerRequest>,
+    pub(super) armed: Option<TimerRequest>,
 }
 
 impl Vcpu {
@@ -206,13 +217,28 @@ impl Vcpu {
                 continue;
             }
             if let FtRole::Backup(_) = self.ft {
-                if let Err(stop) = self.replay_landmark() {
-                    return Ok(stop.into());
+                match self.replay_landmark() {
+                    Ok(()) => {}
+                    Err(ReplayStop::PrimaryLost { .. }) => {
+                        // Everything received is applied: go live here, if the arbiter agrees.
+                        if let Err(stop) = self.take_over() {
+                            return Ok(stop);
+                        }
+                        if std::mem::take(&mut self.halted) {
+                            if let Some(stop) = self.wait_for_interrupt() {
+                                return Ok(stop);
+                            }
+                        }
+                        continue;
+                    }
+                    Err(stop) => return Ok(stop.into()),
                 }
             } else {
                 self.inject_pending()?;
                 if let FtRole::Primary(p) = &mut self.ft {
-                    p.check_link();
+                    if let Err(lost) = p.check_link() {
+                        return Ok(lost.into());
+                    }
                     p.checkpoint(self.stats.landmarks, false);
                     p.throttle();
                     p.report();
@@ -294,6 +320,7 @@ impl Vcpu {
                     ..
                 }) => {
                     b.check_sig(landmark, &sig)?;
+                    b.last_clock_ns = arg;
                     Ok(arg)
                 }
                 other => Err(b.diverged(
@@ -467,6 +494,9 @@ impl Vcpu {
                 return None;
             }
             if let FtRole::Primary(p) = &mut self.ft {
+                if let Err(lost) = p.check_link() {
+                    return Some(lost.into());
+                }
                 p.checkpoint(self.stats.landmarks, true);
             }
             self.inbox.wait();

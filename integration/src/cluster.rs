@@ -1,0 +1,176 @@
+//! An FT cluster as a user would run it: the topology, qemu-nbd and the arbiter in `storage`,
+//! a primary on one host and a backup on the other (each with its own backends), the logging
+//! channel over the hosts' direct link `ft0`. Failover swaps the roles; re-protection starts
+//! a new backup on the host that lost its VM. Used by the failover tests, the demo and the
+//! benchmarks.
+
+use std::time::{Duration, Instant};
+
+use crate::proc::Proc;
+use crate::stack::{Arbiter, BlockBackend, FtMode, FtOpts, Host, Lab, NbdServer, Storage};
+use crate::topology::ft_ip;
+
+pub const HOSTS: [&str; 2] = ["host-a", "host-b"];
+
+/// The vmm log line a backup prints once it has loaded the primary's state.
+pub const JOINED: &str = "replaying";
+/// The vmm log line of a backup that went live.
+pub const LIVE: &str = "backup is LIVE";
+
+/// Fields drop in order: VMs and backends first, then the arbiter and the NBD server, then
+/// the topology and the directory with the logs.
+pub struct Cluster {
+    pub hosts: [Option<Host>; 2],
+    pub arbiter: Arbiter,
+    pub storage: Storage,
+    /// Index in `HOSTS` of the host running the primary.
+    pub primary: usize,
+    pub opts: FtOpts,
+    extra_cmdline: String,
+    pub lab: Lab,
+}
+
+impl Cluster {
+    /// Starts everything; with `protected` a backup joins before this returns.
+    pub fn start(
+        timeout_ms: Option<u64>,
+        extra_cmdline: &str,
+        protected: bool,
+    ) -> Result<Self, crate::stack::StackError> {
+        let lab = Lab::new(&HOSTS)?;
+        let disk = lab.create_disk("disk.img")?;
+        let storage = Storage::start(&lab, NbdServer::QemuNbd, &disk)?;
+        let arbiter = Arbiter::start(&lab)?;
+        let mut c = Cluster {
+            hosts: [None, None],
+            arbiter,
+            storage,
+            primary: 0,
+            opts: FtOpts {
+                arbiter: Arbiter::addr(),
+                timeout_ms,
+            },
+            extra_cmdline: extra_cmdline.into(),
+            lab,
+        };
+        if protected {
+            c.spawn_backup()?;
+        }
+        let mode = FtMode::Primary {
+            peer_ip: ft_ip(1),
+            opts: c.opts.clone(),
+        };
+        c.hosts[0] = Some(Host::start_with(
+            &c.lab,
+            HOSTS[0],
+            BlockBackend::Remote(Storage::uri()),
+            mode,
+            extra_cmdline,
+        )?);
+        if protected {
+            c.wait_joined(Duration::from_secs(60))?;
+        }
+        Ok(c)
+    }
+
+    pub fn backup_index(&self) -> usize {
+        1 - self.primary
+    }
+
+    pub fn primary_host(&mut self) -> &mut Host {
+        self.hosts[self.primary]
+            .as_mut()
+            .expect("the cluster always has a primary")
+    }
+
+    pub fn backup_host(&mut self) -> Option<&mut Host> {
+        self.hosts[1 - self.primary].as_mut()
+    }
+
+    /// Starts a backup (backends and vmm) on the host without a VM; does not wait for the join.
+    pub fn spawn_backup(&mut self) -> Result<(), crate::stack::StackError> {
+        let i = self.backup_index();
+        assert!(self.hosts[i].is_none(), "{} already runs a VM", HOSTS[i]);
+        let mode = FtMode::Backup {
+            own_ip: ft_ip(i),
+            peer_ip: ft_ip(1 - i),
+            opts: self.opts.clone(),
+        };
+        self.hosts[i] = Some(Host::start_with(
+            &self.lab,
+            HOSTS[i],
+            BlockBackend::Remote(Storage::uri()),
+            mode,
+            &self.extra_cmdline,
+        )?);
+        Ok(())
+    }
+
+    /// Waits until the backup has loaded the primary's state.
+    pub fn wait_joined(&mut self, timeout: Duration) -> Result<(), crate::stack::StackError> {
+        let Some(b) = self.backup_host() else {
+            return Err(crate::stack::StackError::Other(
+                "no backup to wait for".into(),
+            ));
+        };
+        b.vmm.wait_for(JOINED, 0, timeout)?;
+        Ok(())
+    }
+
+    /// Re-protection: a new backup on the free host, joined. Returns the time from start to
+    /// joined.
+    pub fn reprotect(&mut self) -> Result<Duration, crate::stack::StackError> {
+        let start = Instant::now();
+        self.spawn_backup()?;
+        self.wait_joined(Duration::from_secs(60))?;
+        Ok(start.elapsed())
+    }
+
+    /// Kills (SIGKILL) the primary's vmm and both its backends: its host is gone.
+    pub fn kill_primary(&mut self) -> Host {
+        let mut host = self.hosts[self.primary]
+            .take()
+            .expect("the cluster always has a primary");
+        kill_all(&mut [&mut host.vmm, &mut host.net, &mut host.blk]);
+        host
+    }
+
+    /// Kills (SIGKILL) the backup's vmm and backends.
+    pub fn kill_backup(&mut self) -> Option<Host> {
+        let i = self.backup_index();
+        let mut host = self.hosts[i].take()?;
+        kill_all(&mut [&mut host.vmm, &mut host.net, &mut host.blk]);
+        Some(host)
+    }
+
+    /// Waits until the backup says it is live, then makes it the primary.
+    pub fn wait_live(&mut self, timeout: Duration) -> Result<(), crate::stack::StackError> {
+        let i = self.backup_index();
+        let Some(b) = self.hosts[i].as_mut() else {
+            return Err(crate::stack::StackError::Other(
+                "no backup to take over".into(),
+            ));
+        };
+        b.vmm.wait_for(LIVE, 0, timeout)?;
+        self.primary = i;
+        Ok(())
+    }
+
+    /// Cuts or restores the logging link (both hosts stay on the client network).
+    pub fn set_ft_link(&self, up: bool) -> Result<(), crate::stack::StackError> {
+        Ok(self.lab.topo.set_ft_link(HOSTS[0], up)?)
+    }
+}
+
+fn kill_all(procs: &mut [&mut Proc]) {
+    // All at once, like a host losing power; each by its PID.
+    for p in procs.iter() {
+        if let Some(pid) = p.pid() {
+            // SAFETY: kill(2) on the PID of a child this process started and has not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+    for p in procs.iter_mut() {
+        p.kill();
+    }
+}
