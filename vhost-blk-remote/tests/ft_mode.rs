@@ -74,6 +74,20 @@ fn disk(s: &Setup, sector: u64, len: usize) -> Vec<u8> {
     read_file_at(&s.img, sector * 512, len)
 }
 
+/// Waits until the backend's log contains `what`.
+#[track_caller]
+fn wait_log(s: &Setup, what: &str) {
+    let log = s._t.path("backend.log");
+    let deadline = Instant::now() + T;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(what)
+    {
+        assert!(Instant::now() < deadline, "no {what:?} in the backend log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The image's original content (see `make_image`).
 fn original(sector: u64, len: usize) -> Vec<u8> {
     (0..len)
@@ -362,29 +376,99 @@ fn set_role_live_releases_held_outputs_and_restores_plain_mode() {
 }
 
 #[test]
-fn ft_disconnect_releases_held_outputs_and_restores_plain_mode() {
+fn ft_disconnect_discards_held_outputs_and_a_fresh_connection_works() {
     let s = setup("ftdisc", &[]);
     let mut h = harness(&s);
     let c = FtClient::connect(&s.fsock, Role::Primary);
     let (w1, _) = held_write(&mut h, &c, 20, &[0x44; 512]);
-    c.expect_nothing(QUIET);
-    assert_bytes(&disk(&s, 20, 512), &original(20, 512), "held");
-    drop(c);
-    let u = h
-        .wait_used(0, 1, T)
-        .expect("completed by the backend itself");
-    assert_eq!(u[0].id, w1.head as u32);
-    assert_eq!(h.read(w1.status, 1).unwrap(), vec![0]);
-    assert_bytes(&disk(&s, 20, 512), &[0x44; 512], "released on disconnect");
-    plain_write(&mut h, 21, &[0x55; 512]);
-
-    // A new VMM connection numbers its outputs from 1 again.
-    let c = FtClient::connect(&s.fsock, Role::Primary);
-    let (_, id) = held_write(&mut h, &c, 22, &[0x66; 512]);
-    assert_eq!(id, 1);
+    let (w2, id) = held_write(&mut h, &c, 21, &[0x45; 512]);
+    assert_eq!(id, 2);
     c.send(&Message::Release { id: 1 });
-    c.completion(T);
-    assert_bytes(&disk(&s, 22, 512), &[0x66; 512], "released");
+    let (head, _, writes, m) = c.completion(T);
+    assert_eq!((head, writes), (w1.head, status_writes(&w1, 0)));
+    vmm_apply(&mut h, &m);
+    assert_bytes(&disk(&s, 20, 512), &[0x44; 512], "released write on disk");
+
+    // The VMM goes away (killed, or halted after losing the arbiter) before releasing
+    // output 2: the backup may go live without it, so it must never reach the disk.
+    drop(c);
+    wait_log(&s, "discarding 1 held output(s)");
+    assert!(
+        !h.wait_call(0, QUIET).unwrap(),
+        "no completion for a discarded output"
+    );
+    assert_eq!(h.used_idx(0).unwrap(), 1, "only the VMM's entry");
+    assert_eq!(
+        h.read(w2.status, 1).unwrap(),
+        vec![0xff],
+        "status not written"
+    );
+    assert_bytes(
+        &disk(&s, 21, 512),
+        &original(21, 512),
+        "a discarded output is never issued",
+    );
+
+    // A fresh frontend connection (the old one's VMM is gone) is plain and works.
+    drop(h);
+    let mut h = harness(&s);
+    plain_write(&mut h, 22, &[0x66; 512]);
+    assert_bytes(&disk(&s, 22, 512), &[0x66; 512], "plain write");
+    // And so does a new VMM connection, numbering its outputs from 1 again.
+    let c = FtClient::connect(&s.fsock, Role::Primary);
+    let (w3, id) = held_write(&mut h, &c, 23, &[0x67; 512]);
+    assert_eq!(id, 1);
+    c.expect_nothing(QUIET);
+    c.send(&Message::Release { id: 1 });
+    let (head, _, writes, _) = c.completion(T);
+    assert_eq!((head, writes), (w3.head, status_writes(&w3, 0)));
+    assert_bytes(&disk(&s, 23, 512), &[0x67; 512], "released");
+    assert_bytes(
+        &disk(&s, 21, 512),
+        &original(21, 512),
+        "the discarded output stays discarded",
+    );
+}
+
+/// After a discarded output its frontend connection completes nothing more (avail order),
+/// but stopping the ring does not wait for it: the ring is rewound to the used index at
+/// once, and a frontend that resumes there (the ring-resume path) gets the requests redone.
+#[test]
+fn a_ring_behind_a_discarded_output_is_rewound_at_once_and_redone_on_resume() {
+    let s = setup("ftredo", &["--drain-timeout", "10"]);
+    let mut h = harness(&s);
+    let c = FtClient::connect(&s.fsock, Role::Primary);
+    let (w1, _) = held_write(&mut h, &c, 60, &[0x61; 512]);
+    drop(c);
+    wait_log(&s, "discarding 1 held output(s)");
+    // Plain mode now, but a write behind the lost request is not issued either: its
+    // completion could never be applied, and it may come from the VMM that is gone.
+    let w2 = publish(&mut h, T_OUT, 61, &[0x62; 512], 0);
+    h.kick(0).unwrap();
+    wait_log(&s, "output of abandoned request");
+    assert!(!h.wait_call(0, QUIET).unwrap(), "nothing completed");
+    assert_eq!(h.used_idx(0).unwrap(), 0);
+    assert_bytes(&disk(&s, 60, 512), &original(60, 512), "discarded");
+    assert_bytes(&disk(&s, 61, 512), &original(61, 512), "not issued");
+
+    let t0 = Instant::now();
+    assert_eq!(h.get_vring_base(0).unwrap(), 0, "rewound to the used index");
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "did not wait for the drain timeout: {:?}",
+        t0.elapsed()
+    );
+    h.reconnect().unwrap();
+    h.kick(0).unwrap();
+    let ids: Vec<u32> = h
+        .wait_used(0, 2, T)
+        .expect("redone in plain mode")
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(ids, vec![u32::from(w1.head), u32::from(w2.head)]);
+    assert_bytes(&disk(&s, 60, 512), &[0x61; 512], "redone");
+    assert_bytes(&disk(&s, 61, 512), &[0x62; 512], "redone");
 }
 
 #[test]
@@ -429,21 +513,27 @@ fn garbage_on_the_ft_socket_drops_only_that_connection() {
     .write_to(&mut g)
     .unwrap();
     assert!(eof(g), "connection closed");
-    // A good handshake, an output held, then an unknown message type.
+    // A good handshake, an output held, then an unknown message type: the connection is
+    // dropped and the held output discarded.
     let c = FtClient::connect(&s.fsock, Role::Primary);
-    let (w1, _) = held_write(&mut h, &c, 40, &[0x88; 512]);
+    held_write(&mut h, &c, 40, &[0x88; 512]);
     c.send_raw(&[1, 0, 0, 0, 99]);
     assert!(c.closed_within(T), "connection closed");
-    let u = h
-        .wait_used(0, 1, T)
-        .expect("plain mode again: held output released");
-    assert_eq!(u[0].id, w1.head as u32);
-    assert_bytes(&disk(&s, 40, 512), &[0x88; 512], "released");
+    wait_log(&s, "discarding 1 held output(s)");
+    assert!(
+        !h.wait_call(0, QUIET).unwrap(),
+        "no completion for a discarded output"
+    );
+    assert_eq!(h.used_idx(0).unwrap(), 0);
+    assert_bytes(&disk(&s, 40, 512), &original(40, 512), "discarded");
     drop(c);
 
     let mut b = s.backend;
     assert!(b.is_running(), "backend survived");
     let s = Setup { backend: b, ..s };
+    // The next VMM, with a fresh frontend connection, works.
+    drop(h);
+    let mut h = harness(&s);
     let c = FtClient::connect(&s.fsock, Role::Primary);
     let (_, id) = held_write(&mut h, &c, 41, &[0x99; 512]);
     c.send(&Message::Release { id });

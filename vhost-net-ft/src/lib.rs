@@ -10,7 +10,8 @@
 //!   RX and TX paths, the `VhostUserBackendMut` implementation, counters).
 //! - [`server`]: the accept loop that serves one frontend after another on one socket path.
 //! - [`ft`]: FT mode: the `--ft-socket` control connection, completions sent to the VMM
-//!   instead of written to guest memory, TX frames held until the VMM releases them.
+//!   instead of written to guest memory, TX frames held until the VMM releases them
+//!   (discarded if the FT connection ends first).
 //! - [`error`]: error types.
 
 pub mod error;

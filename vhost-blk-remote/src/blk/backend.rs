@@ -155,10 +155,14 @@ impl BlkBackend {
 
     /// Hands an output to the FT gate. In FT mode it is announced now (in avail order, as
     /// the chains are walked) and its NBD command is issued only once the VMM releases it
-    /// (output rule); its completion follows the NBD reply. In plain mode it runs at once.
+    /// (output rule); its completion follows the NBD reply. If the FT connection ends before
+    /// the release, the output is discarded: never issued, never completed, and the
+    /// sequencer learns that the request is lost ([`Sequencer::lose`]). In plain mode it
+    /// runs at once.
     fn submit_output(&self, ft: &Ft, ticket: Ticket, req: Request, done: Done) {
         let exec = self.exec.clone();
         let seq = self.seq.clone();
+        let lost = self.seq.clone();
         let head = req.head;
         ft.output(
             QUEUE,
@@ -169,11 +173,14 @@ impl BlkBackend {
                 if seq.is_current(ticket) {
                     exec.execute(req, done);
                 } else {
-                    // Abandoned (ring stopped, reset, frontend gone): the frontend hands the
-                    // chain over again; issuing this copy later could overwrite newer data.
+                    // Abandoned (ring stopped, reset, frontend gone) or behind a lost request:
+                    // the frontend hands the chain over again once it restarts the ring;
+                    // issuing this copy could overwrite newer data, or come from a VMM that
+                    // is gone.
                     log::warn!("output of abandoned request (head {head}) discarded");
                 }
             },
+            move || lost.lose(ticket),
         );
     }
 
@@ -277,14 +284,18 @@ impl VhostUserBackend for BlkBackend {
 
     /// `GET_VRING_BASE`: the ring is already marked not ready (no more pops). Wait for the
     /// requests in flight so that the returned base equals the used index. If NBD stays
-    /// unreachable past the drain timeout, abandon them and rewind the avail position to the
-    /// used index: the frontend will hand them to us again when it restarts the ring.
+    /// unreachable past the drain timeout, or at once if a request was lost (its FT output
+    /// discarded), abandon them and rewind the avail position to the used index: the
+    /// frontend will hand them to us again when it restarts the ring.
     fn stop_vring(&self, _queue_index: u32) -> io::Result<()> {
         if self.seq.drain(self.opts.drain_timeout) {
             return Ok(());
         }
         let n = self.seq.abandon();
-        log::warn!("ring stopped with {n} request(s) still waiting for NBD; they will be redone");
+        log::warn!(
+            "ring stopped with {n} request(s) not completed (waiting for NBD, or lost with a \
+             discarded FT output); they will be redone"
+        );
         if let Some(vring) = lock(&self.vring).clone() {
             let mut state = vring.get_mut();
             let used = state.get_queue().next_used();

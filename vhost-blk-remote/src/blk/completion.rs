@@ -179,12 +179,16 @@ struct SeqState {
     epoch: u64,
     order: InOrder<Completion>,
     sink: Option<Box<dyn CompletionSink>>,
+    /// Lowest sequence number of this epoch whose request will never complete (its held FT
+    /// output was discarded, see [`Sequencer::lose`]); nothing from there on can be applied.
+    lost: Option<u64>,
 }
 
 /// Numbers requests as they are popped and applies their completions in that order.
 ///
 /// `epoch` changes whenever the in-flight requests are abandoned (ring stopped while NBD
-/// was unreachable, device reset, frontend gone): completions of an older epoch are dropped.
+/// was unreachable or behind a lost request, device reset, frontend gone): completions of an
+/// older epoch are dropped.
 pub struct Sequencer {
     next_seq: AtomicU64,
     epoch: AtomicU64,
@@ -220,6 +224,7 @@ impl Sequencer {
                 epoch: 0,
                 order: InOrder::new(0),
                 sink: None,
+                lost: None,
             }),
             idle: Condvar::new(),
         }
@@ -241,11 +246,41 @@ impl Sequencer {
         }
     }
 
-    /// Whether the request holding `t` still counts (not abandoned, frontend not gone).
-    /// A held FT output whose request was abandoned is never issued: the frontend will hand
-    /// the chain to us again, and issuing the stale copy later could overwrite newer data.
+    /// Whether the request holding `t` still counts (not abandoned, frontend not gone, not
+    /// behind a lost request). A held FT output whose request was abandoned is never issued:
+    /// the frontend will hand the chain to us again, and issuing the stale copy later could
+    /// overwrite newer data. Neither is an output behind a lost request: its completion could
+    /// never be applied (avail order), so it would only be redone after the ring restarts,
+    /// and it may come from a VMM that is gone (see [`Sequencer::lose`]).
     pub fn is_current(&self, t: Ticket) -> bool {
-        t.epoch == self.epoch.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+        let st = lock(&self.state);
+        t.epoch == st.epoch
+            && !self.closed.load(Ordering::Acquire)
+            && st.lost.is_none_or(|l| t.seq < l)
+    }
+
+    /// Request `t` will never complete: its held FT output was discarded because the FT
+    /// connection ended before the VMM released it. No completion is ever sent or applied
+    /// for it, so no later request of this epoch can be completed either (that would break
+    /// "everything before the used index is done, nothing after it is"): their completions
+    /// are dropped and their outputs not issued ([`Sequencer::is_current`]). The epoch ends
+    /// when the frontend stops the ring (`drain` then fails at once, and the ring is rewound
+    /// to the used index so the frontend hands these requests over again), resets the device
+    /// or goes away; a new frontend connection has a sequencer of its own.
+    pub fn lose(&self, t: Ticket) {
+        let mut st = lock(&self.state);
+        if t.epoch != st.epoch || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if st.lost.is_none() {
+            log::warn!(
+                "request {} will never complete (its FT output was discarded); this ring \
+                 completes nothing more until the frontend stops, resets or reconnects it",
+                t.seq
+            );
+        }
+        st.lost = Some(st.lost.map_or(t.seq, |l| l.min(t.seq)));
+        self.idle.notify_all();
     }
 
     /// Delivers a completion; applies it and every following one that is ready.
@@ -254,6 +289,14 @@ impl Sequencer {
         if t.epoch != st.epoch || self.closed.load(Ordering::Acquire) {
             log::debug!(
                 "dropping completion of abandoned request {} (head {})",
+                t.seq,
+                c.head
+            );
+            return;
+        }
+        if st.lost.is_some_and(|l| t.seq >= l) {
+            log::debug!(
+                "dropping completion of request {} (head {}): behind a lost request",
                 t.seq,
                 c.head
             );
@@ -280,13 +323,17 @@ impl Sequencer {
         self.next_seq.load(Ordering::Acquire) - st.order.next()
     }
 
-    /// Waits until every ticket handed out has been applied; `false` on timeout.
+    /// Waits until every ticket handed out has been applied; `false` on timeout, or at once
+    /// if a lost request ([`Sequencer::lose`]) makes that impossible.
     pub fn drain(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = lock(&self.state);
         loop {
             if st.order.next() >= self.next_seq.load(Ordering::Acquire) {
                 return true;
+            }
+            if st.lost.is_some() {
+                return false;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -307,6 +354,7 @@ impl Sequencer {
         st.epoch += 1;
         self.epoch.store(st.epoch, Ordering::Release);
         st.order.reset(next);
+        st.lost = None;
         self.idle.notify_all();
         dropped
     }
@@ -369,5 +417,40 @@ mod tests {
         let t4 = s.ticket();
         s.deliver(t4, c(4));
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 4]);
+    }
+
+    #[test]
+    fn a_lost_request_blocks_only_its_epoch_and_drain_gives_up_at_once() {
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let s = Sequencer::new();
+        let r = seen.clone();
+        s.ensure_sink(move || Box::new(Recorder(r)));
+        let t: Vec<Ticket> = (0..4).map(|_| s.ticket()).collect();
+        let c = |h| Completion::status_only(h, None, 0);
+        s.deliver(t[0], c(0));
+        s.lose(t[2]);
+        s.lose(t[3]); // the lowest lost one counts
+        s.deliver(t[1], c(1));
+        s.deliver(t[3], c(3)); // behind the lost one: never applied
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+        assert!(s.is_current(t[1]));
+        assert!(!s.is_current(t[2]) && !s.is_current(t[3]));
+        let t4 = s.ticket();
+        assert!(!s.is_current(t4), "later outputs are not issued either");
+        let t0 = Instant::now();
+        assert!(!s.drain(Duration::from_secs(5)));
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "no waiting for the impossible"
+        );
+        // Ring stopped (or device reset): a new epoch starts clean.
+        assert_eq!(s.abandon(), 3);
+        let t5 = s.ticket();
+        assert!(s.is_current(t5));
+        s.deliver(t5, c(5));
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 5]);
+        assert!(s.drain(Duration::from_millis(10)));
+        s.lose(t[2]); // a stale ticket changes nothing
+        assert!(s.is_current(s.ticket()));
     }
 }

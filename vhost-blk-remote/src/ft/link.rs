@@ -6,8 +6,9 @@
 //! and puts the backend back into plain mode) and the caller falls back to plain behaviour
 //! for the message it could not send.
 //!
-//! Writes block while the VMM does not read (no timeout on purpose: giving up would mean
-//! going live, i.e. releasing outputs, on the say-so of a timer rather than the VMM).
+//! Writes block while the VMM does not read (no timeout on purpose: giving up would end the
+//! FT connection, i.e. discard the held outputs and stall the vhost-user connection behind
+//! them, on the say-so of a timer rather than the VMM).
 
 use std::io::{self, Write};
 use std::net::Shutdown;

@@ -14,9 +14,31 @@
 //! Otherwise (no option, nobody connected, `Role::Live`) the backend is the plain
 //! vhost-user backend.
 //!
+//! How held outputs end:
+//! - `Release { id }`: those up to `id` are issued, in id order;
+//! - `SetRole { role: Live }` from the connected VMM: all of them are issued at once (the
+//!   VMM won the arbiter and decided to go live);
+//! - the end of the FT connection, for any reason (EOF, read or write error, garbage):
+//!   all of them are *discarded*: their NBD commands are never issued, and no completion is
+//!   ever sent or applied for them (logged with `warn!`). A held output is one the backup
+//!   has not acknowledged. When the primary VMM goes away (killed, or halted after losing
+//!   the arbiter's test-and-set) the backup may go live from an earlier log position, and
+//!   its guest may never issue that write, or issue another one to the same sectors: the
+//!   disk must then never have seen it (split brain). The survivor re-executes every
+//!   request whose completion was never logged, so a request dropped here is redone there
+//!   if its guest still wants it; a duplicate is harmless, a leaked write is not.
+//!
+//! A discarded request never completes, so the vhost-user connection it came from can
+//! complete nothing after it (completions are applied in avail order: see
+//! `blk::completion::Sequencer::lose`). That connection belongs to the VMM that went away;
+//! the next frontend gets a fresh sequencer, and a frontend that stops the ring
+//! (`GET_VRING_BASE`) gets it rewound to the used index at once, so the request is handed
+//! over again (the ring-resume path).
+//!
 //! Lock order: gate -> sequencer -> link -> vring. Released outputs run under the gate lock
 //! so that they are issued in id order even when releases race with announcements; running
 //! one may complete a request synchronously, which takes the sequencer and then the link.
+//! Discard actions also run under the gate lock (they take the sequencer).
 
 pub mod gate;
 pub mod link;
@@ -28,7 +50,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ft_control::{Message, Role};
 
-use gate::{Action, Gate};
+use gate::{Action, Gate, Held};
 use link::Link;
 
 /// Process-wide FT state, shared by the FT server and every vhost-user connection.
@@ -60,8 +82,9 @@ impl Ft {
 
     /// Submits an output. In plain mode `run(item)` is called at once. In FT mode the
     /// output gets the next id, is announced (`OutputReady` with `digest(&item)`), and
-    /// `run(item)` is called when a `Release` covers it, the VMM goes live, or the FT
-    /// connection ends, in id order.
+    /// exactly one of two things happens later, in id order: `run(item)` when a `Release`
+    /// covers it or the VMM goes live, or `discard()` (and `item` is dropped) when the FT
+    /// connection ends first.
     pub fn output<T: Send + 'static>(
         &self,
         queue: u16,
@@ -69,22 +92,28 @@ impl Ft {
         item: T,
         digest: impl FnOnce(&T) -> [u8; 32],
         run: impl FnOnce(T) + Send + 'static,
+        discard: impl FnOnce() + Send + 'static,
     ) {
         let mut g = self.gate();
         let Some(id) = g.next_id() else {
             // Plain mode. Still under the gate lock: a concurrent switch to plain mode has
-            // issued every held output before we get here, so issue order = id order.
+            // issued or discarded every held output before we get here, so issue order =
+            // id order.
             return run(item);
         };
         let digest = digest(&item);
-        // If this fails the connection is being torn down; its end releases the output.
+        // If this fails the connection is being torn down; its end discards the output.
         self.link.send(&Message::OutputReady {
             id,
             queue,
             head,
             digest,
         });
-        if let Some(now) = g.hold(id, Box::new(move || run(item))) {
+        let held = Held {
+            run: Box::new(move || run(item)),
+            discard: Box::new(discard),
+        };
+        if let Some(now) = g.hold(id, held) {
             now();
         }
     }
@@ -125,27 +154,35 @@ impl Ft {
     pub fn connected(&self, writer: UnixStream, role: Role, ack: &[u8]) -> io::Result<()> {
         let mut g = self.gate();
         let primary = role == Role::Primary;
-        let left = g.connect(primary);
+        let mut left = g.connect(primary);
+        if !left.is_empty() {
+            log::warn!(
+                "FT: new connection; discarding {} output(s) still held from the previous \
+                 one: their NBD commands are never issued",
+                left.len()
+            );
+        }
         let r = self.link.install(writer, primary, ack);
         if r.is_err() {
-            g.set_primary(false);
+            left.extend(g.disconnect());
         }
         run_all(left);
         r
     }
 
-    /// The FT connection ended: plain mode; held outputs leave now (the VMM is gone or has
-    /// gone live).
-    pub fn disconnected(&self) {
+    /// The FT connection ended (`why`): plain mode; held outputs are discarded, never
+    /// issued (see the module documentation).
+    pub fn disconnected(&self, why: &str) {
         let mut g = self.gate();
         self.link.clear();
-        let actions = g.set_primary(false);
-        if !actions.is_empty() {
+        let discards = g.disconnect();
+        if !discards.is_empty() {
             log::warn!(
-                "FT connection gone with {} output(s) held; releasing them",
-                actions.len()
+                "FT connection gone ({why}): discarding {} held output(s) the VMM never \
+                 released; their NBD commands are never issued",
+                discards.len()
             );
         }
-        run_all(actions);
+        run_all(discards);
     }
 }

@@ -3,8 +3,8 @@
 //! A connection starts with the `Hello`/`HelloAck` handshake (`ft_control::accept_hello`),
 //! then carries `Release` and `SetRole` from the VMM. Anything else, a bad handshake, a
 //! malformed frame or an I/O error drops that connection (logged); its end puts the backend
-//! back into plain mode and the next connection is accepted. Nothing a peer sends on this
-//! socket can stop the backend.
+//! back into plain mode, discarding the outputs still held (see [`super`]), and the next
+//! connection is accepted. Nothing a peer sends on this socket can stop the backend.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -66,12 +66,18 @@ fn accept_loop(listener: UnixListener, ft: Arc<Ft>) {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                match serve(&stream, &ft) {
-                    Ok(()) => log::info!("FT connection closed by the VMM"),
-                    Err(e) => log::error!("FT connection dropped: {e}"),
-                }
-                // Whatever happened, this VMM is gone: plain mode, held outputs leave.
-                ft.disconnected();
+                let why = match serve(&stream, &ft) {
+                    Ok(()) => {
+                        log::info!("FT connection closed by the VMM");
+                        "closed by the VMM".to_string()
+                    }
+                    Err(e) => {
+                        log::error!("FT connection dropped: {e}");
+                        e.to_string()
+                    }
+                };
+                // Whatever happened, this VMM is gone: plain mode, held outputs discarded.
+                ft.disconnected(&why);
                 let _ = stream.shutdown(std::net::Shutdown::Both);
             }
             Err(e) => {

@@ -7,6 +7,14 @@
 //! under it. So a `Release` or `SetRole` from the VMM is applied between two chains, never in
 //! the middle of one, and frames leave the TAP in production order whichever thread writes
 //! them.
+//!
+//! How held frames end: `Release { id }` lets them leave up to `id`, `SetRole { Live }` lets
+//! all of them leave (the VMM that won the arbiter decided so). The end of the connection
+//! (EOF, error, garbage, a failed send, replacement by a new `Hello`) *discards* them: a held
+//! frame is one the backup has not acknowledged, and once its VMM is gone the backup may go
+//! live from an earlier log position, where the guest never sent it (or sends something
+//! else). The survivor re-executes; a frame that was never sent is an ordinary packet loss,
+//! a frame that leaked cannot be taken back.
 
 use std::collections::VecDeque;
 use std::io;
@@ -82,7 +90,8 @@ impl FtLink {
     }
 
     /// Attaches the VMM connection `serial`, whose `Hello` asked for `role`, and answers
-    /// `HelloAck`; a previous connection, if any, is dropped first (its held outputs leave).
+    /// `HelloAck`; a previous connection, if any, is dropped first (its held outputs are
+    /// discarded, see the module documentation).
     ///
     /// The answer is sent under the lock, after the switch: every chain the backend completed
     /// itself was completed before the VMM sees `HelloAck`, and everything after it follows
@@ -109,8 +118,9 @@ impl FtLink {
         Ok(())
     }
 
-    /// Detaches connection `serial` (it closed or misbehaved): back to plain mode, held
-    /// outputs leave at once (the VMM that held them is gone or has gone live).
+    /// Detaches connection `serial` (it closed or misbehaved): its held outputs are
+    /// discarded, never sent (the VMM that held them is gone: see the module documentation),
+    /// and the link is back in plain mode.
     pub fn detach(&self, serial: u64, why: &str) {
         let mut st = self.lock();
         if st.conn.as_ref().is_some_and(|c| c.serial == serial) {
@@ -168,9 +178,9 @@ impl State {
         self.conn.as_ref().is_some_and(|c| c.role == Role::Primary)
     }
 
-    /// Sends one message to the attached VMM. On failure the connection is dropped (back to
-    /// plain mode, held outputs leave) and the error returned; the caller then does the
-    /// plain-mode thing.
+    /// Sends one message to the attached VMM. On failure the connection is dropped (held
+    /// outputs discarded, back to plain mode) and the error returned; the caller then does
+    /// the plain-mode thing.
     pub(crate) fn send(&mut self, msg: &Message) -> Result<(), ControlError> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ControlError::Io(io::ErrorKind::NotConnected.into()));
@@ -185,7 +195,9 @@ impl State {
     }
 
     /// Output rule: in FT mode a frame is announced with its digest and held until the VMM
-    /// releases its id; otherwise (or if announcing fails) it leaves at once.
+    /// releases its id; otherwise it leaves at once. If announcing fails, the connection is
+    /// gone and the frame is discarded with the other held ones (it was produced while an FT
+    /// primary was attached, and nobody has acknowledged it).
     pub(crate) fn output(&mut self, queue: u16, head: u16, frame: TxFrame) {
         if let Some(id) = self
             .conn
@@ -194,27 +206,26 @@ impl State {
             .map(|c| c.next_id)
         {
             let digest = output_digest(frame.guest_bytes());
-            if self
-                .send(&Message::OutputReady {
-                    id,
-                    queue,
-                    head,
-                    digest,
-                })
-                .is_ok()
-            {
+            // Held before the announcement, so that a failed send discards it too.
+            self.held.push_back(Held { id, frame });
+            let announced = Message::OutputReady {
+                id,
+                queue,
+                head,
+                digest,
+            };
+            if self.send(&announced).is_ok() {
                 if let Some(c) = self.conn.as_mut() {
                     c.next_id += 1;
                 }
                 NetStats::inc(&self.stats.ft_outputs);
-                self.held.push_back(Held { id, frame });
                 // A release may already cover it.
                 self.leave_released();
-                return;
             }
+            return;
         }
-        // Plain mode: held is empty (switching to plain releases everything), so the order of
-        // frames is kept.
+        // Plain mode: held is empty (leaving FT mode releases or discards everything), so
+        // the order of frames is kept.
         self.out.release(frame);
     }
 
@@ -228,7 +239,7 @@ impl State {
         }
     }
 
-    /// Writes every held output (leaving FT mode).
+    /// Writes every held output (`SetRole { Live }`: the VMM decided to go live).
     fn leave_all(&mut self, why: &str) {
         if !self.held.is_empty() {
             info!("FT: releasing {} held output(s): {why}", self.held.len());
@@ -238,12 +249,28 @@ impl State {
         }
     }
 
-    /// Drops the connection (if any) and releases everything held.
+    /// Drops the connection (if any) and discards everything held: those frames never reach
+    /// the TAP (see the module documentation).
     fn drop_conn(&mut self, why: &str) {
-        if let Some(c) = self.conn.take() {
+        let serial = self.conn.take().map(|c| {
             // Wakes the reader thread of that connection up, which then finds it detached.
             let _ = c.stream.shutdown(Shutdown::Both);
+            c.serial
+        });
+        if self.held.is_empty() {
+            return;
         }
-        self.leave_all(why);
+        let n = self.held.len();
+        let (first, last) = (
+            self.held.front().map_or(0, |h| h.id),
+            self.held.back().map_or(0, |h| h.id),
+        );
+        self.held.clear();
+        NetStats::add(&self.stats.ft_outputs_discarded, n as u64);
+        warn!(
+            "FT connection {}: {why}; discarding {n} held output(s) (ids {first}..={last}) that \
+             the VMM never released: they will never be sent",
+            serial.map_or_else(|| "-".to_string(), |s| s.to_string())
+        );
     }
 }

@@ -12,8 +12,19 @@
 //!   to it; frames leave in id order ([`link::FtLink`]). The TX chain itself is completed at
 //!   once (only the frame is delayed), so the guest may reuse its buffer.
 //! - `Live` (plain mode): exactly the plain vhost-user backend; also the state without any
-//!   VMM connected. `SetRole { Live }` and the loss of the connection switch to it and let
-//!   every held frame leave at once; `SetRole { Primary }` switches back.
+//!   VMM connected. `SetRole { Live }` switches to it and lets every held frame leave at once
+//!   (an explicit decision of the VMM, which has won the arbiter); `SetRole { Primary }`
+//!   switches back.
+//!
+//! The end of the FT connection, for whatever reason (EOF, read or write error, garbage, a
+//! new VMM's `Hello` replacing it), also switches to plain mode, but *discards* the held
+//! frames: they are never written to the TAP (logged with `warn!` and counted in
+//! `ft_outputs_discarded`). A held frame is one the backup has not acknowledged; when the
+//! primary VMM goes away (killed, or halted after losing the arbiter's test-and-set) the
+//! backup may go live from an earlier log position, and the world must never see an output
+//! that the surviving execution did not produce. The survivor re-executes; a frame lost
+//! here is an ordinary packet loss, which the guest's protocols recover from. The TX chain
+//! itself was completed when the frame was announced, so nothing waits for the frame.
 //!
 //! The data path ([`crate::net`]) knows nothing of this: it hands every finished chain to a
 //! `Completer`, and the worker thread's completer is an [`completer::FtCompleter`], which

@@ -5,8 +5,9 @@
 //! exactly as `ft_control::accept_hello` does, but the answer is sent by
 //! [`FtLink::attach`] once the role is in force (see there). Anything else — a bad
 //! handshake, an unknown or malformed message, a message only the backend sends — drops that
-//! connection with a logged error (the link goes back to plain mode and held outputs leave),
-//! and the next connection is accepted. The backend itself never stops because of the VMM.
+//! connection with a logged error (the link goes back to plain mode; held outputs are
+//! discarded, never sent), and the next connection is accepted. The backend itself never
+//! stops because of the VMM.
 
 use std::io;
 use std::os::unix::fs::FileTypeExt;

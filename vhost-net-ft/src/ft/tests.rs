@@ -236,36 +236,120 @@ fn set_role_live_releases_held_and_restores_plain_then_primary_again() {
     assert_eq!(link.held(), 1);
 }
 
+/// Publishes a TX chain with the packet of `tag` at its own address; returns head and frame.
+fn add_tx(drv: &mut Driver, tag: u8) -> (u16, Vec<u8>) {
+    let addr = BUF_BASE + 0x1000 * u64::from(tag);
+    let (_, f, len) = tx_packet(drv, addr, tag);
+    (drv.add(&[r(addr, 12), r(addr + 12, len - 12)]), f)
+}
+
 #[test]
-fn detach_and_send_failure_release_held_and_fall_back_to_plain() {
+fn detach_discards_held_frames_and_a_later_plain_frame_leaves() {
+    let (sink, link) = link();
+    let _vmm = attach(&link, Role::Primary);
+    let m = mem();
+    let mut drv = Driver::new(&m);
+    let frames: Vec<Vec<u8>> = (0..3u8).map(|tag| add_tx(&mut drv, tag).1).collect();
+    let mut q = drv.queue();
+    let mut c = FtCompleter::new(&link);
+    assert_eq!(run_tx(&mut q, &m, &mut c, &link.stats).expect("ok"), 3);
+    assert_eq!(c.guest_used(), 0, "completions went to the VMM");
+    link.release(1, 1);
+    assert_eq!(sink.frames(), vec![frames[0].clone()]);
+    assert_eq!(link.held(), 2);
+    link.detach(2, "stale serial"); // another connection's detach is ignored
+    assert_eq!(link.held(), 2);
+
+    link.detach(1, "closed");
+    assert_eq!(link.held(), 0);
+    assert_eq!(link.role(), Role::Live);
+    assert_eq!(
+        sink.frames(),
+        vec![frames[0].clone()],
+        "unreleased frames never leave once their VMM is gone"
+    );
+    assert_eq!(link.stats.snapshot().ft_outputs_discarded, 2);
+    // A late Release or SetRole of the gone connection changes nothing.
+    link.release(1, 3);
+    link.set_role(1, Role::Live);
+    assert_eq!(sink.frames().len(), 1);
+
+    // Plain mode: the next frame leaves at once, and the backend completes its chain.
+    let (h, f3) = add_tx(&mut drv, 3);
+    let mut c = FtCompleter::new(&link);
+    run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
+    assert_eq!(c.guest_used(), 1);
+    assert_eq!(sink.frames(), vec![frames[0].clone(), f3]);
+    assert_eq!(
+        drv.used(),
+        vec![(0, 0), (0, 0), (0, 0), (u32::from(h), 0)],
+        "after the VMM's three slots"
+    );
+}
+
+#[test]
+fn a_failed_send_discards_held_frames_and_the_frame_being_announced() {
     let (sink, link) = link();
     let vmm = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
-    let (_, f0, len) = tx_packet(&drv, BUF_BASE, 0);
-    drv.add(&[r(BUF_BASE, len)]);
+    add_tx(&mut drv, 0);
     let mut q = drv.queue();
     run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
     assert_eq!(link.held(), 1);
-    link.detach(2, "stale serial"); // another connection's detach is ignored
-    assert_eq!(link.held(), 1);
-    link.detach(1, "closed");
-    assert_eq!(sink.frames(), vec![f0.clone()]);
-    assert_eq!(link.role(), Role::Live);
-    drop(vmm);
 
-    // A VMM that went away without us noticing: the send fails, the link drops it and the
-    // chain is handled in plain mode (frame out, used ring written).
-    let vmm = attach(&link, Role::Primary);
+    // A VMM that went away without us noticing: announcing the next frame fails, the link
+    // drops the connection, both frames are discarded, and the chain is completed in plain
+    // mode (used ring written, frame not sent).
     drop(vmm);
-    let h = drv.add(&[r(BUF_BASE, len)]);
+    let (h1, _) = add_tx(&mut drv, 1);
     let mut c = FtCompleter::new(&link);
     run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
     assert_eq!(c.guest_used(), 1);
-    assert_eq!(sink.frames().len(), 2);
-    assert_eq!(drv.used().last(), Some(&(u32::from(h), 0)));
+    assert_eq!(drv.used().last(), Some(&(u32::from(h1), 0)));
+    assert!(sink.frames().is_empty(), "no held frame leaked");
+    assert_eq!(link.held(), 0);
     assert_eq!(link.role(), Role::Live);
-    assert_eq!(link.stats.snapshot().ft_bad_connections, 1);
+    let s = link.stats.snapshot();
+    assert_eq!((s.ft_bad_connections, s.ft_outputs_discarded), (1, 2));
+
+    // Plain mode from then on.
+    let (_, f2) = add_tx(&mut drv, 2);
+    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    assert_eq!(sink.frames(), vec![f2]);
+}
+
+#[test]
+fn a_new_connection_replacing_the_old_one_discards_its_held_frames() {
+    let (sink, link) = link();
+    let _old = attach(&link, Role::Primary);
+    let m = mem();
+    let mut drv = Driver::new(&m);
+    add_tx(&mut drv, 0);
+    let mut q = drv.queue();
+    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    assert_eq!(link.held(), 1);
+
+    let (ours, mut vmm) = UnixStream::pair().expect("socket pair");
+    vmm.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    link.attach(ours, Role::Primary, 2).expect("attach");
+    assert_eq!(recv(&mut vmm), Message::HelloAck { version: VERSION });
+    assert_eq!(link.held(), 0);
+    link.release(2, 1); // the new connection's ids start at 1 again
+    assert!(
+        sink.frames().is_empty(),
+        "the old connection's frame never leaves"
+    );
+
+    add_tx(&mut drv, 1);
+    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
+    assert_eq!(
+        sink.frames().len(),
+        1,
+        "covered by the earlier Release {{ 1 }}"
+    );
 }
 
 #[test]

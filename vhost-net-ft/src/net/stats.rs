@@ -85,6 +85,9 @@ counters! {
     ft_completions,
     /// TX frames announced to the VMM and held until released.
     ft_outputs,
+    /// Held TX frames discarded, never sent, because their FT connection ended before the
+    /// VMM released them (a frame whose announcement failed included).
+    ft_outputs_discarded,
 }
 
 impl NetStats {
