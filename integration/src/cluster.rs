@@ -135,6 +135,23 @@ impl Cluster {
         host
     }
 
+    /// The primary's host loses power: its network goes silent first (no FIN or RST leaves
+    /// it, unlike a killed process on a live host), then its processes die. The backup can
+    /// only notice by the heartbeat timeout. `power_on` brings the links back.
+    pub fn power_off_primary(&mut self) -> Result<Host, crate::stack::StackError> {
+        let role = HOSTS[self.primary];
+        self.lab.topo.set_link(role, false)?;
+        self.lab.topo.set_ft_link(role, false)?;
+        Ok(self.kill_primary())
+    }
+
+    /// Restores the links of host `i` after `power_off_primary`.
+    pub fn power_on(&self, i: usize) -> Result<(), crate::stack::StackError> {
+        self.lab.topo.set_link(HOSTS[i], true)?;
+        self.lab.topo.set_ft_link(HOSTS[i], true)?;
+        Ok(())
+    }
+
     /// Kills (SIGKILL) the backup's vmm and backends.
     pub fn kill_backup(&mut self) -> Option<Host> {
         let i = self.backup_index();

@@ -33,10 +33,35 @@ pub struct RecordLog {
 impl RecordLog {
     /// The longest time between two consecutive replies (the client-visible pause), ms.
     pub fn max_gap_ms(&self) -> f64 {
-        self.samples
-            .windows(2)
-            .map(|w| (w[1].at_s + w[1].latency_ms / 1e3 - w[0].at_s - w[0].latency_ms / 1e3) * 1e3)
+        self.max_gap_between(f64::NEG_INFINITY, f64::INFINITY)
+    }
+
+    /// The longest time between two consecutive replies that both came in `[from, to]` s, ms.
+    pub fn max_gap_between(&self, from: f64, to: f64) -> f64 {
+        let done: Vec<f64> = self
+            .completions()
+            .filter(|&d| d >= from && d <= to)
+            .collect();
+        done.windows(2)
+            .map(|w| (w[1] - w[0]) * 1e3)
             .fold(0.0, f64::max)
+    }
+
+    /// When each reply arrived, seconds since the start.
+    fn completions(&self) -> impl Iterator<Item = f64> + '_ {
+        self.samples.iter().map(|s| s.at_s + s.latency_ms / 1e3)
+    }
+
+    /// The client-visible outage caused by an event at `t` seconds: the longest pause between
+    /// two consecutive replies that ends after `t` and starts before `t + 100 ms`. Returns
+    /// (time from `t` to the reply that ended the pause, the pause), in ms; None if no reply
+    /// came after `t`.
+    pub fn outage_after(&self, t: f64) -> Option<(f64, f64)> {
+        let done: Vec<f64> = self.completions().collect();
+        done.windows(2)
+            .filter(|w| w[1] > t && w[0] < t + 0.1)
+            .map(|w| ((w[1] - t) * 1e3, (w[1] - w[0]) * 1e3))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     /// Checks that the values are 1, 2, 3, ... with no gap and no repeat.

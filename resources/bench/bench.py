@@ -80,6 +80,9 @@ def main():
     extra_ft = os.path.join(ROOT, "build", "bench-ft.md")
     subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_ft", extra_ft],
                    cwd=ROOT, check=True, timeout=900)
+    extra_fo = os.path.join(ROOT, "build", "bench-failover.md")
+    subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_failover",
+                    extra_fo], cwd=ROOT, check=True, timeout=900)
     with open(OUT, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write("Written by `make bench` (resources/bench/bench.py); every number below was measured by\n")
@@ -93,8 +96,9 @@ def main():
             f.write(f"| {what} | {result} | `{command}` |\n")
         if os.path.exists(extra):
             f.write("\n" + open(extra).read())
-        if os.path.exists(extra_ft):
-            f.write("\n" + open(extra_ft).read())
+        for part in (extra_ft, extra_fo):
+            if os.path.exists(part):
+                f.write("\n" + open(part).read())
     print(open(OUT).read())
 
 
