@@ -139,16 +139,12 @@ fn with_the_arbiter_down_nobody_goes_live_until_it_is_back() {
     c.set_ft_link(false).expect("cut the logging link");
     let cut = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
-    for i in 0..2 {
-        let host = c.hosts[i].as_mut().expect("host");
-        assert!(host.vmm.try_status().is_none(), "{} exited", HOSTS[i]);
+    for (name, host) in HOSTS.iter().zip(c.hosts.iter_mut()) {
+        let host = host.as_mut().expect("host");
+        assert!(host.vmm.try_status().is_none(), "{name} exited");
         let out = host.vmm.output();
         assert!(!out.contains(LIVE) && !out.contains(UNPROTECTED), "{out}");
-        assert!(
-            out.contains("unreachable"),
-            "{} never asked: {out}",
-            HOSTS[i]
-        );
+        assert!(out.contains("unreachable"), "{name} never asked: {out}");
     }
     c.arbiter.restart().expect("arbiter back");
     let arbiter_back = t0.elapsed().as_secs_f64();

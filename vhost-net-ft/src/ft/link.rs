@@ -1,25 +1,43 @@
 //! The state shared by the FT control connection (reader thread) and the data path (the
 //! vhost-user worker thread): the connection and its role, the output numbering and the
-//! held outputs.
+//! held TX chains.
 //!
 //! Everything is behind one mutex, and every decision the data path makes for one chain
-//! (hold or release its frame, complete it in guest memory or send the completion) is taken
-//! under it. So a `Release` or `SetRole` from the VMM is applied between two chains, never in
-//! the middle of one, and frames leave the TAP in production order whichever thread writes
-//! them.
+//! (hold its frame and completion or let them go, complete it in guest memory or send the
+//! completion) is taken under it. So a `Release` or `SetRole` from the VMM is applied between
+//! two chains, never in the middle of one, and frames leave the TAP in production order
+//! whichever thread writes them.
 //!
-//! How held frames end: `Release { id }` lets them leave up to `id`, `SetRole { Live }` lets
-//! all of them leave (the VMM that won the arbiter decided so). The end of the connection
-//! (EOF, error, garbage, a failed send, replacement by a new `Hello`) *discards* them: a held
-//! frame is one the backup has not acknowledged, and once its VMM is gone the backup may go
-//! live from an earlier log position, where the guest never sent it (or sends something
-//! else). The survivor re-executes; a frame that was never sent is an ordinary packet loss,
-//! a frame that leaked cannot be taken back.
+//! In FT primary mode a TX chain is *held* with its frame: its `Completion` is sent to the
+//! VMM only right after the frame has been written to the TAP, by whichever thread lets it
+//! leave (the worker when a `Release` already covers it, the reader thread on `Release` or
+//! `SetRole { Live }`). The VMM logs a completion when it applies it, so the backup's log
+//! never says "sent" for a frame that has not left: a backup that goes live either knows the
+//! frame left or finds the chain still pending and sends it again (a duplicate at worst). A
+//! chain without a frame (refused) waits behind the held chains of its queue, so the VMM
+//! gets the completions of a queue in chain order, the order in which it fills the used ring.
+//!
+//! How held chains end: `Release { id }` lets them leave up to `id`, `SetRole { Live }` lets
+//! all of them leave (the VMM that won the arbiter decided so); each frame is followed by its
+//! chain's completion. The end of the connection (EOF, error, garbage, a failed send,
+//! replacement by a new `Hello`) *discards* them: the frames are never written and the chains
+//! never completed. A held frame is one the backup has not acknowledged, and once its VMM is
+//! gone the backup may go live from an earlier log position, where the guest never sent it
+//! (or sends something else). The survivor re-executes (its backend starts the TX ring at
+//! the used index, so it sends the frame of a chain that was never completed); a frame that
+//! was never sent is at worst a delay, a frame that leaked cannot be taken back.
+//!
+//! Lock order: vring (the worker holds its queue) -> link. The reader thread takes only the
+//! link lock and never touches a queue: the completions it sends are counted in the chain's
+//! [`VmmSlots`], which the worker adds to its queue's next used index under the link lock.
+//! Messages to the VMM are written under the link lock (at most [`FT_WRITE_TIMEOUT`] each);
+//! the VMM reads its FT socket on a thread of its own that never waits for the backend.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +50,39 @@ use crate::net::tx::{PacketSink, TapOutput, TxFrame, TxOutput};
 /// How long a message to the VMM may block before the connection is declared dead (the VMM
 /// must read its FT socket continuously; a stuck VMM must not stall the guest's NIC forever).
 pub const FT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Used-ring slots of one queue (of one frontend connection) that the VMM fills: completions
+/// sent to the VMM for chains of that queue, not yet counted in the queue's next used index.
+///
+/// The VMM writes each completion it applies into the next slot of the used ring, so the
+/// backend counts those slots as if it had filled them itself: after a switch to plain mode
+/// its own used elements go after the VMM's. A held TX chain is completed when its frame
+/// leaves, possibly on the FT reader thread, which has no access to the queue; the count
+/// waits here until the worker adds it ([`VmmSlots::count_in`], under the link lock). A
+/// discarded chain is never completed, so it takes no slot.
+#[derive(Debug, Default)]
+pub struct VmmSlots(AtomicU16);
+
+impl VmmSlots {
+    /// Counts one completion sent to the VMM.
+    fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes the completions sent since the last call (ring indices wrap at 2^16).
+    pub fn take(&self) -> u16 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+
+    /// Adds the completions sent since the last call to `queue`'s next used index.
+    pub fn count_in(&self, queue: &mut virtio_queue::Queue) {
+        use virtio_queue::QueueT;
+        let n = self.take();
+        if n != 0 {
+            queue.set_next_used(queue.next_used().wrapping_add(n));
+        }
+    }
+}
 
 /// The VMM connection currently attached.
 struct Conn {
@@ -46,10 +97,24 @@ struct Conn {
     released: u64,
 }
 
-/// A frame waiting for `Release`.
+/// A chain whose completion waits for its frame, or for the frames before it, to leave.
 struct Held {
-    id: u64,
-    frame: TxFrame,
+    /// Its output: id and frame. `None`: a chain without frame (refused), waiting only for
+    /// the held chains of its queue before it.
+    output: Option<(u64, TxFrame)>,
+    /// Virtqueue index.
+    queue: u16,
+    /// Its `Completion` message, sent once the frame has left.
+    completion: Message,
+    /// Where the slot the completion takes is counted.
+    slots: Arc<VmmSlots>,
+}
+
+impl Held {
+    /// Whether `Release { released }` lets it go.
+    fn released_by(&self, released: u64) -> bool {
+        self.output.as_ref().is_none_or(|(id, _)| *id <= released)
+    }
 }
 
 /// Mutable link state (see the module documentation).
@@ -57,7 +122,7 @@ pub(crate) struct State {
     conn: Option<Conn>,
     /// Where frames go when they leave (the TAP).
     pub(crate) out: TapOutput,
-    /// Announced, not yet released outputs, in id order.
+    /// Held chains, in chain order (their outputs in id order).
     held: VecDeque<Held>,
     stats: Arc<NetStats>,
 }
@@ -129,7 +194,8 @@ impl FtLink {
         }
     }
 
-    /// `Release { id }` from connection `serial`: outputs up to `id` leave, in id order.
+    /// `Release { id }` from connection `serial`: outputs up to `id` leave, in id order, each
+    /// followed by its chain's completion.
     pub fn release(&self, serial: u64, id: u64) {
         let mut st = self.lock();
         let Some(conn) = st.conn.as_mut().filter(|c| c.serial == serial) else {
@@ -147,7 +213,8 @@ impl FtLink {
         st.leave_released();
     }
 
-    /// `SetRole` from connection `serial`. `Live`: plain mode, held outputs leave at once.
+    /// `SetRole` from connection `serial`. `Live`: plain mode, held outputs leave at once
+    /// (and their chains are completed, through this connection, as on `Release`).
     /// `Primary`: completions go to the VMM and outputs are held from the next chain on.
     pub fn set_role(&self, serial: u64, role: Role) {
         let mut st = self.lock();
@@ -166,8 +233,17 @@ impl FtLink {
         self.lock().conn.as_ref().map_or(Role::Live, |c| c.role)
     }
 
-    /// Number of outputs waiting for `Release`.
+    /// Number of outputs (frames) waiting for `Release`.
     pub fn held(&self) -> usize {
+        self.lock()
+            .held
+            .iter()
+            .filter(|h| h.output.is_some())
+            .count()
+    }
+
+    /// Number of chains whose completion waits (held frames and the chains behind them).
+    pub fn held_chains(&self) -> usize {
         self.lock().held.len()
     }
 }
@@ -178,8 +254,14 @@ impl State {
         self.conn.as_ref().is_some_and(|c| c.role == Role::Primary)
     }
 
+    /// Whether a chain of `queue` must wait behind held chains (its completion must not
+    /// overtake theirs).
+    pub(crate) fn holds(&self, queue: u16) -> bool {
+        self.held.iter().any(|h| h.queue == queue)
+    }
+
     /// Sends one message to the attached VMM. On failure the connection is dropped (held
-    /// outputs discarded, back to plain mode) and the error returned; the caller then does
+    /// chains discarded, back to plain mode) and the error returned; the caller then does
     /// the plain-mode thing.
     pub(crate) fn send(&mut self, msg: &Message) -> Result<(), ControlError> {
         let Some(conn) = self.conn.as_mut() else {
@@ -194,63 +276,104 @@ impl State {
         result
     }
 
-    /// Output rule: in FT mode a frame is announced with its digest and held until the VMM
-    /// releases its id; otherwise it leaves at once. If announcing fails, the connection is
-    /// gone and the frame is discarded with the other held ones (it was produced while an FT
-    /// primary was attached, and nobody has acknowledged it).
-    pub(crate) fn output(&mut self, queue: u16, head: u16, frame: TxFrame) {
-        if let Some(id) = self
-            .conn
-            .as_ref()
-            .filter(|c| c.role == Role::Primary)
-            .map(|c| c.next_id)
-        {
-            let digest = output_digest(frame.guest_bytes());
-            // Held before the announcement, so that a failed send discards it too.
-            self.held.push_back(Held { id, frame });
-            let announced = Message::OutputReady {
-                id,
-                queue,
-                head,
-                digest,
-            };
-            if self.send(&announced).is_ok() {
-                if let Some(c) = self.conn.as_mut() {
-                    c.next_id += 1;
-                }
-                NetStats::inc(&self.stats.ft_outputs);
-                // A release may already cover it.
-                self.leave_released();
+    /// FT primary mode: takes charge of a chain of `queue` whose completion must wait, with
+    /// its frame if it has one (output rule). The frame is numbered, announced with its
+    /// digest and held until the VMM releases its id; `completion` is sent right after the
+    /// frame has left (possibly at once, if a release already covers it). A chain without
+    /// frame waits for the held chains before it.
+    ///
+    /// If announcing fails, the connection is gone and the chain is discarded with the other
+    /// held ones (produced while an FT primary was attached, acknowledged by nobody): its
+    /// frame is never sent, its completion never sent or applied. Returns the frame back,
+    /// untouched, if the link is not in FT primary mode (the caller completes in plain mode).
+    pub(crate) fn hold(
+        &mut self,
+        queue: u16,
+        head: u16,
+        frame: Option<TxFrame>,
+        completion: Message,
+        slots: &Arc<VmmSlots>,
+    ) -> Result<(), Option<TxFrame>> {
+        let Some(conn) = self.conn.as_ref().filter(|c| c.role == Role::Primary) else {
+            return Err(frame);
+        };
+        let id = conn.next_id;
+        let announced = frame.as_ref().map(|f| Message::OutputReady {
+            id,
+            queue,
+            head,
+            digest: output_digest(f.guest_bytes()),
+        });
+        // Held before the announcement, so that a failed send discards it too.
+        self.held.push_back(Held {
+            output: frame.map(|f| (id, f)),
+            queue,
+            completion,
+            slots: slots.clone(),
+        });
+        if let Some(msg) = announced {
+            if self.send(&msg).is_err() {
+                return Ok(());
             }
-            return;
+            if let Some(c) = self.conn.as_mut() {
+                c.next_id += 1;
+            }
+            NetStats::inc(&self.stats.ft_outputs);
         }
-        // Plain mode: held is empty (leaving FT mode releases or discards everything), so
-        // the order of frames is kept.
-        self.out.release(frame);
+        // A release may already cover it (or, for a chain without frame, everything before
+        // it may have left already).
+        self.leave_released();
+        Ok(())
     }
 
-    /// Writes the held outputs whose id has been released.
+    /// Lets the held chains go whose output has been released, in order: each frame is
+    /// written, then its chain's completion sent.
     fn leave_released(&mut self) {
-        let released = self.conn.as_ref().map_or(u64::MAX, |c| c.released);
-        while self.held.front().is_some_and(|h| h.id <= released) {
-            if let Some(h) = self.held.pop_front() {
-                self.out.release(h.frame);
-            }
+        let Some(released) = self.conn.as_ref().map(|c| c.released) else {
+            return;
+        };
+        let n = self
+            .held
+            .iter()
+            .take_while(|h| h.released_by(released))
+            .count();
+        // Taken out first: if a completion cannot be sent, the connection is dropped and the
+        // chains still held are discarded, but the released frames leave all the same.
+        let ready: Vec<Held> = self.held.drain(..n).collect();
+        for h in ready {
+            self.leave(h);
         }
     }
 
-    /// Writes every held output (`SetRole { Live }`: the VMM decided to go live).
+    /// Lets every held chain go (`SetRole { Live }`: the VMM decided to go live).
     fn leave_all(&mut self, why: &str) {
         if !self.held.is_empty() {
-            info!("FT: releasing {} held output(s): {why}", self.held.len());
+            info!(
+                "FT: releasing {} held chain(s) and their output(s): {why}",
+                self.held.len()
+            );
         }
-        while let Some(h) = self.held.pop_front() {
-            self.out.release(h.frame);
+        for h in std::mem::take(&mut self.held) {
+            self.leave(h);
+        }
+    }
+
+    /// One held chain goes: its frame is written to the TAP (a frame the TAP refuses is
+    /// dropped and counted, as in plain mode: an ordinary packet loss), then its completion
+    /// is sent to the VMM, exactly once. If the connection is gone meanwhile (a send failed),
+    /// the completion is not sent: the VMM that would apply it is gone.
+    fn leave(&mut self, h: Held) {
+        if let Some((_, frame)) = h.output {
+            self.out.release(frame);
+        }
+        if self.conn.is_some() && self.send(&h.completion).is_ok() {
+            NetStats::inc(&self.stats.ft_completions);
+            h.slots.add_one();
         }
     }
 
     /// Drops the connection (if any) and discards everything held: those frames never reach
-    /// the TAP (see the module documentation).
+    /// the TAP and those chains are never completed (see the module documentation).
     fn drop_conn(&mut self, why: &str) {
         let serial = self.conn.take().map(|c| {
             // Wakes the reader thread of that connection up, which then finds it detached.
@@ -260,17 +383,21 @@ impl State {
         if self.held.is_empty() {
             return;
         }
-        let n = self.held.len();
-        let (first, last) = (
-            self.held.front().map_or(0, |h| h.id),
-            self.held.back().map_or(0, |h| h.id),
-        );
+        let chains = self.held.len();
+        let ids: Vec<u64> = self
+            .held
+            .iter()
+            .filter_map(|h| h.output.as_ref().map(|(id, _)| *id))
+            .collect();
         self.held.clear();
+        let n = ids.len();
         NetStats::add(&self.stats.ft_outputs_discarded, n as u64);
         warn!(
-            "FT connection {}: {why}; discarding {n} held output(s) (ids {first}..={last}) that \
-             the VMM never released: they will never be sent",
-            serial.map_or_else(|| "-".to_string(), |s| s.to_string())
+            "FT connection {}: {why}; discarding {n} held output(s) (ids {}..={}) that the VMM \
+             never released: they will never be sent, and their {chains} chain(s) never completed",
+            serial.map_or_else(|| "-".to_string(), |s| s.to_string()),
+            ids.first().copied().unwrap_or(0),
+            ids.last().copied().unwrap_or(0),
         );
     }
 }
