@@ -49,6 +49,28 @@ impl Vmm {
     fn send(&mut self, m: Message) {
         m.write_to(&mut self.0).expect("send FT message");
     }
+
+    /// Nothing arrives within `t`.
+    fn assert_quiet(&mut self, t: Duration) {
+        self.0.set_read_timeout(Some(t)).expect("timeout");
+        let mut b = [0u8; 1];
+        let r = self.0.read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "unexpected message or EOF: {r:?}"
+        );
+        self.0.set_read_timeout(Some(T)).expect("timeout");
+    }
+}
+
+/// A TX chain's completion as the VMM gets it.
+fn tx_done(head: u16) -> Message {
+    Message::Completion {
+        queue: 1,
+        head,
+        len: 0,
+        writes: vec![],
+    }
 }
 
 /// Backend with `--ft-socket`, namespace, packet socket, frontend. Field order = drop order.
@@ -225,12 +247,13 @@ fn primary_rx_completion_goes_to_the_vmm_not_the_used_ring() {
 }
 
 #[test]
-fn primary_tx_output_is_held_until_release_and_leaves_in_order() {
+fn primary_tx_chain_is_completed_only_after_its_frame_left_in_id_order() {
     let mut rig = Rig::new();
     let mut vmm = Vmm::connect(&rig.ft, Role::Primary);
     let frames: Vec<Vec<u8>> = (0..3)
         .map(|i| test_frame(BROADCAST, GUEST_MAC, 10 + i, 80))
         .collect();
+    let mut heads = Vec::new();
     for (i, f) in frames.iter().enumerate() {
         let (head, hdr) = rig.send_tx(f);
         let digest = output_digest([&hdr[..], &f[..]]);
@@ -244,25 +267,28 @@ fn primary_tx_output_is_held_until_release_and_leaves_in_order() {
                 digest
             }
         );
-        assert_eq!(
-            vmm.recv(),
-            Message::Completion {
-                queue: 1,
-                head,
-                len: 0,
-                writes: vec![]
-            }
-        );
+        heads.push(head);
     }
+    vmm.assert_quiet(HOLD); // no completion before the Release
     assert_eq!(rig.next_tag(HOLD), None, "no frame leaves before Release");
     assert_eq!(rig.h.used_idx(TX).expect("used idx"), 0);
 
     vmm.send(Message::Release { id: 2 });
+    // Each completion comes after its frame was written to the TAP.
+    assert_eq!(vmm.recv(), tx_done(heads[0]));
     assert_eq!(rig.next_tag(T), Some(10));
+    assert_eq!(vmm.recv(), tx_done(heads[1]));
     assert_eq!(rig.next_tag(T), Some(11));
+    vmm.assert_quiet(HOLD);
     assert_eq!(rig.next_tag(HOLD), None, "output 3 is still held");
     vmm.send(Message::Release { id: 3 });
+    assert_eq!(vmm.recv(), tx_done(heads[2]));
     assert_eq!(rig.next_tag(T), Some(12));
+    assert_eq!(
+        rig.h.used_idx(TX).expect("used idx"),
+        0,
+        "the VMM writes it"
+    );
     assert!(rig.backend.alive());
 }
 
@@ -270,20 +296,23 @@ fn primary_tx_output_is_held_until_release_and_leaves_in_order() {
 fn set_role_live_releases_held_outputs_and_restores_plain_mode() {
     let mut rig = Rig::new();
     let mut vmm = Vmm::connect(&rig.ft, Role::Primary);
-    let mut done = Vec::new();
+    let mut heads = Vec::new();
     for i in 0..2 {
-        rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, 20 + i, 64));
+        heads.push(rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, 20 + i, 64)).0);
         assert!(matches!(vmm.recv(), Message::OutputReady { .. }));
-        done.push(vmm.recv());
     }
+    vmm.assert_quiet(HOLD);
     assert_eq!(rig.next_tag(HOLD), None);
-    // The VMM applies what it got, then goes live.
-    for (slot, m) in done.iter().enumerate() {
-        rig.apply(TX, slot as u16, m);
-    }
+    // The VMM goes live: the held frames leave, each followed by its chain's completion,
+    // which the VMM applies.
     vmm.send(Message::SetRole { role: Role::Live });
     assert_eq!(rig.next_tag(T), Some(20));
     assert_eq!(rig.next_tag(T), Some(21));
+    for (slot, head) in heads.iter().enumerate() {
+        let m = vmm.recv();
+        assert_eq!(m, tx_done(*head));
+        rig.apply(TX, slot as u16, &m);
+    }
     // Plain again: the backend completes the next chain itself, after the VMM's elements.
     let (head, _) = rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, 22, 64));
     assert_eq!(rig.next_tag(T), Some(22));
@@ -307,11 +336,7 @@ fn set_role_live_releases_held_outputs_and_restores_plain_mode() {
         frame[..]
     );
     // Nothing more was sent to the VMM.
-    vmm.0
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
-    let mut b = [0u8; 1];
-    assert!(vmm.0.read(&mut b).is_err(), "no message after SetRole Live");
+    vmm.assert_quiet(Duration::from_millis(200));
 }
 
 /// Waits until the backend's log contains `what`.
@@ -328,22 +353,23 @@ fn wait_log(backend: &Backend, what: &str) {
 }
 
 #[test]
-fn ft_disconnect_discards_held_outputs_and_restores_plain_mode() {
+fn ft_disconnect_discards_held_outputs_never_completing_them_and_restores_plain_mode() {
     let mut rig = Rig::new();
     let mut vmm = Vmm::connect(&rig.ft, Role::Primary);
-    let mut done = Vec::new();
+    let mut heads = Vec::new();
     for tag in [30, 31] {
-        rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, tag, 64));
+        heads.push(rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, tag, 64)).0);
         assert!(matches!(vmm.recv(), Message::OutputReady { .. }));
-        done.push(vmm.recv());
     }
     vmm.send(Message::Release { id: 1 });
+    let done = vmm.recv();
+    assert_eq!(done, tx_done(heads[0]));
     assert_eq!(rig.next_tag(T), Some(30), "released output leaves");
     assert_eq!(rig.next_tag(HOLD), None, "output 2 held");
-    for (slot, m) in done.iter().enumerate() {
-        rig.apply(TX, slot as u16, m);
-    }
-    // The VMM goes away without releasing output 2: it must never reach the wire.
+    vmm.assert_quiet(HOLD);
+    rig.apply(TX, 0, &done);
+    // The VMM goes away without releasing output 2: it must never reach the wire, and its
+    // chain is never completed (a surviving VMM would re-execute it).
     drop(vmm);
     wait_log(&rig.backend, "discarding 1 held output(s)");
     assert_eq!(
@@ -351,12 +377,18 @@ fn ft_disconnect_discards_held_outputs_and_restores_plain_mode() {
         None,
         "a held output never leaves once its VMM is gone"
     );
+    assert_eq!(rig.h.used_idx(TX).expect("used idx"), 1);
     // Plain mode: the next frame leaves at once (and is the first one seen since 30), and
-    // the backend completes its chain after the VMM's two elements.
+    // the backend completes its chain after the VMM's one element (the discarded chain
+    // takes no slot).
     let (head, _) = rig.send_tx(&test_frame(BROADCAST, GUEST_MAC, 32, 64));
     assert_eq!(rig.next_tag(T), Some(32));
-    let used = rig.h.wait_used(TX, 3, T).expect("used");
-    assert_eq!(used[2].id, u32::from(head));
+    let used = rig.h.wait_used(TX, 2, T).expect("used");
+    assert_eq!(used[1].id, u32::from(head));
+    assert!(
+        used.iter().all(|u| u.id != u32::from(heads[1])),
+        "the discarded chain is never completed: {used:?}"
+    );
     assert_eq!(rig.next_tag(HOLD), None, "output 2 still never sent");
     assert!(rig.backend.alive());
 }

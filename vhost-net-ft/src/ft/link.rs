@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use ft_control::{output_digest, ControlError, Message, Role, VERSION};
 use log::{debug, info, warn};
+use virtio_queue::{Queue, QueueT};
 
 use crate::net::stats::NetStats;
 use crate::net::tx::{PacketSink, TapOutput, TxFrame, TxOutput};
@@ -70,13 +71,12 @@ impl VmmSlots {
     }
 
     /// Takes the completions sent since the last call (ring indices wrap at 2^16).
-    pub fn take(&self) -> u16 {
+    fn take(&self) -> u16 {
         self.0.swap(0, Ordering::Relaxed)
     }
 
     /// Adds the completions sent since the last call to `queue`'s next used index.
-    pub fn count_in(&self, queue: &mut virtio_queue::Queue) {
-        use virtio_queue::QueueT;
+    pub fn count_in(&self, queue: &mut Queue) {
         let n = self.take();
         if n != 0 {
             queue.set_next_used(queue.next_used().wrapping_add(n));

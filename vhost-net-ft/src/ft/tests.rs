@@ -3,13 +3,14 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ft_control::{output_digest, MemWrite, Message, Role, VERSION};
 use virtio_queue::QueueT;
 
-use crate::ft::{FtCompleter, FtLink};
+use crate::ft::{FtCompleter, FtLink, VmmSlots};
 use crate::net::completion::Completer;
 use crate::net::hdr::MIN_RX_CHAIN_LEN;
 use crate::net::rx::{apply_rx_frame, RxFrame, RxOutcome};
@@ -17,13 +18,28 @@ use crate::net::stats::NetStats;
 use crate::net::testutil::*;
 use crate::net::tx::{run_tx, PacketSink};
 
-/// Records what reaches the "TAP".
+/// Records what reaches the "TAP", and how many completions had been sent to the VMM when
+/// each packet was written.
 #[derive(Default)]
-pub(super) struct Sink(Mutex<Vec<Vec<u8>>>);
+pub(super) struct Sink {
+    packets: Mutex<Vec<Vec<u8>>>,
+    completions_before: Mutex<Vec<u64>>,
+    /// The link's counters.
+    stats: Arc<NetStats>,
+    /// Refuse every packet, as a TAP whose queue is full ("would block").
+    refuse: AtomicBool,
+}
 
 impl PacketSink for Sink {
     fn write_packet(&self, packet: &[u8]) -> io::Result<()> {
-        self.0
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.completions_before
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .push(self.stats.snapshot().ft_completions);
+        self.packets
             .lock()
             .map_err(|_| io::Error::other("poisoned"))?
             .push(packet.to_vec());
@@ -32,20 +48,29 @@ impl PacketSink for Sink {
 }
 
 impl Sink {
+    /// Packets written so far (with the virtio-net header).
+    pub(super) fn packets(&self) -> Vec<Vec<u8>> {
+        self.packets.lock().expect("lock").clone()
+    }
+
     /// Frames written so far (without the virtio-net header).
     pub(super) fn frames(&self) -> Vec<Vec<u8>> {
-        self.0
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|p| p[12..].to_vec())
-            .collect()
+        self.packets().iter().map(|p| p[12..].to_vec()).collect()
+    }
+
+    /// For each frame written, the number of completions sent to the VMM before it.
+    fn completions_before(&self) -> Vec<u64> {
+        self.completions_before.lock().expect("lock").clone()
     }
 }
 
 pub(super) fn link() -> (Arc<Sink>, Arc<FtLink>) {
-    let sink = Arc::new(Sink::default());
-    let link = Arc::new(FtLink::new(sink.clone(), Arc::new(NetStats::default())));
+    let stats = Arc::new(NetStats::default());
+    let sink = Arc::new(Sink {
+        stats: stats.clone(),
+        ..Sink::default()
+    });
+    let link = Arc::new(FtLink::new(sink.clone(), stats));
     (sink, link)
 }
 
@@ -61,6 +86,25 @@ fn attach(link: &FtLink, role: Role) -> UnixStream {
 
 fn recv(vmm: &mut UnixStream) -> Message {
     Message::read_from(vmm).expect("message").expect("not EOF")
+}
+
+/// Every message the VMM gets until the backend closes the connection.
+fn recv_until_eof(vmm: &mut UnixStream) -> Vec<Message> {
+    let mut got = Vec::new();
+    while let Some(m) = Message::read_from(vmm).expect("message or EOF") {
+        got.push(m);
+    }
+    got
+}
+
+/// A TX chain's completion as the VMM gets it.
+fn tx_done(head: u16) -> Message {
+    Message::Completion {
+        queue: 1,
+        head,
+        len: 0,
+        writes: vec![],
+    }
 }
 
 /// Nothing more is waiting on the VMM's end.
@@ -96,7 +140,8 @@ fn primary_rx_sends_the_writes_and_leaves_guest_memory_and_used_ring_alone() {
     let mut packet = vec![0u8; 12];
     packet.extend_from_slice(&frame(200, 1));
     let f = RxFrame::from_tap(&packet).expect("frame");
-    let mut c = FtCompleter::new(&link);
+    let slots = Arc::new(VmmSlots::default());
+    let mut c = FtCompleter::new(&link, &slots);
     let out = apply_rx_frame(&mut q, &m, &f, &mut c, &link.stats).expect("ok");
     assert!(matches!(out, RxOutcome::Delivered(d) if d.head == good && d.len == 212));
     assert_eq!(c.guest_used(), 0, "no notification in FT mode");
@@ -139,8 +184,41 @@ fn primary_rx_sends_the_writes_and_leaves_guest_memory_and_used_ring_alone() {
     assert_quiet(&vmm);
 }
 
+/// Publishes a TX chain with the packet of `tag` at its own address; returns head and frame.
+fn add_tx(drv: &mut Driver, tag: u8) -> (u16, Vec<u8>) {
+    let addr = BUF_BASE + 0x1000 * u64::from(tag);
+    let (_, f, len) = tx_packet(drv, addr, tag);
+    (drv.add(&[r(addr, 12), r(addr + 12, len - 12)]), f)
+}
+
+/// Publishes a TX chain the backend refuses (shorter than a header and an Ethernet header).
+fn add_refused_tx(drv: &mut Driver) -> u16 {
+    drv.add(&[r(BUF_BASE + 0xf000, 10)])
+}
+
 #[test]
-fn primary_tx_holds_frames_until_released_in_id_order() {
+fn plain_mode_without_vmm_completes_tx_at_once() {
+    let (sink, link) = link();
+    let m = mem();
+    let mut drv = Driver::new(&m);
+    let (h0, f0) = add_tx(&mut drv, 0);
+    let (h1, f1) = add_tx(&mut drv, 1);
+    let mut q = drv.queue();
+    let slots = Arc::new(VmmSlots::default());
+    let mut c = FtCompleter::new(&link, &slots);
+    assert_eq!(run_tx(&mut q, &m, &mut c, &link.stats).expect("ok"), 2);
+    assert_eq!(
+        c.guest_used(),
+        2,
+        "completed by the backend, the guest is notified"
+    );
+    assert_eq!(sink.frames(), vec![f0, f1]);
+    assert_eq!(drv.used(), vec![(u32::from(h0), 0), (u32::from(h1), 0)]);
+    assert_eq!(link.held_chains(), 0);
+}
+
+#[test]
+fn primary_tx_completes_each_chain_only_after_its_frame_left_in_id_order() {
     let (sink, link) = link();
     let mut vmm = attach(&link, Role::Primary);
     let m = mem();
@@ -153,46 +231,149 @@ fn primary_tx_holds_frames_until_released_in_id_order() {
         want.push((head, hdr, f));
     }
     let mut q = drv.queue();
-    let mut c = FtCompleter::new(&link);
+    let slots = Arc::new(VmmSlots::default());
+    let mut c = FtCompleter::new(&link, &slots);
     assert_eq!(run_tx(&mut q, &m, &mut c, &link.stats).expect("ok"), 3);
     assert_eq!(c.guest_used(), 0);
     for (i, (head, hdr, f)) in want.iter().enumerate() {
         let digest = output_digest([&hdr[..], &f[..]]);
-        let id = i as u64 + 1;
         assert_eq!(
             recv(&mut vmm),
             Message::OutputReady {
-                id,
+                id: i as u64 + 1,
                 queue: 1,
                 head: *head,
                 digest
             }
         );
-        assert_eq!(
-            recv(&mut vmm),
-            Message::Completion {
-                queue: 1,
-                head: *head,
-                len: 0,
-                writes: vec![]
-            }
-        );
     }
+    assert_quiet(&vmm); // no completion before its frame is released
     assert!(sink.frames().is_empty(), "nothing leaves before Release");
     assert!(drv.used().is_empty());
     assert_eq!(link.held(), 3);
+
     link.release(1, 2);
     assert_eq!(sink.frames(), vec![want[0].2.clone(), want[1].2.clone()]);
+    assert_eq!(recv(&mut vmm), tx_done(want[0].0));
+    assert_eq!(recv(&mut vmm), tx_done(want[1].0));
+    assert_quiet(&vmm); // chain 3 is still held
     link.release(1, 1); // an older release changes nothing
     assert_eq!(sink.frames().len(), 2);
+    assert_quiet(&vmm);
     link.release(1, 3);
     assert_eq!(
         sink.frames(),
         want.iter().map(|w| w.2.clone()).collect::<Vec<_>>()
     );
+    assert_eq!(recv(&mut vmm), tx_done(want[2].0));
+    assert_quiet(&vmm);
+    // Each frame was written after the completions of the chains before it and before its
+    // own.
+    assert_eq!(sink.completions_before(), vec![0, 1, 2]);
+    assert_eq!(link.stats.snapshot().ft_completions, 3);
     // The TAP got the cleaned header, the digest covered the guest's.
-    assert_eq!(&sink.0.lock().expect("lock")[0][..12], &[0u8; 12]);
+    assert_eq!(&sink.packets()[0][..12], &[0u8; 12]);
     assert_eq!(link.held(), 0);
+    assert!(drv.used().is_empty(), "the VMM writes the used ring");
+}
+
+#[test]
+fn a_refused_chain_is_completed_after_the_held_chains_before_it() {
+    let (sink, link) = link();
+    let mut vmm = attach(&link, Role::Primary);
+    let m = mem();
+    let mut drv = Driver::new(&m);
+    let (h0, f0) = add_tx(&mut drv, 0);
+    let bad = add_refused_tx(&mut drv);
+    let (h2, f2) = add_tx(&mut drv, 2);
+    let mut q = drv.queue();
+    let slots = Arc::new(VmmSlots::default());
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
+    assert_eq!(link.stats.snapshot().tx_bad_chains, 1);
+    assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, head, .. } if head == h0));
+    assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 2, head, .. } if head == h2));
+    assert_quiet(&vmm);
+    assert_eq!((link.held(), link.held_chains()), (2, 3));
+
+    link.release(1, 1);
+    assert_eq!(sink.frames(), vec![f0.clone()]);
+    assert_eq!(recv(&mut vmm), tx_done(h0));
+    assert_eq!(
+        recv(&mut vmm),
+        tx_done(bad),
+        "then the refused chain behind it"
+    );
+    assert_quiet(&vmm);
+    link.release(1, 2);
+    assert_eq!(sink.frames(), vec![f0, f2]);
+    assert_eq!(recv(&mut vmm), tx_done(h2));
+    assert_quiet(&vmm);
+
+    // With nothing held, a refused chain is completed at once, as before.
+    let bad = add_refused_tx(&mut drv);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
+    assert_eq!(recv(&mut vmm), tx_done(bad));
+    assert_eq!(link.held_chains(), 0);
+    assert!(drv.used().is_empty());
+}
+
+#[test]
+fn a_released_frame_the_tap_refuses_is_dropped_and_its_chain_completed_once() {
+    let (sink, link) = link();
+    let mut vmm = attach(&link, Role::Primary);
+    let m = mem();
+    let mut drv = Driver::new(&m);
+    let (h0, _) = add_tx(&mut drv, 0);
+    let mut q = drv.queue();
+    let slots = Arc::new(VmmSlots::default());
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
+    assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
+
+    // The TAP's queue is full: the frame is dropped and counted, as in plain mode (a lost
+    // packet), and the chain is completed all the same, once.
+    sink.refuse.store(true, Ordering::Relaxed);
+    link.release(1, 1);
+    assert!(sink.frames().is_empty());
+    assert_eq!(link.stats.snapshot().tx_tap_errors, 1);
+    assert_eq!(recv(&mut vmm), tx_done(h0));
+    link.release(1, 1);
+    link.release(1, 5);
+    assert_quiet(&vmm);
+    assert_eq!(link.stats.snapshot().ft_completions, 1);
+    assert_eq!(link.held_chains(), 0);
+
+    // The next frame goes out normally (already covered by Release { 5 }).
+    sink.refuse.store(false, Ordering::Relaxed);
+    let (h1, f1) = add_tx(&mut drv, 1);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
+    assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 2, .. }));
+    assert_eq!(recv(&mut vmm), tx_done(h1));
+    assert_eq!(sink.frames(), vec![f1]);
+    assert_quiet(&vmm);
 }
 
 #[test]
@@ -201,26 +382,37 @@ fn set_role_live_releases_held_and_restores_plain_then_primary_again() {
     let mut vmm = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
-    let (_, f0, len) = tx_packet(&drv, BUF_BASE, 0);
-    drv.add(&[r(BUF_BASE, len)]);
-    drv.add(&[r(BUF_BASE, len)]);
+    let (h0, f0) = add_tx(&mut drv, 0);
+    let (h1, f1) = add_tx(&mut drv, 1);
     let mut q = drv.queue();
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
-    for _ in 0..4 {
-        recv(&mut vmm);
+    let slots = Arc::new(VmmSlots::default());
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
+    for _ in 0..2 {
+        assert!(matches!(recv(&mut vmm), Message::OutputReady { .. }));
     }
+    assert_quiet(&vmm);
     assert!(sink.frames().is_empty());
+
     link.set_role(1, Role::Live);
     assert_eq!(link.role(), Role::Live);
+    assert_eq!(sink.frames(), vec![f0, f1], "held frames leave at once");
     assert_eq!(
-        sink.frames(),
-        vec![f0.clone(), f0.clone()],
-        "held frames leave at once"
+        recv(&mut vmm),
+        tx_done(h0),
+        "each followed by its completion"
     );
+    assert_eq!(recv(&mut vmm), tx_done(h1));
+    assert_eq!(sink.completions_before(), vec![0, 1]);
 
     // Plain again: the next chain is completed by the backend, after the VMM's two slots.
-    let h = drv.add(&[r(BUF_BASE, len)]);
-    let mut c = FtCompleter::new(&link);
+    let (h, _) = add_tx(&mut drv, 2);
+    let mut c = FtCompleter::new(&link, &slots);
     run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
     assert_eq!(c.guest_used(), 1);
     assert_eq!(sink.frames().len(), 3);
@@ -229,43 +421,53 @@ fn set_role_live_releases_held_and_restores_plain_then_primary_again() {
 
     // And FT again: ids continue on this connection.
     link.set_role(1, Role::Primary);
-    let h = drv.add(&[r(BUF_BASE, len)]);
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let (h, _) = add_tx(&mut drv, 3);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 3, head, .. } if head == h));
+    assert_quiet(&vmm);
     assert_eq!(sink.frames().len(), 3);
     assert_eq!(link.held(), 1);
 }
 
-/// Publishes a TX chain with the packet of `tag` at its own address; returns head and frame.
-fn add_tx(drv: &mut Driver, tag: u8) -> (u16, Vec<u8>) {
-    let addr = BUF_BASE + 0x1000 * u64::from(tag);
-    let (_, f, len) = tx_packet(drv, addr, tag);
-    (drv.add(&[r(addr, 12), r(addr + 12, len - 12)]), f)
-}
-
 #[test]
-fn detach_discards_held_frames_and_a_later_plain_frame_leaves() {
+fn detach_discards_held_chains_never_completing_them_and_a_later_plain_frame_leaves() {
     let (sink, link) = link();
-    let _vmm = attach(&link, Role::Primary);
+    let mut vmm = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
-    let frames: Vec<Vec<u8>> = (0..3u8).map(|tag| add_tx(&mut drv, tag).1).collect();
+    let chains: Vec<(u16, Vec<u8>)> = (0..3u8).map(|tag| add_tx(&mut drv, tag)).collect();
     let mut q = drv.queue();
-    let mut c = FtCompleter::new(&link);
+    let slots = Arc::new(VmmSlots::default());
+    let mut c = FtCompleter::new(&link, &slots);
     assert_eq!(run_tx(&mut q, &m, &mut c, &link.stats).expect("ok"), 3);
-    assert_eq!(c.guest_used(), 0, "completions went to the VMM");
+    assert_eq!(c.guest_used(), 0, "completions go to the VMM");
+    for _ in 0..3 {
+        assert!(matches!(recv(&mut vmm), Message::OutputReady { .. }));
+    }
     link.release(1, 1);
-    assert_eq!(sink.frames(), vec![frames[0].clone()]);
+    assert_eq!(sink.frames(), vec![chains[0].1.clone()]);
+    assert_eq!(recv(&mut vmm), tx_done(chains[0].0));
     assert_eq!(link.held(), 2);
     link.detach(2, "stale serial"); // another connection's detach is ignored
     assert_eq!(link.held(), 2);
 
     link.detach(1, "closed");
-    assert_eq!(link.held(), 0);
+    assert_eq!(link.held_chains(), 0);
     assert_eq!(link.role(), Role::Live);
     assert_eq!(
+        recv_until_eof(&mut vmm),
+        vec![],
+        "the discarded chains are never completed"
+    );
+    assert_eq!(
         sink.frames(),
-        vec![frames[0].clone()],
+        vec![chains[0].1.clone()],
         "unreleased frames never leave once their VMM is gone"
     );
     assert_eq!(link.stats.snapshot().ft_outputs_discarded, 2);
@@ -273,61 +475,81 @@ fn detach_discards_held_frames_and_a_later_plain_frame_leaves() {
     link.release(1, 3);
     link.set_role(1, Role::Live);
     assert_eq!(sink.frames().len(), 1);
+    assert_eq!(link.stats.snapshot().ft_completions, 1);
 
-    // Plain mode: the next frame leaves at once, and the backend completes its chain.
+    // Plain mode: the next frame leaves at once, and the backend completes its chain after
+    // the VMM's one slot (the discarded chains take none).
     let (h, f3) = add_tx(&mut drv, 3);
-    let mut c = FtCompleter::new(&link);
+    let mut c = FtCompleter::new(&link, &slots);
     run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
     assert_eq!(c.guest_used(), 1);
-    assert_eq!(sink.frames(), vec![frames[0].clone(), f3]);
-    assert_eq!(
-        drv.used(),
-        vec![(0, 0), (0, 0), (0, 0), (u32::from(h), 0)],
-        "after the VMM's three slots"
-    );
+    assert_eq!(sink.frames(), vec![chains[0].1.clone(), f3]);
+    assert_eq!(drv.used(), vec![(0, 0), (u32::from(h), 0)]);
 }
 
 #[test]
-fn a_failed_send_discards_held_frames_and_the_frame_being_announced() {
+fn a_failed_send_discards_held_chains_and_the_chain_being_announced() {
     let (sink, link) = link();
     let vmm = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
     add_tx(&mut drv, 0);
     let mut q = drv.queue();
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let slots = Arc::new(VmmSlots::default());
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert_eq!(link.held(), 1);
 
     // A VMM that went away without us noticing: announcing the next frame fails, the link
-    // drops the connection, both frames are discarded, and the chain is completed in plain
-    // mode (used ring written, frame not sent).
+    // drops the connection and both chains are discarded: frames not sent, chains never
+    // completed (not even in plain mode).
     drop(vmm);
-    let (h1, _) = add_tx(&mut drv, 1);
-    let mut c = FtCompleter::new(&link);
+    add_tx(&mut drv, 1);
+    let mut c = FtCompleter::new(&link, &slots);
     run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
-    assert_eq!(c.guest_used(), 1);
-    assert_eq!(drv.used().last(), Some(&(u32::from(h1), 0)));
+    assert_eq!(c.guest_used(), 0);
+    assert!(drv.used().is_empty());
     assert!(sink.frames().is_empty(), "no held frame leaked");
-    assert_eq!(link.held(), 0);
+    assert_eq!(link.held_chains(), 0);
     assert_eq!(link.role(), Role::Live);
     let s = link.stats.snapshot();
     assert_eq!((s.ft_bad_connections, s.ft_outputs_discarded), (1, 2));
+    assert_eq!(s.ft_completions, 0);
 
-    // Plain mode from then on.
-    let (_, f2) = add_tx(&mut drv, 2);
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    // Plain mode from then on; no slot was taken by the discarded chains.
+    let (h2, f2) = add_tx(&mut drv, 2);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert_eq!(sink.frames(), vec![f2]);
+    assert_eq!(drv.used(), vec![(u32::from(h2), 0)]);
 }
 
 #[test]
-fn a_new_connection_replacing_the_old_one_discards_its_held_frames() {
+fn a_new_connection_replacing_the_old_one_discards_its_held_chains() {
     let (sink, link) = link();
-    let _old = attach(&link, Role::Primary);
+    let mut old = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
     add_tx(&mut drv, 0);
     let mut q = drv.queue();
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let slots = Arc::new(VmmSlots::default());
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert_eq!(link.held(), 1);
 
     let (ours, mut vmm) = UnixStream::pair().expect("socket pair");
@@ -335,21 +557,34 @@ fn a_new_connection_replacing_the_old_one_discards_its_held_frames() {
         .expect("timeout");
     link.attach(ours, Role::Primary, 2).expect("attach");
     assert_eq!(recv(&mut vmm), Message::HelloAck { version: VERSION });
-    assert_eq!(link.held(), 0);
+    assert_eq!(link.held_chains(), 0);
+    let old_got = recv_until_eof(&mut old);
+    assert!(
+        matches!(&old_got[..], [Message::OutputReady { id: 1, .. }]),
+        "the old connection's chain is never completed: {old_got:?}"
+    );
     link.release(2, 1); // the new connection's ids start at 1 again
     assert!(
         sink.frames().is_empty(),
         "the old connection's frame never leaves"
     );
 
-    add_tx(&mut drv, 1);
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let (h, _) = add_tx(&mut drv, 1);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
     assert_eq!(
         sink.frames().len(),
         1,
         "covered by the earlier Release {{ 1 }}"
     );
+    assert_eq!(recv(&mut vmm), tx_done(h));
+    assert_quiet(&vmm);
 }
 
 #[test]
@@ -361,7 +596,10 @@ fn live_hello_is_plain_and_release_ahead_lets_later_outputs_leave_at_once() {
     let (_, _, len) = tx_packet(&drv, BUF_BASE, 0);
     drv.add(&[r(BUF_BASE, len)]);
     let mut q = drv.queue();
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let slots = Arc::new(VmmSlots::default());
+    let mut c = FtCompleter::new(&link, &slots);
+    run_tx(&mut q, &m, &mut c, &link.stats).expect("ok");
+    assert_eq!(c.guest_used(), 1, "completed at once by the backend");
     assert_eq!(sink.frames().len(), 1);
     assert_eq!(drv.used().len(), 1);
     assert_quiet(&vmm);
@@ -369,13 +607,22 @@ fn live_hello_is_plain_and_release_ahead_lets_later_outputs_leave_at_once() {
     let mut vmm = vmm;
     link.set_role(1, Role::Primary);
     link.release(1, 5);
-    drv.add(&[r(BUF_BASE, len)]);
-    run_tx(&mut q, &m, &mut FtCompleter::new(&link), &link.stats).expect("ok");
+    let h = drv.add(&[r(BUF_BASE, len)]);
+    run_tx(
+        &mut q,
+        &m,
+        &mut FtCompleter::new(&link, &slots),
+        &link.stats,
+    )
+    .expect("ok");
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
     assert_eq!(
         sink.frames().len(),
         2,
         "already released by Release {{ 5 }}"
     );
-    assert_eq!(link.held(), 0);
+    assert_eq!(recv(&mut vmm), tx_done(h), "and then completed");
+    assert_eq!(sink.completions_before(), vec![0, 0]);
+    assert_eq!(link.held_chains(), 0);
+    assert_quiet(&vmm);
 }

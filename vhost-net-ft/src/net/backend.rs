@@ -11,7 +11,9 @@
 //!
 //! Finished chains go through the process's [`FtLink`] ([`FtCompleter`]): plain vhost-user
 //! behaviour unless an FT primary VMM is attached (see [`crate::ft`]). The guest is notified
-//! (call eventfd) only for chains the backend completed itself.
+//! (call eventfd) only for chains the backend completed itself. Each queue has its
+//! [`VmmSlots`]: the used slots the VMM fills with completions the link sent later (a TX
+//! chain held in FT mode is completed when its frame leaves).
 //!
 //! When the frontend starts the rings, the guest MAC is announced on the TAP with a RARP
 //! frame ([`crate::net::announce`]), once per activation.
@@ -30,7 +32,7 @@ use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
 };
 
-use crate::ft::{FtCompleter, FtLink};
+use crate::ft::{FtCompleter, FtLink, VmmSlots};
 use crate::net::announce::rarp_packet;
 use crate::net::completion::Completer;
 use crate::net::config::{
@@ -68,6 +70,9 @@ pub struct NetBackend {
     rx: RxBounce,
     scratch: Vec<u8>,
     link: Arc<FtLink>,
+    /// Used slots the VMM fills, per queue (see [`VmmSlots`]).
+    rx_slots: Arc<VmmSlots>,
+    tx_slots: Arc<VmmSlots>,
     epoll: Option<Weak<EpollHandler>>,
     tap_polled: bool,
     /// Whether the guest MAC was announced since the rings were (re)started.
@@ -87,6 +92,8 @@ impl NetBackend {
             rx: RxBounce::new(PLAIN_BOUNCE_FRAMES),
             scratch: vec![0u8; RX_SCRATCH_LEN],
             link,
+            rx_slots: Arc::default(),
+            tx_slots: Arc::default(),
             epoll: None,
             tap_polled: false,
             announced: false,
@@ -186,7 +193,7 @@ impl NetBackend {
             self.set_tap_polling(false);
             return;
         }
-        let mut completer = FtCompleter::new(&self.link);
+        let mut completer = FtCompleter::new(&self.link, &self.rx_slots);
         let result = run_rx(
             &mut self.rx,
             &*self.tap,
@@ -225,7 +232,7 @@ impl NetBackend {
         if !(state.get_queue().ready() && state.is_enabled()) {
             return;
         }
-        let mut completer = FtCompleter::new(&self.link);
+        let mut completer = FtCompleter::new(&self.link, &self.tx_slots);
         if let Err(e) = run_tx(state.get_queue_mut(), &*mem, &mut completer, &self.stats) {
             error!("TX queue unusable: {e}");
         }

@@ -9,8 +9,9 @@
 //! - [`GuestCompleter`] (plain mode) writes the data, releases the TX frame to its output at
 //!   once and puts the completion on the used ring;
 //! - the FT completer ([`crate::ft::FtCompleter`]) sends the writes and the completion to the
-//!   VMM instead and holds TX frames until the VMM releases them (output rule), falling back
-//!   to [`GuestCompleter`] whenever no FT primary is connected.
+//!   VMM instead; a TX frame is held until the VMM releases it (output rule) and its chain's
+//!   completion is sent only after the frame has left. It falls back to [`GuestCompleter`]
+//!   whenever no FT primary is connected.
 //!
 //! Jobs are handed over one chain at a time, in avail order, so completions keep avail order
 //! whichever way they go.

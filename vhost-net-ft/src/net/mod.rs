@@ -19,7 +19,8 @@
 //!  Completer  plain (GuestCompleter): write the data, release the frame to the TAP, used
 //!             ring, then the caller notifies the guest (call eventfd)
 //!             FT primary (crate::ft::FtCompleter): Completion message with the writes to the
-//!             VMM; frame announced (OutputReady) and held until Release
+//!             VMM; TX: frame announced (OutputReady) and held until Release, the chain's
+//!             Completion sent right after the frame has left
 //! ```
 //!
 //! - *Arrival* ([`rx::fill_one`]) reads one packet from the TAP into an [`rx::RxFrame`] in the

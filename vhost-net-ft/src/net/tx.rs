@@ -8,7 +8,9 @@
 //!    plain mode the frame is released to a [`TxOutput`] ([`TapOutput`] writes it to the TAP at
 //!    once) and the chain put on the used ring. The FT primary instead announces the frame to
 //!    the VMM and holds it until the VMM releases it (output rule: nothing leaves before the
-//!    backup has the log up to it), and sends the chain's completion to the VMM.
+//!    backup has the log up to it), and sends the chain's completion to the VMM only right
+//!    after the frame has left (so the log never records a TX completion whose frame has not
+//!    left; see [`crate::ft`]).
 
 use std::io;
 use std::sync::Arc;
@@ -167,7 +169,8 @@ pub fn pop_tx<M: GuestMemory>(
 }
 
 /// The transmit step: hands every available chain, with its frame if it is good, to
-/// `completer` (which releases or holds the frame and completes the chain with length 0).
+/// `completer` (which releases the frame and completes the chain with length 0, or, in FT
+/// primary mode, holds both until the frame may leave).
 /// Returns the number of chains finished (whether to notify is
 /// [`Completer::guest_used`]).
 pub fn run_tx<M: GuestMemory, C: Completer>(
