@@ -7,29 +7,26 @@ use std::time::{Duration, Instant};
 
 pub struct ApiClient(BufReader<UnixStream>);
 
-/// A reply: the raw JSON text and accessors for the fields the tests use.
+/// A reply, parsed, with accessors for the fields the tests use.
 #[derive(Clone, Debug)]
-pub struct ApiReply(pub String);
+pub struct ApiReply(pub serde_json::Value);
 
 impl ApiReply {
-    fn field(&self, key: &str) -> Option<&str> {
-        let pat = format!("\"{key}\":");
-        let start = self.0.find(&pat)? + pat.len();
-        let rest = &self.0[start..];
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim_matches('"'))
-    }
     pub fn ok(&self) -> bool {
-        self.field("ok") == Some("true")
+        self.0["ok"] == true
     }
     pub fn u64(&self, key: &str) -> Option<u64> {
-        self.field(key)?.parse().ok()
+        self.0[key].as_u64()
     }
     pub fn f64(&self, key: &str) -> Option<f64> {
-        self.field(key)?.parse().ok()
+        self.0[key].as_f64()
     }
     pub fn str(&self, key: &str) -> Option<String> {
-        self.field(key).map(str::to_string)
+        self.0[key].as_str().map(str::to_string)
+    }
+    /// Any field, e.g. `reply.get("pic")["isr"]`.
+    pub fn get(&self, key: &str) -> &serde_json::Value {
+        &self.0[key]
     }
 }
 
@@ -52,6 +49,8 @@ impl ApiClient {
             .write_all(format!("{request}\n").as_bytes())?;
         let mut line = String::new();
         self.0.read_line(&mut line)?;
-        Ok(ApiReply(line.trim().to_string()))
+        serde_json::from_str(&line).map(ApiReply).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}: {line:?}"))
+        })
     }
 }

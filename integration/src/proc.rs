@@ -83,6 +83,19 @@ impl Proc {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// CPU time (user + system, all threads) the process has used so far, in seconds.
+    /// (`ip netns exec` execs the program, so the child's PID is the program's.)
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Some(ticks / hz)
+    }
+
     /// What this process has written so far.
     pub fn output(&self) -> String {
         let all = std::fs::read(&self.log).unwrap_or_default();

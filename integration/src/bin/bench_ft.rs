@@ -20,16 +20,71 @@ fn status(host: &Host) -> ApiReply {
         .expect("status")
 }
 
+/// CPU seconds used by each of `hosts`' vmm and by their backends together, and by the
+/// whole machine (busy, all CPUs), while `work` runs.
+struct CpuUse {
+    vmm: Vec<f64>,
+    backends: f64,
+    machine_busy: f64,
+    wall: f64,
+}
+
+fn machine_busy_seconds() -> f64 {
+    // /proc/stat "cpu" line: user nice system idle iowait irq softirq steal ...
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let idle = f.get(3).copied().unwrap_or(0.0) + f.get(4).copied().unwrap_or(0.0);
+    (f.iter().sum::<f64>() - idle) / hz
+}
+
+fn measure_cpu<T>(hosts: &[&Host], work: impl FnOnce() -> T) -> (T, CpuUse) {
+    let snapshot = || {
+        let vmm: Vec<f64> = hosts
+            .iter()
+            .map(|h| h.vmm.cpu_seconds().unwrap_or(0.0))
+            .collect();
+        let backends: f64 = hosts
+            .iter()
+            .map(|h| h.net.cpu_seconds().unwrap_or(0.0) + h.blk.cpu_seconds().unwrap_or(0.0))
+            .sum();
+        (
+            vmm,
+            backends,
+            machine_busy_seconds(),
+            std::time::Instant::now(),
+        )
+    };
+    let before = snapshot();
+    let result = work();
+    let after = snapshot();
+    let cpu = CpuUse {
+        vmm: after.0.iter().zip(&before.0).map(|(a, b)| a - b).collect(),
+        backends: after.1 - before.1,
+        machine_busy: after.2 - before.2,
+        wall: (after.3 - before.3).as_secs_f64(),
+    };
+    (result, cpu)
+}
+
 fn main() {
     let out = std::env::args().nth(1).expect("usage: bench_ft OUTPUT.md");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Plain first, in its own topology.
-    let plain = {
+    let (plain, plain_cpu) = {
         let lab = Lab::new(&["host-a"]).expect("topology");
         let disk = lab.create_disk("disk.img").expect("disk");
         let _storage = Storage::start(&lab, NbdServer::QemuNbd, &disk).expect("qemu-nbd");
-        let _host =
-            Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
-        lab.redis_benchmark(&ARGS)
+        let host = Host::start(&lab, "host-a", BlockBackend::Remote(Storage::uri())).expect("host");
+        measure_cpu(&[&host], || lab.redis_benchmark(&ARGS))
     };
     let mut cluster = Cluster::start(None, "", true).expect("FT cluster");
     let lab = &cluster.lab;
@@ -45,7 +100,8 @@ fn main() {
     let idle_mbit = (b1 - b0) as f64 * 8.0 / idle_secs / 1e6;
 
     let t0 = std::time::Instant::now();
-    let ft = lab.redis_benchmark(&ARGS);
+    let backup = cluster.hosts[1].as_ref().expect("backup");
+    let (ft, ft_cpu) = measure_cpu(&[primary, backup], || lab.redis_benchmark(&ARGS));
     let load_secs = t0.elapsed().as_secs_f64();
     let s = status(primary);
     let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
@@ -98,6 +154,27 @@ fn main() {
     let _ = writeln!(
         md,
         "| join pause (state transfer of a just-booted 64 MiB guest) | {join_ms} ms |"
+    );
+    let requests: f64 = 3.0 * 20000.0;
+    let per_k = |secs: f64| secs / requests * 1000.0 * 1000.0;
+    let _ = writeln!(
+        md,
+        "\nWhere the CPU goes during the benchmark ({cpus} CPUs; CPU ms per 1000 requests, from /proc; the machine's busy share of all CPUs):\n\n| | vmm (primary) | vmm (backup) | 2 or 4 backends | machine busy |\n| --- | --- | --- | --- | --- |"
+    );
+    let _ = writeln!(
+        md,
+        "| plain | {:.0} | - | {:.0} | {:.0} % |",
+        per_k(plain_cpu.vmm[0]),
+        per_k(plain_cpu.backends),
+        plain_cpu.machine_busy / plain_cpu.wall / cpus as f64 * 100.0
+    );
+    let _ = writeln!(
+        md,
+        "| FT | {:.0} | {:.0} | {:.0} | {:.0} % |",
+        per_k(ft_cpu.vmm[0]),
+        per_k(ft_cpu.vmm[1]),
+        per_k(ft_cpu.backends),
+        ft_cpu.machine_busy / ft_cpu.wall / cpus as f64 * 100.0
     );
     let _ = writeln!(md, "\nCommand: `cargo run --release -p integration --bin bench_ft OUT.md` (part of `make bench`).");
     std::fs::write(&out, &md).expect("write output");

@@ -28,6 +28,14 @@ impl Control {
     }
 }
 
+fn pic_summary(s: &crate::devices::legacy::pic::PicState) -> Value {
+    json!({
+        "irr": [s.master.irr, s.slave.irr],
+        "isr": [s.master.isr, s.slave.isr],
+        "imr": [s.master.imr, s.slave.imr],
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -85,6 +93,8 @@ impl Vcpu {
             "mmio_write": self.stats.mmio_write,
             "hlt": self.stats.hlt,
             "interrupts_injected": self.stats.interrupts_injected,
+            // The 8259A pair (master, slave): requests, in service, masked.
+            "pic": pic_summary(&self.devices.pic.state()),
         })
     }
 

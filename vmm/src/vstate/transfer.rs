@@ -45,6 +45,22 @@ impl Vcpu {
         }
     }
 
+    /// An `in` or MMIO read is finished by KVM only on the next KVM_RUN (it copies the data
+    /// userspace left in kvm_run into the register then). Until that happens the registers
+    /// still point at the instruction, and a backup loading them would execute it again.
+    /// KVM_RUN with `immediate_exit` set completes the pending operation and returns EINTR
+    /// without running the guest (Linux Documentation/virt/kvm/api.rst, "immediate_exit").
+    fn complete_pending_io(&mut self) -> Result<(), String> {
+        self.fd.set_kvm_immediate_exit(1);
+        let result = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match result {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Ok(()) => Err("KVM_RUN with immediate_exit ran the guest".into()),
+            Err(e) => Err(format!("cannot complete the pending I/O: {e}")),
+        }
+    }
+
     fn send_state(&mut self, stream: &TcpStream, epoch: u64) -> Result<u64, String> {
         let FtRole::Primary(p) = &self.ft else {
             return Err("not a primary".into());
@@ -73,6 +89,7 @@ impl Vcpu {
             }
             Ok(())
         })?;
+        self.complete_pending_io()?;
         let vcpu = VcpuState::capture(&self.fd, &self.msr_index).map_err(|e| e.to_string())?;
         let blob = to_blob(&vcpu).map_err(|e| e.to_string())?;
         w.write(&Record::DeviceState {

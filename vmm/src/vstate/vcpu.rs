@@ -157,6 +157,10 @@ pub struct Vcpu {
     pub(super) irq_raised_at: Option<Instant>,
     /// When the last interrupt was injected and its EOI not yet seen.
     injected_at: Option<Instant>,
+    /// An interrupt was queued with KVM_INTERRUPT and KVM has not entered the guest since.
+    /// KVM holds one queued interrupt: a second KVM_INTERRUPT would replace the first, whose
+    /// vector the PIC already has in service, and the guest would never EOI it.
+    injection_queued: bool,
     /// What the PIT host timer was last armed with.
     pub(super) armed: Option<TimerRequest>,
 }
@@ -183,6 +187,7 @@ impl Vcpu {
             stats: Stats::default(),
             irq_raised_at: None,
             injected_at: None,
+            injection_queued: false,
             armed: None,
             ft,
             msr_index,
@@ -335,7 +340,11 @@ impl Vcpu {
     fn run_once(&mut self) -> Result<Outcome, VcpuError> {
         self.fresh_state = false;
         let exit = match self.fd.run() {
-            Ok(exit) => exit,
+            // KVM entered the guest, which took the queued interrupt on entry.
+            Ok(exit) => {
+                self.injection_queued = false;
+                exit
+            }
             // A signal interrupted KVM_RUN: not a landmark, nothing happened in the guest.
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 return Ok(Outcome::Continue)
@@ -421,10 +430,11 @@ impl Vcpu {
             .as_vhost_user()
     }
 
-    /// Whether KVM can take an interrupt now (`ready_for_interrupt_injection` and IF).
+    /// Whether KVM can take an interrupt now (`ready_for_interrupt_injection` and IF, and
+    /// none queued since the last entry: those flags describe the last exit, not a queue).
     pub(super) fn can_inject(&mut self) -> bool {
         let run = self.fd.get_kvm_run();
-        run.ready_for_interrupt_injection != 0 && run.if_flag != 0
+        !self.injection_queued && run.ready_for_interrupt_injection != 0 && run.if_flag != 0
     }
 
     /// Injects the highest-priority pending interrupt if the vCPU can take one now.
@@ -453,6 +463,7 @@ impl Vcpu {
             ));
         }
         self.stats.interrupts_injected += 1;
+        self.injection_queued = true;
         self.halted = false;
         if let FtRole::Primary(p) = &mut self.ft {
             let landmark = self.stats.landmarks;
