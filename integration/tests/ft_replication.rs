@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use integration::cluster::Cluster;
+use integration::workload::BenchLoop;
 use integration::resp::Reply;
 use integration::stack::{Host, Lab};
 use integration::topology::GUEST_IP;
@@ -134,6 +135,9 @@ fn backup_is_an_exact_replica_after_a_workload() {
 fn backup_joins_a_primary_that_served_traffic() {
     let mut c = Cluster::start(None, "", false).expect("cluster");
     workload(&c.lab, soak_seconds(30));
+    // The join happens under load, and the load goes on through it.
+    let bench = BenchLoop::start(&c.lab, 20000, 16);
+    std::thread::sleep(Duration::from_secs(2));
     c.spawn_backup().expect("backup");
     c.wait_joined(Duration::from_secs(60))
         .expect("backup joined");
@@ -144,9 +148,10 @@ fn backup_joins_a_primary_that_served_traffic() {
         .unwrap_or_default()
         .to_string();
     eprintln!("join: {pause}");
-    // Known issue (docs/ARCHITECTURE.md): after a join under redis-benchmark load, some
-    // benchmark connections stall; the check here runs a single-connection workload.
     incr_loop(&c.lab, b"after-join", Duration::from_secs(5));
+    bench
+        .finish()
+        .expect("redis-benchmark through and after the join");
     assert_pair_identical(&mut c);
 }
 
