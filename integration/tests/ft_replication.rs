@@ -1,14 +1,12 @@
 //! Fault tolerance, end to end: a primary in host-a and a backup in host-b, each with its own
 //! backends, the `kv` guest under a client workload. The backup must stay an exact copy.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use integration::cluster::Cluster;
-use integration::workload::BenchLoop;
 use integration::resp::Reply;
 use integration::stack::{Host, Lab};
-use integration::topology::GUEST_IP;
+use integration::workload::BenchLoop;
 
 fn soak_seconds(default: u64) -> Duration {
     Duration::from_secs(
@@ -32,50 +30,10 @@ fn incr_loop(lab: &Lab, key: &[u8], duration: Duration) {
 
 /// redis-benchmark plus an INCR loop checking every reply, for `duration`.
 fn workload(lab: &Lab, duration: Duration) {
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let bench = s.spawn(|| {
-            let mut runs = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let out = lab
-                    .client_cmd(&[
-                        "timeout",
-                        "60",
-                        "redis-benchmark",
-                        "-h",
-                        GUEST_IP,
-                        "-t",
-                        "set,get,incr",
-                        "-n",
-                        "2000",
-                        "-c",
-                        "8",
-                        "-q",
-                    ])
-                    .expect("redis-benchmark");
-                let text = String::from_utf8_lossy(&out.stdout).to_string()
-                    + &String::from_utf8_lossy(&out.stderr);
-                assert!(
-                    out.status.success() && !text.to_lowercase().contains("error"),
-                    "redis-benchmark:\n{text}"
-                );
-                runs += 1;
-            }
-            runs
-        });
-        let mut c = lab.connect().expect("connect");
-        let start = Instant::now();
-        let mut expected = 0;
-        while start.elapsed() < duration {
-            expected += 1;
-            assert_eq!(
-                c.cmd(&[b"INCR", b"ft:counter"]).expect("incr"),
-                Reply::Int(expected)
-            );
-        }
-        stop.store(true, Ordering::SeqCst);
-        assert!(bench.join().expect("bench thread") >= 1);
-    });
+    let bench = BenchLoop::start(lab, 2000, 8);
+    incr_loop(lab, b"ft:counter", duration);
+    let runs = bench.finish().expect("redis-benchmark");
+    assert!(runs >= 1, "no benchmark run completed");
 }
 
 /// Pauses both VMs at the same landmark and compares all guest memory and the vCPU state.

@@ -55,6 +55,12 @@ impl Inbox {
         self.posted.notify_all();
     }
 
+    /// Posts several events at once (one wake-up).
+    pub fn post_all(&self, events: impl IntoIterator<Item = DeviceEvent>) {
+        self.lock().extend(events);
+        self.posted.notify_all();
+    }
+
     /// Takes every queued event, oldest first, without blocking.
     pub fn drain(&self) -> Vec<DeviceEvent> {
         self.lock().drain(..).collect()

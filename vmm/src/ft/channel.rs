@@ -93,7 +93,9 @@ pub struct Outgoing {
 
 /// The primary's end: the vCPU thread's handle.
 pub struct PrimaryLink {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Vec<Outgoing>>,
+    /// Records of the current landmark, handed to the writer together by `flush`.
+    pending: Vec<Outgoing>,
     pub shared: Arc<PrimaryShared>,
 }
 
@@ -126,7 +128,7 @@ impl PrimaryLink {
             backup_landmark: AtomicU64::new(0),
             lag: Mutex::new(crate::stats::Samples::default()),
         });
-        let (tx, rx) = mpsc::channel::<Outgoing>();
+        let (tx, rx) = mpsc::channel::<Vec<Outgoing>>();
         let reader = stream.try_clone()?;
         let watched = stream.try_clone()?;
         let w = shared.clone();
@@ -156,13 +158,30 @@ impl PrimaryLink {
             move || *heard.last_heard.lock().unwrap_or_else(|e| e.into_inner()),
             move || up.alive.load(Ordering::SeqCst),
         )?;
-        Ok(PrimaryLink { tx, shared })
+        Ok(PrimaryLink {
+            tx,
+            pending: Vec::new(),
+            shared,
+        })
     }
 
-    /// Queues a record; returns false if the link is down.
-    pub fn send(&self, record: Record, output: Option<(usize, u64)>) -> bool {
-        self.shared.alive.load(Ordering::SeqCst)
-            && self.tx.send(Outgoing { record, output }).is_ok()
+    /// Queues a record for the next `flush`; returns false if the link is down.
+    pub fn send(&mut self, record: Record, output: Option<(usize, u64)>) -> bool {
+        if !self.is_alive() {
+            return false;
+        }
+        self.pending.push(Outgoing { record, output });
+        true
+    }
+
+    /// Hands the queued records to the writer thread (one wake-up per landmark, not one per
+    /// record). Called before the vCPU runs the guest or blocks.
+    pub fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            // If the writer is gone the link is dead; check_link notices.
+            let _ = self.tx.send(batch);
+        }
     }
 
     pub fn is_alive(&self) -> bool {
@@ -181,7 +200,7 @@ impl PrimaryLink {
 fn writer_loop(
     stream: TcpStream,
     first_seq: u64,
-    rx: &mpsc::Receiver<Outgoing>,
+    rx: &mpsc::Receiver<Vec<Outgoing>>,
     shared: &PrimaryShared,
 ) {
     let mut w = RecordWriter::starting_at(BufWriter::with_capacity(256 << 10, stream), first_seq);
@@ -190,19 +209,20 @@ fn writer_loop(
             return;
         }
         let first = match rx.recv_timeout(HEARTBEAT) {
-            Ok(o) => o,
-            Err(RecvTimeoutError::Timeout) => Outgoing {
+            Ok(batch) => batch,
+            Err(RecvTimeoutError::Timeout) => vec![Outgoing {
                 record: Record::Heartbeat {
                     landmark: shared.landmark.load(Ordering::SeqCst),
                     unix_ms: unix_ms(),
                 },
                 output: None,
-            },
+            }],
             Err(RecvTimeoutError::Disconnected) => return,
         };
         // Send everything queued in one go, then flush once.
-        let mut next = Some(first);
-        while let Some(o) = next.take() {
+        let mut batches = vec![first];
+        batches.extend(rx.try_iter());
+        for o in batches.into_iter().flatten() {
             // An output is registered before its record can reach the backup, so that the ack
             // that covers it always finds it (the BufWriter may send before the flush below).
             if let Some((device, id)) = o.output {
@@ -235,7 +255,6 @@ fn writer_loop(
                 }
             }
             shared.sent.store(seq, Ordering::SeqCst);
-            next = rx.try_recv().ok();
         }
         let before = w.get_ref().buffer().len() as u64;
         if let Err(e) = w.flush() {
@@ -246,19 +265,28 @@ fn writer_loop(
     }
 }
 
-/// Releases every held output whose record the backup has acknowledged.
+/// Releases every held output whose record the backup has acknowledged: one `Release` per
+/// backend, for the newest such output (a release covers every output before it).
 pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
     let acked = shared.acked.load(Ordering::SeqCst);
-    let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
-    while held.front().is_some_and(|h| h.seq <= acked) {
-        if let Some(h) = held.pop_front() {
-            release(h.device, h.id);
-            shared
-                .hold
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(h.since.elapsed());
+    let mut newest: Vec<(usize, u64)> = Vec::new();
+    {
+        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hold = shared.hold.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(h) = held.pop_front() {
+            if h.seq > acked {
+                held.push_front(h);
+                break;
+            }
+            hold.record(h.since.elapsed());
+            match newest.iter_mut().find(|(d, _)| *d == h.device) {
+                Some(entry) => entry.1 = entry.1.max(h.id),
+                None => newest.push((h.device, h.id)),
+            }
         }
+    }
+    for (device, id) in newest {
+        release(device, id);
     }
 }
 
@@ -396,16 +424,17 @@ pub fn start_backup(
 
 fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &Inbox) {
     let mut reader = RecordReader::new(stream);
+    let mut batch: Vec<(u64, Record)> = Vec::new();
     loop {
         let (seq, record) = match reader.next() {
             Ok(Some(r)) => r,
             Ok(None) => {
                 log::warn!("ft: the primary closed the logging channel");
-                return;
+                return queue_batch(shared, inbox, &mut batch);
             }
             Err(e) => {
                 log::error!("ft: logging channel: {e}");
-                return;
+                return queue_batch(shared, inbox, &mut batch);
             }
         };
         *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -414,21 +443,34 @@ fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &Inbox) {
         }
         shared.received.store(seq, Ordering::SeqCst);
         if !matches!(record, Record::Heartbeat { .. }) {
-            let was_empty = {
-                let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-                q.push_back((seq, record));
-                q.len() == 1
-            };
-            shared.arrived.notify_all();
-            if was_empty {
-                inbox.post(DeviceEvent::FtWake);
+            batch.push((seq, record));
+        }
+        // Everything that arrived together is queued at once, then acknowledged with one ack
+        // (when the next read would wait for the network). The ack is for receipt, not
+        // application: the output rule needs only that the backup holds the log up to an
+        // output's position.
+        if !reader.has_buffered_frame() {
+            queue_batch(shared, inbox, &mut batch);
+            if !shared.reply(&Record::Ack { seq }) {
+                return;
             }
         }
-        // Acknowledge receipt (not application): the output rule needs only that the backup
-        // holds the log up to an output's position. One ack per batch: when the next record
-        // is not already buffered (the next read would wait for the network).
-        if !reader.has_buffered_frame() && !shared.reply(&Record::Ack { seq }) {
-            return;
-        }
+    }
+}
+
+/// Hands received records to the vCPU thread (waking it if it may be waiting).
+fn queue_batch(shared: &BackupShared, inbox: &Inbox, batch: &mut Vec<(u64, Record)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let was_empty = {
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let was_empty = q.is_empty();
+        q.extend(batch.drain(..));
+        was_empty
+    };
+    shared.arrived.notify_all();
+    if was_empty {
+        inbox.post(DeviceEvent::FtWake);
     }
 }

@@ -205,6 +205,14 @@ impl Primary {
         }
     }
 
+    /// Hands this landmark's records to the logging channel. Must run before the vCPU enters
+    /// the guest or blocks, or the backup (and the outputs waiting for it) would wait too.
+    pub fn flush(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.flush();
+        }
+    }
+
     /// Sends a landmark entry (no-op without a backup).
     pub fn record(&mut self, landmark: u64, record: Record) {
         self.send(landmark, record, None);
@@ -217,7 +225,9 @@ impl Primary {
     }
 
     fn send(&mut self, landmark: u64, record: Record, output: Option<(usize, u64)>) -> bool {
-        let Some(link) = &self.link else { return false };
+        let Some(link) = &mut self.link else {
+            return false;
+        };
         link.shared.landmark.store(landmark, Ordering::Relaxed);
         let sent = link.send(record, output);
         if sent {
@@ -274,6 +284,7 @@ impl Primary {
 
     /// Flow control: blocks while the backup is too far behind (VMware FT slows the primary).
     pub fn throttle(&mut self) {
+        self.flush();
         let Some(link) = &self.link else { return };
         let start = Instant::now();
         while link.is_alive() && link.unacked() > MAX_UNACKED {

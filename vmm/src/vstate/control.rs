@@ -158,6 +158,7 @@ impl Vcpu {
         // Let a backup run up to this landmark too, so that both can stop at the same place.
         if let super::vcpu::FtRole::Primary(p) = &mut self.ft {
             p.checkpoint(self.stats.landmarks, true);
+            p.flush();
         }
         let status = self.status();
         for waiter in self.control.waiters.drain(..) {

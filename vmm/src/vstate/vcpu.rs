@@ -199,7 +199,8 @@ impl Vcpu {
     /// Runs the guest until it stops. Errors are VMM/KVM failures; guest-caused stops are `VmExit`s.
     pub fn run(&mut self) -> Result<VmExit, VcpuError> {
         let result = self.run_loop();
-        if let FtRole::Primary(p) = &self.ft {
+        if let FtRole::Primary(p) = &mut self.ft {
+            p.flush();
             self.stats.ft_summary = p.summary();
             if let Some(pause) = p.stats.join_pause {
                 let s = self.stats.ft_summary.get_or_insert_with(String::new);
@@ -509,6 +510,7 @@ impl Vcpu {
                     return Some(lost.into());
                 }
                 p.checkpoint(self.stats.landmarks, true);
+                p.flush();
             }
             self.inbox.wait();
         }

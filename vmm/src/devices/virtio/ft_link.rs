@@ -2,6 +2,7 @@
 //! A reader thread turns the backend's messages into `DeviceEvent`s, so that completions are
 //! applied, and outputs logged, at a landmark on the vCPU thread.
 
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,58 @@ pub enum FtNotice {
         head: u16,
         digest: [u8; 32],
     },
+}
+
+/// Turns the backend's messages into `DeviceEvent`s for device `device` until the channel
+/// ends. Messages are read through a buffer and posted in batches: everything that arrived
+/// together wakes the vCPU once.
+fn read_loop(name: &str, device: usize, stream: UnixStream, inbox: &Inbox) {
+    let mut reader = BufReader::with_capacity(256 << 10, stream);
+    let mut batch = Vec::new();
+    loop {
+        let notice = match Message::read_from(&mut reader) {
+            Ok(Some(Message::Completion {
+                queue,
+                head,
+                len,
+                writes,
+            })) => FtNotice::Completion {
+                queue,
+                head,
+                len,
+                writes,
+            },
+            Ok(Some(Message::OutputReady {
+                id,
+                queue,
+                head,
+                digest,
+            })) => FtNotice::Output {
+                id,
+                queue,
+                head,
+                digest,
+            },
+            Ok(Some(other)) => {
+                log::error!("FT control {name}: unexpected {other:?}; closing");
+                break;
+            }
+            Ok(None) => {
+                log::warn!("FT control {name}: backend closed the channel");
+                break;
+            }
+            Err(e) => {
+                log::error!("FT control {name}: {e}");
+                break;
+            }
+        };
+        batch.push(DeviceEvent::Ft(device, notice));
+        // The next read would wait for the backend: hand over what we have.
+        if reader.buffer().is_empty() {
+            inbox.post_all(batch.drain(..));
+        }
+    }
+    inbox.post_all(batch.drain(..));
 }
 
 /// The write side, shared by the vCPU thread and the logging channel's ack reader.
@@ -76,52 +129,14 @@ impl FtLink {
             }
             Err(source) => return Err(FtLinkError::Handshake { path: p, source }),
         }
-        let mut reader = stream.try_clone().map_err(|source| FtLinkError::Connect {
+        let reader = stream.try_clone().map_err(|source| FtLinkError::Connect {
             path: p.clone(),
             source,
         })?;
         let name = p.clone();
         std::thread::Builder::new()
             .name("ft-control".into())
-            .spawn(move || loop {
-                let notice = match Message::read_from(&mut reader) {
-                    Ok(Some(Message::Completion {
-                        queue,
-                        head,
-                        len,
-                        writes,
-                    })) => FtNotice::Completion {
-                        queue,
-                        head,
-                        len,
-                        writes,
-                    },
-                    Ok(Some(Message::OutputReady {
-                        id,
-                        queue,
-                        head,
-                        digest,
-                    })) => FtNotice::Output {
-                        id,
-                        queue,
-                        head,
-                        digest,
-                    },
-                    Ok(Some(other)) => {
-                        log::error!("FT control {name}: unexpected {other:?}; closing");
-                        return;
-                    }
-                    Ok(None) => {
-                        log::warn!("FT control {name}: backend closed the channel");
-                        return;
-                    }
-                    Err(e) => {
-                        log::error!("FT control {name}: {e}");
-                        return;
-                    }
-                };
-                inbox.post(DeviceEvent::Ft(device, notice));
-            })
+            .spawn(move || read_loop(&name, device, reader, &inbox))
             .map_err(|source| FtLinkError::Connect {
                 path: p.clone(),
                 source,
