@@ -27,7 +27,7 @@ pub enum MemoryError {
 
 /// Creates `size` bytes of guest RAM laid out by `layout::ram_ranges`, backed by a memfd.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    if size == 0 || size % (2 << 20) != 0 {
+    if size == 0 || !size.is_multiple_of(2 << 20) {
         return Err(MemoryError::BadSize(size));
     }
     let name = CString::new("guest-ram").map_err(|_| MemoryError::BadSize(size))?;

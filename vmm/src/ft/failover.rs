@@ -64,7 +64,7 @@ pub fn arbitrate(cfg: &FailoverConfig, epoch: u64) -> Verdict {
                 }
             }
             Err(e) => {
-                if attempts % 10 == 0 {
+                if attempts.is_multiple_of(10) {
                     log::error!(
                         "ft: arbiter {addr} unreachable for {} ms ({e}); not going on alone; retrying",
                         start.elapsed().as_millis()

@@ -80,8 +80,8 @@ mod tests {
 
     #[test]
     fn different_exits_hash_differently() {
-        let a = write_sig(ExitKind::PioOut, 0x3f8, &[b'a']);
-        let b = write_sig(ExitKind::PioOut, 0x3f8, &[b'b']);
+        let a = write_sig(ExitKind::PioOut, 0x3f8, b"a");
+        let b = write_sig(ExitKind::PioOut, 0x3f8, b"b");
         let (mut h1, mut h2) = (RunningHash::default(), RunningHash::default());
         h1.add(&a);
         h2.add(&b);

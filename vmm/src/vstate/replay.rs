@@ -55,10 +55,7 @@ impl Vcpu {
             .shared
             .applied_landmark
             .store(landmark, std::sync::atomic::Ordering::Relaxed);
-        loop {
-            let Some(record) = self.backup_next(landmark)? else {
-                break;
-            };
+        while let Some(record) = self.backup_next(landmark)? {
             match record {
                 Record::DeviceEvent {
                     sig,

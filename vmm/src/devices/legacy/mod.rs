@@ -231,7 +231,7 @@ mod tests {
             d.pio_write(port, &[v]);
         }
         d.pio_write(COM1_BASE + 1, &[0x02]); // IER: transmitter holding register empty
-        d.pio_write(COM1_BASE, &[b'a']);
+        d.pio_write(COM1_BASE, b"a");
         assert!(d.pic.has_pending());
         assert_eq!(d.pic.acknowledge(), Some(0x20 + COM1_IRQ));
     }

@@ -273,7 +273,7 @@ impl MmioDevice for MmioTransport {
             self.backend.read_config(offset - REG_CONFIG, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
+        if data.len() != 4 || !offset.is_multiple_of(4) {
             log::warn!(
                 "virtio-mmio: {}-byte read at {offset:#x} is not a 32-bit register access",
                 data.len()
@@ -296,7 +296,7 @@ impl MmioDevice for MmioTransport {
             );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return;
         }
         self.write_register(offset, u32::from_le_bytes(bytes));

@@ -89,8 +89,7 @@ impl VhostUserDevice {
         vmm_features: u64,
         vmm_config: Vec<u8>,
     ) -> Result<Self, VhostUserError> {
-        let eventfd =
-            || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VhostUserError::EventFd(e.into()));
+        let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(VhostUserError::EventFd);
         let kick = (0..num_queues)
             .map(|_| eventfd())
             .collect::<Result<Vec<_>, _>>()?;
