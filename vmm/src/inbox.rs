@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::sync::lock;
+
 #[derive(Debug)]
 pub enum DeviceEvent {
     /// The host timer standing in for PIT channel 0 expired `expirations` times (>= 1).
@@ -45,9 +47,7 @@ impl Inbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<DeviceEvent>> {
-        // A panic on another thread cannot leave a VecDeque half-updated in a way that matters
-        // here, so a poisoned lock is still usable.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.queue)
     }
 
     pub fn post(&self, event: DeviceEvent) {

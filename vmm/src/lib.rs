@@ -12,6 +12,7 @@ pub mod inbox;
 pub mod loader;
 pub mod memory;
 pub mod stats;
+pub mod sync;
 pub mod vstate;
 
 use std::fs::File;

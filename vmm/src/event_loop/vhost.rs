@@ -13,6 +13,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use super::EventLoopError;
 use crate::devices::virtio::vhost_user::BackendLink;
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::sync::lock;
 
 /// How often a disconnected device tries to reach its backend again.
 const RETRY_PERIOD: Duration = Duration::from_millis(100);
@@ -85,12 +86,7 @@ impl BackendMonitor {
     /// Starts watching the socket the vCPU thread last published.
     fn take_new_socket(&mut self, ops: &mut EventOps) {
         let _ = self.link.changed.read();
-        let socket = self
-            .link
-            .socket
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let socket = lock(&self.link.socket).take();
         if let Some(fd) = socket {
             if let Some(old) = self.watched.take() {
                 let _ = ops.remove(Self::hang_up_events(&old));

@@ -12,6 +12,7 @@ use super::channel::BackupShared;
 use super::record::{ExitSignature, Record};
 use super::signature::{describe, hlt_sig, RunningHash};
 use crate::config::FailoverConfig;
+use crate::sync::lock;
 
 /// Why replay stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +70,7 @@ impl Backup {
             // a dead channel with an empty queue means that every record has been taken.
             let alive = self.shared.alive.load(Ordering::SeqCst);
             let front = {
-                let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+                let q = lock(&self.shared.queue);
                 q.front().map(|(_, r)| r.entry_landmark())
             };
             match front {
@@ -104,7 +105,7 @@ impl Backup {
 
     /// Blocks until a record is queued or the channel is gone.
     fn wait_for_records(&self) {
-        let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&self.shared.queue);
         while q.is_empty() && self.shared.alive.load(Ordering::SeqCst) {
             q = self
                 .shared
@@ -122,12 +123,7 @@ impl Backup {
 
     fn pop(&mut self) -> Option<Record> {
         self.applied += 1;
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-            .map(|(_, r)| r)
+        lock(&self.shared.queue).pop_front().map(|(_, r)| r)
     }
 
     /// Checks an entry's signature against the backup's own exit at the same landmark.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::failover::spawn_watchdog;
 use super::record::{Record, RecordReader, RecordWriter};
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::sync::lock;
 
 /// Heartbeat period in both directions when nothing else is sent.
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
@@ -68,8 +69,7 @@ impl PrimaryShared {
             .load(Ordering::Relaxed)
             .saturating_sub(self.backup_landmark.load(Ordering::Relaxed));
         let pct = |s: &Mutex<crate::stats::Samples>, p| {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
+            lock(s)
                 .percentile(p)
                 .map_or("-".to_string(), |v| v.to_string())
         };
@@ -155,7 +155,7 @@ impl PrimaryLink {
             "backup",
             watched,
             timeout,
-            move || *heard.last_heard.lock().unwrap_or_else(|e| e.into_inner()),
+            move || *lock(&heard.last_heard),
             move || up.alive.load(Ordering::SeqCst),
         )?;
         Ok(PrimaryLink {
@@ -232,11 +232,7 @@ fn writer_loop(
                     id,
                     since: Instant::now(),
                 };
-                shared
-                    .held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push_back(held);
+                lock(&shared.held).push_back(held);
             }
             let seq = match w.write(&o.record) {
                 Ok(seq) => seq,
@@ -246,7 +242,7 @@ fn writer_loop(
                 }
             };
             if let Some(l) = o.record.entry_landmark() {
-                let mut h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+                let mut h = lock(&shared.history);
                 if h.back().is_none_or(|&(last, _)| last < l) {
                     h.push_back((l, Instant::now()));
                     if h.len() > 200_000 {
@@ -271,8 +267,8 @@ pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
     let acked = shared.acked.load(Ordering::SeqCst);
     let mut newest: Vec<(usize, u64)> = Vec::new();
     {
-        let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
-        let mut hold = shared.hold.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = lock(&shared.held);
+        let mut hold = lock(&shared.hold);
         while let Some(h) = held.pop_front() {
             if h.seq > acked {
                 held.push_front(h);
@@ -296,14 +292,14 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
         match reader.next() {
             Ok(Some((_, Record::Ack { seq }))) => {
                 shared.acked.fetch_max(seq, Ordering::SeqCst);
-                *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                *lock(&shared.last_heard) = Instant::now();
                 release_acked(shared, release);
             }
             Ok(Some((_, Record::Heartbeat { landmark, .. }))) => {
-                *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                *lock(&shared.last_heard) = Instant::now();
                 shared.backup_landmark.store(landmark, Ordering::Relaxed);
                 // Lag in time: how long ago the primary logged the landmark the backup is at.
-                let mut h = shared.history.lock().unwrap_or_else(|e| e.into_inner());
+                let mut h = lock(&shared.history);
                 let mut at = None;
                 while h.front().is_some_and(|&(l, _)| l <= landmark) {
                     at = h.pop_front().map(|(_, t)| t);
@@ -313,16 +309,12 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
                 } else {
                     at.map_or(Duration::ZERO, |t| t.elapsed())
                 };
-                shared
-                    .lag
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(lag);
+                lock(&shared.lag).record(lag);
             }
             Ok(Some((_, Record::Diverged { landmark, reason }))) => {
                 let msg = format!("backup diverged at landmark {landmark}: {reason}");
                 log::error!("ft: {msg}");
-                *shared.diverged.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                *lock(&shared.diverged) = Some(msg);
                 return;
             }
             Ok(Some((_, other))) => {
@@ -359,7 +351,7 @@ pub struct BackupShared {
 impl BackupShared {
     /// Sends a record to the primary (acks, heartbeats, divergence reports).
     pub fn reply(&self, record: &Record) -> bool {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.writer);
         w.write(record).and_then(|_| w.flush()).is_ok()
     }
 }
@@ -401,7 +393,7 @@ pub fn start_backup(
         "primary",
         watched,
         timeout,
-        move || *heard.last_heard.lock().unwrap_or_else(|e| e.into_inner()),
+        move || *lock(&heard.last_heard),
         move || up.alive.load(Ordering::SeqCst),
     )?;
     let h = shared.clone();
@@ -437,7 +429,7 @@ fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &Inbox) {
                 return queue_batch(shared, inbox, &mut batch);
             }
         };
-        *shared.last_heard.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *lock(&shared.last_heard) = Instant::now();
         if let Some(l) = record.entry_landmark() {
             shared.newest_landmark.fetch_max(l, Ordering::SeqCst);
         }
@@ -464,7 +456,7 @@ fn queue_batch(shared: &BackupShared, inbox: &Inbox, batch: &mut Vec<(u64, Recor
         return;
     }
     let was_empty = {
-        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = lock(&shared.queue);
         let was_empty = q.is_empty();
         q.extend(batch.drain(..));
         was_empty

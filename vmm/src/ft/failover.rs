@@ -16,6 +16,7 @@ use arbiter::client::Client;
 
 use crate::config::FailoverConfig;
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::sync::lock;
 
 /// How long one arbiter attempt may take, and the pause between attempts while it cannot be
 /// reached (neither side goes live meanwhile).
@@ -93,13 +94,13 @@ impl Arbitration {
             .name("ft-arbiter".into())
             .spawn(move || {
                 let v = arbitrate(&cfg, epoch);
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(v);
+                *lock(&slot) = Some(v);
                 inbox.post(DeviceEvent::FtWake);
             });
         if let Err(e) = spawned {
             // Without the thread nobody asks: this side must not go on alone.
             log::error!("ft: cannot start the arbiter thread: {e}");
-            *verdict.lock().unwrap_or_else(|e| e.into_inner()) = Some(Verdict::Lost {
+            *lock(&verdict) = Some(Verdict::Lost {
                 owner: "(arbiter thread failed)".into(),
                 epoch,
             });
@@ -113,10 +114,7 @@ impl Arbitration {
 
     /// The answer, once there is one.
     pub fn verdict(&self) -> Option<Verdict> {
-        self.verdict
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.verdict).clone()
     }
 }
 

@@ -16,6 +16,7 @@ use super::{DEV_SIGNATURES, EV_SIGNATURE_HASH};
 use crate::config::FailoverConfig;
 use crate::devices::virtio::ft_link::FtLink;
 use crate::inbox::Inbox;
+use crate::sync::lock;
 
 /// How often, at most, a landmark goes by without a record: the backup may only run up to the
 /// newest landmark it has a record for, so this bounds its lag while the log is quiet.
@@ -164,11 +165,7 @@ impl Primary {
     /// over without them) while the guest keeps running. `Err`: the other side won; halt.
     pub fn check_link(&mut self) -> Result<(), LostArbitration> {
         if let Some(link) = self.link.as_ref().filter(|l| !l.is_alive()) {
-            let why = link
-                .shared
-                .diverged
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            let why = lock(&link.shared.diverged)
                 .clone()
                 .unwrap_or_else(|| "the backup is gone".to_string());
             log::error!(

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::vcpu::Vcpu;
 use crate::api::{error_reply, ApiCall, ApiRequest};
 use crate::inbox::DeviceEvent;
+use crate::sync::lock;
 
 #[derive(Default)]
 pub struct Control {
@@ -61,9 +62,7 @@ impl Vcpu {
             if let Some(link) = p.link() {
                 use std::sync::atomic::Ordering;
                 let sh = &link.shared;
-                let pct = |m: &std::sync::Mutex<crate::stats::Samples>, q| {
-                    m.lock().unwrap_or_else(|e| e.into_inner()).percentile(q)
-                };
+                let pct = |m: &std::sync::Mutex<crate::stats::Samples>, q| lock(m).percentile(q);
                 obj.insert("ft_records".into(), json!(sh.sent.load(Ordering::SeqCst)));
                 obj.insert(
                     "ft_bytes".into(),

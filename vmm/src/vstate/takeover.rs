@@ -18,6 +18,7 @@ use crate::devices::virtio::ft_link::FtLink;
 use crate::ft::failover::{Arbitration, Verdict};
 use crate::ft::primary::{spawn_joiner, Primary};
 use crate::inbox::DeviceEvent;
+use crate::sync::lock;
 
 impl Vcpu {
     /// Asks the arbiter and, if it grants this side the epoch, goes live. While waiting for
@@ -29,13 +30,7 @@ impl Vcpu {
         };
         let landmark = self.stats.landmarks;
         let (epoch, applied) = (b.epoch, b.applied);
-        let silent_ms = b
-            .shared
-            .last_heard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed()
-            .as_millis();
+        let silent_ms = lock(&b.shared.last_heard).elapsed().as_millis();
         log::error!(
             "ft: primary lost ({silent_ms} ms since its last message); all {applied} received entries applied, at landmark {landmark}; asking the arbiter for epoch {epoch}"
         );

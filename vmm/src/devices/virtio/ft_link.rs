@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use ft_control::{ControlError, Message, Role, VERSION};
 
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::sync::lock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FtLinkError {
@@ -148,7 +149,7 @@ impl FtLink {
     }
 
     fn send(&self, m: Message) {
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.writer);
         if let Err(e) = m.write_to(&mut *w) {
             log::error!("FT control {}: {e}", self.path);
         }

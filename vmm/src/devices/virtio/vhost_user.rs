@@ -28,6 +28,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{QueueConfig, VirtioBackend};
+use crate::sync::lock;
 
 /// VIRTIO_RING_F_EVENT_IDX (virtio 1.2 section 6).
 const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
@@ -164,7 +165,7 @@ impl VhostUserDevice {
         if dup >= 0 {
             // SAFETY: `dup` is a fresh fd owned by nothing else.
             let fd = unsafe { OwnedFd::from_raw_fd(dup) };
-            *self.link.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+            *lock(&self.link.socket) = Some(fd);
             let _ = self.link.changed.write(1);
         }
         self.frontend = Some(frontend);
