@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::proc::Proc;
-use crate::stack::{Arbiter, BlockBackend, FtMode, FtOpts, Host, Lab, NbdServer, Storage};
+use crate::stack::{Arbiter, BlockBackend, FtMode, FtOpts, Host, Lab, NbdServer, Storage, FT_PORT};
 use crate::topology::ft_ip;
 
 pub const HOSTS: [&str; 2] = ["host-a", "host-b"];
@@ -89,10 +89,16 @@ impl Cluster {
 
     /// Starts a backup (backends and vmm) on the host without a VM; does not wait for the join.
     pub fn spawn_backup(&mut self) -> Result<(), crate::stack::StackError> {
+        self.spawn_backup_at(FT_PORT)
+    }
+
+    /// Like `spawn_backup`, listening on `port` (the primary must be told: `protect`).
+    pub fn spawn_backup_at(&mut self, port: u16) -> Result<(), crate::stack::StackError> {
         let i = self.backup_index();
         assert!(self.hosts[i].is_none(), "{} already runs a VM", HOSTS[i]);
         let mode = FtMode::Backup {
             own_ip: ft_ip(i),
+            port,
             peer_ip: ft_ip(1 - i),
             opts: self.opts.clone(),
         };

@@ -254,10 +254,11 @@ pub enum FtMode {
         peer_ip: String,
         opts: FtOpts,
     },
-    /// `--ft backup --listen OWN_IP:FT_PORT --peer PEER_IP:FT_PORT` (the peer: where to look
+    /// `--ft backup --listen OWN_IP:PORT --peer PEER_IP:FT_PORT` (the peer: where to look
     /// for a new backup after going live).
     Backup {
         own_ip: String,
+        port: u16,
         peer_ip: String,
         opts: FtOpts,
     },
@@ -477,6 +478,7 @@ impl Host {
             }
             FtMode::Backup {
                 own_ip,
+                port,
                 peer_ip,
                 opts,
             } => {
@@ -484,7 +486,7 @@ impl Host {
                     "--ft".into(),
                     "backup".into(),
                     "--listen".into(),
-                    format!("{own_ip}:{FT_PORT}"),
+                    format!("{own_ip}:{port}"),
                     "--peer".into(),
                     format!("{peer_ip}:{FT_PORT}"),
                 ]);

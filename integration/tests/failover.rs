@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use integration::cluster::{Cluster, HOSTS, LIVE};
+use integration::topology::ft_ip;
 use integration::workload::{verify_writes, wait_until, BenchLoop, RecordLog, Recorder};
 
 /// Unprotected primary (it won the arbiter after losing its backup).
@@ -64,7 +65,7 @@ fn killing_the_primary_loses_no_connection_and_no_increment() {
 }
 
 #[test]
-fn killing_the_backup_leaves_the_primary_running() {
+fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
     let mut c = Cluster::start(None, "", true).expect("cluster");
     let t0 = Instant::now();
     let incr = Recorder::incr(&c.lab, "kb:counter", t0).expect("incr client");
@@ -76,13 +77,34 @@ fn killing_the_backup_leaves_the_primary_running() {
         .wait_for(UNPROTECTED, 0, Duration::from_secs(10))
         .expect("primary goes on alone");
     std::thread::sleep(Duration::from_secs(2));
+    let out = c.arbiter.status().expect("arbiter status");
+    assert!(out.contains(HOSTS[c.primary]), "arbiter flags: {out}");
+    // A replacement backup somewhere else (here: another port): the control socket tells the
+    // primary where to find it, and it joins while the clients go on.
+    c.spawn_backup_at(7001).expect("replacement backup");
+    let peer = format!("{}:7001", ft_ip(c.backup_index()));
+    let reply = c
+        .primary_host()
+        .api()
+        .expect("api")
+        .call(&format!(r#"{{"cmd":"protect","peer":"{peer}"}}"#))
+        .expect("protect");
+    assert!(reply.ok(), "{reply:?}");
+    c.wait_joined(Duration::from_secs(60))
+        .expect("the replacement joins");
+    std::thread::sleep(Duration::from_secs(1));
     let log = incr.finish();
     bench
         .finish()
-        .expect("redis-benchmark while the backup died");
+        .expect("redis-benchmark while the backup died and was replaced");
     assert_clean("INCR client", &log);
-    let out = c.arbiter.status().expect("arbiter status");
-    assert!(out.contains(HOSTS[c.primary]), "arbiter flags: {out}");
+    let mut api = c.primary_host().api().expect("api");
+    let status = api.call(r#"{"cmd":"status"}"#).expect("status");
+    assert_eq!(
+        status.get("ft_protected"),
+        &serde_json::json!(true),
+        "{status:?}"
+    );
 }
 
 /// Waits until exactly one side went on alone; returns the index of the winner after

@@ -8,6 +8,7 @@
 //! | `{"cmd":"pause"}` / `{"cmd":"pause","landmark":N}` | `{"ok":true,...}` once paused at N (or at the next landmark) |
 //! | `{"cmd":"resume"}` | `{"ok":true}` |
 //! | `{"cmd":"digest"}` (paused only) | `{"ok":true,"landmark":N,"memory":"<sha256>","vcpu":"<sha256>"}` |
+//! | `{"cmd":"protect","peer":"HOST:PORT"}` (FT primary) | `{"ok":true}`; the joiner looks for a backup there |
 //! Errors: `{"ok":false,"error":"..."}`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -32,6 +33,10 @@ pub enum ApiRequest {
     },
     Resume,
     Digest,
+    /// FT primary without a backup: look for one at `peer` (HOST:PORT) from now on.
+    Protect {
+        peer: std::net::SocketAddr,
+    },
 }
 
 /// A request on its way to the vCPU thread, with the channel for its reply.
@@ -136,6 +141,12 @@ mod tests {
         );
         assert_eq!(parse_request(r#"{"cmd":"resume"}"#), Ok(ApiRequest::Resume));
         assert_eq!(parse_request(r#"{"cmd":"digest"}"#), Ok(ApiRequest::Digest));
+        assert_eq!(
+            parse_request(r#"{"cmd":"protect","peer":"10.78.0.5:7001"}"#),
+            Ok(ApiRequest::Protect {
+                peer: "10.78.0.5:7001".parse().expect("addr")
+            })
+        );
     }
 
     #[test]
@@ -145,6 +156,7 @@ mod tests {
             "{",
             r#"{"cmd":"reboot"}"#,
             r#"{"cmd":"pause","landmark":"x"}"#,
+            r#"{"cmd":"protect","peer":"nowhere"}"#,
         ] {
             let reply = parse_request(bad).expect_err(bad);
             assert_eq!(reply["ok"], json!(false), "{bad}");

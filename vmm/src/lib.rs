@@ -271,7 +271,7 @@ impl Vmm {
             FtConfig::Primary { peer } => {
                 let primary =
                     ft::primary::Primary::new(ft_links, config.failover.clone(), inbox.clone());
-                ft::primary::spawn_joiner(*peer, primary.join_wanted.clone(), inbox.clone());
+                primary.start_joiner(Some(*peer));
                 (FtRole::Primary(Box::new(primary)), None)
             }
             FtConfig::Backup { listen, peer } => {

@@ -4,8 +4,9 @@
 //! When the backup is lost, outputs stay held until the arbiter has answered (ft::failover):
 //! a win releases them and the primary goes on unprotected; a loss halts it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::channel::{release_acked, PrimaryLink, ReleaseFn};
@@ -51,6 +52,8 @@ pub struct Primary {
     pub stats: PrimaryStats,
     /// Set while the primary has no backup: the joiner thread then tries to reach one.
     pub join_wanted: Arc<AtomicBool>,
+    /// Where the joiner looks for a backup (`--peer`, or the control socket's `protect`).
+    pub join_target: Arc<Mutex<Option<SocketAddr>>>,
     protected_since: Instant,
     last_report: Instant,
 }
@@ -86,6 +89,7 @@ impl Primary {
             backends: Arc::new(backends),
             stats: PrimaryStats::default(),
             join_wanted: Arc::new(AtomicBool::new(true)),
+            join_target: Arc::new(Mutex::new(None)),
             protected_since: Instant::now(),
             last_report: Instant::now(),
         }
@@ -152,6 +156,30 @@ impl Primary {
 
     pub fn protected(&self) -> bool {
         self.link.is_some()
+    }
+
+    /// Starts the joiner thread, looking for a backup at `peer` if given.
+    pub fn start_joiner(&self, peer: Option<SocketAddr>) {
+        *lock(&self.join_target) = peer;
+        spawn_joiner(
+            self.join_target.clone(),
+            self.join_wanted.clone(),
+            self.inbox.clone(),
+        );
+    }
+
+    /// The control socket's `protect`: look for a backup at `peer` from now on (a survivor
+    /// whose old peer's host is gone for good). Refused while protected or arbitrating.
+    pub fn protect(&mut self, peer: SocketAddr) -> Result<(), String> {
+        if self.link.is_some() {
+            return Err("already protected by a backup".into());
+        }
+        if self.arbitration.is_some() {
+            return Err("waiting for the arbiter's verdict".into());
+        }
+        *lock(&self.join_target) = Some(peer);
+        self.join_wanted.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Every landmark passes through here.
@@ -296,27 +324,26 @@ impl Primary {
     }
 }
 
-/// Tries to reach the backup every 200 ms while `wanted` is set; a connection goes to the vCPU
-/// thread, which transfers the state at its next landmark.
-pub fn spawn_joiner(
-    peer: std::net::SocketAddr,
-    wanted: Arc<std::sync::atomic::AtomicBool>,
+/// Tries to reach a backup at `target` every 200 ms while `wanted` is set; a connection goes
+/// to the vCPU thread, which transfers the state at its next landmark.
+fn spawn_joiner(
+    target: Arc<Mutex<Option<SocketAddr>>>,
+    wanted: Arc<AtomicBool>,
     inbox: Arc<Inbox>,
 ) {
-    use std::sync::atomic::Ordering;
     let spawned = std::thread::Builder::new()
         .name("ft-joiner".into())
         .spawn(move || loop {
-            if wanted.load(Ordering::SeqCst) {
-                if let Ok(stream) = std::net::TcpStream::connect_timeout(
-                    &peer,
-                    std::time::Duration::from_millis(500),
-                ) {
+            let peer = *lock(&target);
+            if let (Some(peer), true) = (peer, wanted.load(Ordering::SeqCst)) {
+                if let Ok(stream) =
+                    std::net::TcpStream::connect_timeout(&peer, Duration::from_millis(500))
+                {
                     wanted.store(false, Ordering::SeqCst);
                     inbox.post(crate::inbox::DeviceEvent::BackupConnected(stream));
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
         });
     if let Err(e) = spawned {
         log::error!("ft: cannot start the joiner thread: {e}");

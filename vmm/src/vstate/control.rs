@@ -145,6 +145,13 @@ impl Vcpu {
                     error_reply("not paused")
                 }
             }
+            ApiRequest::Protect { peer } => match &mut self.ft {
+                super::vcpu::FtRole::Primary(p) => match p.protect(peer) {
+                    Ok(()) => json!({"ok": true, "peer": peer.to_string()}),
+                    Err(e) => error_reply(e),
+                },
+                _ => error_reply("not an FT primary"),
+            },
             ApiRequest::Digest if self.control.paused => self.digest(),
             ApiRequest::Digest => error_reply("pause the vCPU first"),
         };

@@ -16,7 +16,7 @@ use super::vcpu::{FtRole, Vcpu, VmExit};
 use crate::devices::legacy::VmClock;
 use crate::devices::virtio::ft_link::FtLink;
 use crate::ft::failover::{Arbitration, Verdict};
-use crate::ft::primary::{spawn_joiner, Primary};
+use crate::ft::primary::Primary;
 use crate::inbox::DeviceEvent;
 use crate::sync::lock;
 
@@ -94,12 +94,7 @@ impl Vcpu {
         primary.hash = b.hash;
         primary.last_sig = b.last_sig;
         primary.epoch = epoch;
-        match b.plan.peer {
-            Some(peer) => spawn_joiner(peer, primary.join_wanted.clone(), self.inbox.clone()),
-            None => primary
-                .join_wanted
-                .store(false, std::sync::atomic::Ordering::SeqCst),
-        }
+        primary.start_joiner(b.plan.peer);
         self.ft = FtRole::Primary(Box::new(primary));
         let start = Instant::now();
         for (i, slot) in self.virtio.slots.iter_mut().enumerate() {
