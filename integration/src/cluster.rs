@@ -145,13 +145,23 @@ impl Cluster {
     /// it, unlike a killed process on a live host), then its processes die. The backup can
     /// only notice by the heartbeat timeout. `power_on` brings the links back.
     pub fn power_off_primary(&mut self) -> Result<Host, crate::stack::StackError> {
-        let role = HOSTS[self.primary];
-        self.lab.topo.set_link(role, false)?;
-        self.lab.topo.set_ft_link(role, false)?;
+        self.cut_links(self.primary)?;
         Ok(self.kill_primary())
     }
 
-    /// Restores the links of host `i` after `power_off_primary`.
+    /// The same for the backup's host.
+    pub fn power_off_backup(&mut self) -> Result<Option<Host>, crate::stack::StackError> {
+        self.cut_links(self.backup_index())?;
+        Ok(self.kill_backup())
+    }
+
+    fn cut_links(&self, i: usize) -> Result<(), crate::stack::StackError> {
+        self.lab.topo.set_link(HOSTS[i], false)?;
+        self.lab.topo.set_ft_link(HOSTS[i], false)?;
+        Ok(())
+    }
+
+    /// Restores the links of host `i` after a power-off.
     pub fn power_on(&self, i: usize) -> Result<(), crate::stack::StackError> {
         self.lab.topo.set_link(HOSTS[i], true)?;
         self.lab.topo.set_ft_link(HOSTS[i], true)?;

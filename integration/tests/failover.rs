@@ -107,6 +107,32 @@ fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
     );
 }
 
+#[test]
+fn powering_off_the_backups_host_leaves_the_primary_running() {
+    let mut c = Cluster::start(None, "", true).expect("cluster");
+    let t0 = Instant::now();
+    let incr = Recorder::incr(&c.lab, "pb:counter", t0).expect("incr client");
+    std::thread::sleep(Duration::from_secs(2));
+    let off = t0.elapsed().as_secs_f64();
+    c.power_off_backup()
+        .expect("power off")
+        .expect("a backup ran");
+    c.primary_host()
+        .vmm
+        .wait_for(UNPROTECTED, 0, Duration::from_secs(10))
+        .expect("primary goes on alone after the heartbeat timeout");
+    std::thread::sleep(Duration::from_secs(2));
+    let log = incr.finish();
+    assert_clean("INCR client", &log);
+    let (_, pause) = log.outage_after(off).expect("replies after the power-off");
+    eprintln!("backup power-off: the client waited {pause:.0} ms at most");
+    // Nothing leaves before the primary knows it may go on alone (timeout 300 ms + arbiter).
+    assert!(
+        pause >= 250.0,
+        "outputs left before the verdict? pause {pause:.0} ms"
+    );
+}
+
 /// Waits until exactly one side went on alone; returns the index of the winner after
 /// checking that the other halted with status 9.
 fn one_winner(c: &mut Cluster, timeout: Duration) -> usize {
