@@ -188,31 +188,10 @@ fn virtio_devices(
         ft_sockets.push(socket);
     }
     let ft_links = match config.ft {
-        FtConfig::Primary { .. } => connect_ft_links(&ft_sockets, inbox)?,
+        FtConfig::Primary { .. } => FtLink::connect_all(&ft_sockets, inbox)?,
         _ => Vec::new(),
     };
     Ok((devices, ft_links, ft_sockets))
-}
-
-/// Connects to each backend's FT control socket as the primary.
-fn connect_ft_links(
-    sockets: &[Option<std::path::PathBuf>],
-    inbox: &Arc<Inbox>,
-) -> Result<Vec<Option<Arc<FtLink>>>, Error> {
-    let mut links = Vec::new();
-    for (index, socket) in sockets.iter().enumerate() {
-        let link = match socket {
-            Some(path) => Some(FtLink::connect(
-                path,
-                ft_control::Role::Primary,
-                index,
-                inbox.clone(),
-            )?),
-            None => None,
-        };
-        links.push(link);
-    }
-    Ok(links)
 }
 
 /// A VM ready to run: memory loaded, vCPU in its boot state, devices created.

@@ -82,7 +82,6 @@ pub fn arbitrate(cfg: &FailoverConfig, epoch: u64) -> Verdict {
 /// outputs stay held). The vCPU is woken through its inbox when the answer arrives.
 pub struct Arbitration {
     verdict: Arc<Mutex<Option<Verdict>>>,
-    pub epoch: u64,
     pub started: Instant,
 }
 
@@ -107,7 +106,6 @@ impl Arbitration {
         }
         Arbitration {
             verdict,
-            epoch,
             started: Instant::now(),
         }
     }

@@ -7,10 +7,7 @@
 //! every output the world has seen follows from entries applied here; whatever the primary
 //! did after the last entry received never left it. The backup re-executes from here.
 
-use std::sync::Arc;
 use std::time::Instant;
-
-use ft_control::Role;
 
 use super::vcpu::{FtRole, Vcpu, VmExit};
 use crate::devices::legacy::VmClock;
@@ -71,24 +68,12 @@ impl Vcpu {
         let FtRole::Backup(b) = std::mem::replace(&mut self.ft, FtRole::Off) else {
             return Ok(());
         };
-        let mut links: Vec<Option<Arc<FtLink>>> = Vec::new();
-        for (index, socket) in b.plan.ft_sockets.iter().enumerate() {
-            let link = match socket {
-                Some(path) => {
-                    let l = FtLink::connect(path, Role::Primary, index, self.inbox.clone())
-                        .map_err(|e| failed(e.to_string()))?;
-                    Some(l)
-                }
-                None => None,
-            };
-            links.push(link);
-        }
+        let links = FtLink::connect_all(&b.plan.ft_sockets, &self.inbox)
+            .map_err(|e| failed(e.to_string()))?;
         // The guest's time goes on from the last value it was given, never backwards.
         let now = self.devices.clock.now_ns().max(b.last_clock_ns);
         self.devices.clock = VmClock::starting_at(now);
-        let request = self.devices.pit.channel0_timer();
-        self.pit_timer.arm(&request, now);
-        self.armed = Some(request);
+        self.arm_pit_timer(self.devices.pit.channel0_timer());
 
         let mut primary = Primary::new(links, b.plan.failover.clone(), self.inbox.clone());
         primary.hash = b.hash;

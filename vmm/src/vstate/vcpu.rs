@@ -143,7 +143,7 @@ pub struct Vcpu {
     pub devices: LegacyDevices,
     pub virtio: VirtioDevices,
     pub(super) inbox: Arc<Inbox>,
-    pub(super) pit_timer: PitTimerHandle,
+    pit_timer: PitTimerHandle,
     pub stats: Stats,
     pub ft: FtRole,
     /// KVM's list of MSRs to save (for state transfer).
@@ -162,7 +162,7 @@ pub struct Vcpu {
     /// vector the PIC already has in service, and the guest would never EOI it.
     injection_queued: bool,
     /// What the PIT host timer was last armed with.
-    pub(super) armed: Option<TimerRequest>,
+    armed: Option<TimerRequest>,
 }
 
 impl Vcpu {
@@ -269,8 +269,7 @@ impl Vcpu {
                         .as_ref()
                         .is_some_and(|a| same_schedule(a, &request))
                     {
-                        self.pit_timer.arm(&request, self.devices.clock.now_ns());
-                        self.armed = Some(request);
+                        self.arm_pit_timer(request);
                     }
                 }
                 Outcome::Eoi => {
@@ -295,6 +294,13 @@ impl Vcpu {
                 }
             }
         }
+    }
+
+    /// Arms the PIT's host timer with `request` (channel 0's schedule), relative to the VM
+    /// clock.
+    pub(super) fn arm_pit_timer(&mut self, request: TimerRequest) {
+        self.pit_timer.arm(&request, self.devices.clock.now_ns());
+        self.armed = Some(request);
     }
 
     /// The time the PIT sees for an access at `landmark`: the clock on a primary (logged),

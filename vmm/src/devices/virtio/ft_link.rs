@@ -148,6 +148,24 @@ impl FtLink {
         }))
     }
 
+    /// Connects to each backend's FT control socket as the primary (index = virtio slot);
+    /// `None` where a device has no FT control socket.
+    pub fn connect_all(
+        sockets: &[Option<std::path::PathBuf>],
+        inbox: &Arc<Inbox>,
+    ) -> Result<Vec<Option<Arc<Self>>>, FtLinkError> {
+        sockets
+            .iter()
+            .enumerate()
+            .map(|(index, socket)| {
+                socket
+                    .as_ref()
+                    .map(|path| Self::connect(path, Role::Primary, index, inbox.clone()))
+                    .transpose()
+            })
+            .collect()
+    }
+
     fn send(&self, m: Message) {
         let mut w = lock(&self.writer);
         if let Err(e) = m.write_to(&mut *w) {
