@@ -401,6 +401,11 @@ impl Host {
             .map_err(StackError::Io)
     }
 
+    /// The vmm's `status` reply (a new control-socket connection).
+    pub fn status(&self) -> Result<crate::api::ApiReply, StackError> {
+        Ok(self.api()?.call(r#"{"cmd":"status"}"#)?)
+    }
+
     fn blk_socket(dir: &Path, role: &str) -> PathBuf {
         dir.join(format!("{role}-blk.sock"))
     }

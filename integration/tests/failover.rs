@@ -98,8 +98,7 @@ fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
         .finish()
         .expect("redis-benchmark while the backup died and was replaced");
     assert_clean("INCR client", &log);
-    let mut api = c.primary_host().api().expect("api");
-    let status = api.call(r#"{"cmd":"status"}"#).expect("status");
+    let status = c.primary_host().status().expect("status");
     assert_eq!(
         status.get("ft_protected"),
         &serde_json::json!(true),

@@ -14,15 +14,6 @@ use integration::workload::{BenchLoop, Recorder};
 
 const ROUNDS: usize = 5;
 
-fn status_f64(c: &mut Cluster, key: &str) -> Option<f64> {
-    c.primary_host()
-        .api()
-        .ok()?
-        .call(r#"{"cmd":"status"}"#)
-        .ok()?
-        .f64(key)
-}
-
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
@@ -72,7 +63,12 @@ fn main() {
             killed_s,
             reprotect_s,
             reprotected_s: t0.elapsed().as_secs_f64(),
-            join_pause_ms: status_f64(&mut c, "ft_join_pause_ms").unwrap_or(f64::NAN),
+            join_pause_ms: c
+                .primary_host()
+                .status()
+                .ok()
+                .and_then(|s| s.f64("ft_join_pause_ms"))
+                .unwrap_or(f64::NAN),
         });
     }
     std::thread::sleep(Duration::from_secs(1));

@@ -6,19 +6,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use integration::api::ApiReply;
 use integration::cluster::Cluster;
 use integration::stack::{BlockBackend, Host, Lab, NbdServer, Storage};
 use integration::topology::GUEST_IP;
 
 const ARGS: [&str; 6] = ["-t", "set,get,incr", "-n", "20000", "-c", "16"];
-
-fn status(host: &Host) -> ApiReply {
-    host.api()
-        .expect("api")
-        .call(r#"{"cmd":"status"}"#)
-        .expect("status")
-}
 
 /// CPU seconds used by each of `hosts`' vmm and by their backends together, and by the
 /// whole machine (busy, all CPUs), while `work` runs.
@@ -89,21 +81,31 @@ fn main() {
     let mut cluster = Cluster::start(None, "", true).expect("FT cluster");
     let lab = &cluster.lab;
     let primary = cluster.hosts[0].as_ref().expect("primary");
-    let join_ms = status(primary)
+    let join_ms = primary
+        .status()
+        .expect("status")
         .f64("ft_join_pause_ms")
         .map_or("-".to_string(), |v| format!("{v:.1}"));
 
     let idle_secs = 5.0;
-    let b0 = status(primary).u64("ft_bytes").unwrap_or(0);
+    let b0 = primary
+        .status()
+        .expect("status")
+        .u64("ft_bytes")
+        .unwrap_or(0);
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let b1 = status(primary).u64("ft_bytes").unwrap_or(0);
+    let b1 = primary
+        .status()
+        .expect("status")
+        .u64("ft_bytes")
+        .unwrap_or(0);
     let idle_mbit = (b1 - b0) as f64 * 8.0 / idle_secs / 1e6;
 
     let t0 = std::time::Instant::now();
     let backup = cluster.hosts[1].as_ref().expect("backup");
     let (ft, ft_cpu) = measure_cpu(&[primary, backup], || lab.redis_benchmark(&ARGS));
     let load_secs = t0.elapsed().as_secs_f64();
-    let s = status(primary);
+    let s = primary.status().expect("status");
     let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
 
     let mut md =

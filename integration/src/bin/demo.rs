@@ -28,8 +28,11 @@ fn step(t0: Instant, what: &str) {
     println!("[{:>7.3} s] {what}", t0.elapsed().as_secs_f64());
 }
 
-fn status_f64(host: &Host, key: &str) -> Option<f64> {
-    host.api().ok()?.call(r#"{"cmd":"status"}"#).ok()?.f64(key)
+fn join_pause_ms(host: &Host) -> f64 {
+    host.status()
+        .ok()
+        .and_then(|s| s.f64("ft_join_pause_ms"))
+        .unwrap_or(f64::NAN)
 }
 
 /// The vmm's own account of the failover: its `ft:` log lines from `from` on.
@@ -52,7 +55,7 @@ fn main() {
     let t0 = Instant::now();
     step(t0, "starting: namespaces client/storage/host-a/host-b, qemu-nbd + arbiter in storage, backup in host-b, primary in host-a");
     let mut c = Cluster::start(None, "", true).expect("FT cluster");
-    let join_ms = status_f64(c.primary_host(), "ft_join_pause_ms").unwrap_or(f64::NAN);
+    let join_ms = join_pause_ms(c.primary_host());
     step(t0, &format!("host-a: primary running, guest kv ready at {GUEST_IP}:6379; host-b: backup joined (the guest paused {join_ms:.1} ms for the state transfer)"));
 
     let w0 = Instant::now();
@@ -94,7 +97,7 @@ fn main() {
     let reprotect_start = w0.elapsed().as_secs_f64();
     let join = c.reprotect().expect("re-protection");
     let reprotected = w0.elapsed().as_secs_f64();
-    let pause = status_f64(c.primary_host(), "ft_join_pause_ms").unwrap_or(f64::NAN);
+    let pause = join_pause_ms(c.primary_host());
     step(
         t0,
         &format!(
