@@ -185,6 +185,17 @@ fn primary_rx_sends_the_writes_and_leaves_guest_memory_and_used_ring_alone() {
 }
 
 /// Publishes a TX chain with the packet of `tag` at its own address; returns head and frame.
+/// One pass of the TX worker with the FT completer (as the backend's worker thread runs it);
+/// returns the number of chains it took.
+fn primary_tx(
+    q: &mut virtio_queue::Queue,
+    m: &vm_memory::GuestMemoryMmap<()>,
+    link: &FtLink,
+    slots: &Arc<VmmSlots>,
+) -> usize {
+    run_tx(q, m, &mut FtCompleter::new(link, slots), &link.stats).expect("ok")
+}
+
 fn add_tx(drv: &mut Driver, tag: u8) -> (u16, Vec<u8>) {
     let addr = BUF_BASE + 0x1000 * u64::from(tag);
     let (_, f, len) = tx_packet(drv, addr, tag);
@@ -288,13 +299,7 @@ fn a_refused_chain_is_completed_after_the_held_chains_before_it() {
     let (h2, f2) = add_tx(&mut drv, 2);
     let mut q = drv.queue();
     let slots = Arc::new(VmmSlots::default());
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert_eq!(link.stats.snapshot().tx_bad_chains, 1);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, head, .. } if head == h0));
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 2, head, .. } if head == h2));
@@ -317,13 +322,7 @@ fn a_refused_chain_is_completed_after_the_held_chains_before_it() {
 
     // With nothing held, a refused chain is completed at once, as before.
     let bad = add_refused_tx(&mut drv);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert_eq!(recv(&mut vmm), tx_done(bad));
     assert_eq!(link.held_chains(), 0);
     assert!(drv.used().is_empty());
@@ -338,13 +337,7 @@ fn a_released_frame_the_tap_refuses_is_dropped_and_its_chain_completed_once() {
     let (h0, _) = add_tx(&mut drv, 0);
     let mut q = drv.queue();
     let slots = Arc::new(VmmSlots::default());
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
 
     // The TAP's queue is full: the frame is dropped and counted, as in plain mode (a lost
@@ -363,13 +356,7 @@ fn a_released_frame_the_tap_refuses_is_dropped_and_its_chain_completed_once() {
     // The next frame goes out normally (already covered by Release { 5 }).
     sink.refuse.store(false, Ordering::Relaxed);
     let (h1, f1) = add_tx(&mut drv, 1);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 2, .. }));
     assert_eq!(recv(&mut vmm), tx_done(h1));
     assert_eq!(sink.frames(), vec![f1]);
@@ -386,13 +373,7 @@ fn set_role_live_releases_held_and_restores_plain_then_primary_again() {
     let (h1, f1) = add_tx(&mut drv, 1);
     let mut q = drv.queue();
     let slots = Arc::new(VmmSlots::default());
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     for _ in 0..2 {
         assert!(matches!(recv(&mut vmm), Message::OutputReady { .. }));
     }
@@ -422,13 +403,7 @@ fn set_role_live_releases_held_and_restores_plain_then_primary_again() {
     // And FT again: ids continue on this connection.
     link.set_role(1, Role::Primary);
     let (h, _) = add_tx(&mut drv, 3);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 3, head, .. } if head == h));
     assert_quiet(&vmm);
     assert_eq!(sink.frames().len(), 3);
@@ -496,13 +471,7 @@ fn a_failed_send_discards_held_chains_and_the_chain_being_announced() {
     add_tx(&mut drv, 0);
     let mut q = drv.queue();
     let slots = Arc::new(VmmSlots::default());
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert_eq!(link.held(), 1);
 
     // A VMM that went away without us noticing: announcing the next frame fails, the link
@@ -523,13 +492,7 @@ fn a_failed_send_discards_held_chains_and_the_chain_being_announced() {
 
     // Plain mode from then on; no slot was taken by the discarded chains.
     let (h2, f2) = add_tx(&mut drv, 2);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert_eq!(sink.frames(), vec![f2]);
     assert_eq!(drv.used(), vec![(u32::from(h2), 0)]);
 }
@@ -543,13 +506,7 @@ fn a_new_connection_replacing_the_old_one_discards_its_held_chains() {
     add_tx(&mut drv, 0);
     let mut q = drv.queue();
     let slots = Arc::new(VmmSlots::default());
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert_eq!(link.held(), 1);
 
     let (ours, mut vmm) = UnixStream::pair().expect("socket pair");
@@ -570,13 +527,7 @@ fn a_new_connection_replacing_the_old_one_discards_its_held_chains() {
     );
 
     let (h, _) = add_tx(&mut drv, 1);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
     assert_eq!(
         sink.frames().len(),
@@ -608,13 +559,7 @@ fn live_hello_is_plain_and_release_ahead_lets_later_outputs_leave_at_once() {
     link.set_role(1, Role::Primary);
     link.release(1, 5);
     let h = drv.add(&[r(BUF_BASE, len)]);
-    run_tx(
-        &mut q,
-        &m,
-        &mut FtCompleter::new(&link, &slots),
-        &link.stats,
-    )
-    .expect("ok");
+    primary_tx(&mut q, &m, &link, &slots);
     assert!(matches!(recv(&mut vmm), Message::OutputReady { id: 1, .. }));
     assert_eq!(
         sink.frames().len(),
