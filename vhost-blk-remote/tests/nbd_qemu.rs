@@ -10,24 +10,45 @@ use vhost_blk_remote::nbd::{Client, ClientOptions, Command, NbdError, NbdUri};
 
 const SIZE: usize = 4 << 20;
 
+/// A fresh image of SIZE bytes served writable by qemu-nbd as export `disk` on a Unix socket.
+/// Fields drop in order: the server dies before its directory goes.
+struct Served {
+    _srv: Proc,
+    img: std::path::PathBuf,
+    sock: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Served {
+    fn new(tag: &str) -> Self {
+        let t = TempDir::new(tag);
+        let img = t.path("disk.img");
+        make_image(&img, SIZE);
+        let sock = t.path("nbd.sock");
+        let srv = qemu_nbd(
+            &img,
+            "disk",
+            Listen::Unix(&sock),
+            false,
+            &t.path("qemu.log"),
+        );
+        Served {
+            _srv: srv,
+            img,
+            sock,
+            _dir: t,
+        }
+    }
+}
+
 fn connect(uri: &str) -> Client {
     Client::connect(&NbdUri::parse(uri).unwrap(), ClientOptions::default()).expect("connect")
 }
 
 #[test]
 fn handshake_reports_export() {
-    let t = TempDir::new("hs");
-    let img = t.path("disk.img");
-    make_image(&img, SIZE);
-    let sock = t.path("nbd.sock");
-    let _srv = qemu_nbd(
-        &img,
-        "disk",
-        Listen::Unix(&sock),
-        false,
-        &t.path("qemu.log"),
-    );
-    let c = connect(&unix_uri("disk", &sock));
+    let d = Served::new("hs");
+    let c = connect(&unix_uri("disk", &d.sock));
     let info = c.info();
     assert_eq!(info.size, SIZE as u64);
     assert!(!info.read_only());
@@ -39,19 +60,9 @@ fn handshake_reports_export() {
 
 #[test]
 fn unknown_export_is_refused() {
-    let t = TempDir::new("noexp");
-    let img = t.path("disk.img");
-    make_image(&img, SIZE);
-    let sock = t.path("nbd.sock");
-    let _srv = qemu_nbd(
-        &img,
-        "disk",
-        Listen::Unix(&sock),
-        false,
-        &t.path("qemu.log"),
-    );
+    let d = Served::new("noexp");
     let r = Client::connect(
-        &NbdUri::parse(&unix_uri("nope", &sock)).unwrap(),
+        &NbdUri::parse(&unix_uri("nope", &d.sock)).unwrap(),
         ClientOptions::default(),
     );
     match r {
@@ -95,18 +106,8 @@ fn read_write_flush_round_trip_unix_and_tcp() {
 
 #[test]
 fn out_of_range_is_refused_locally() {
-    let t = TempDir::new("oor");
-    let img = t.path("disk.img");
-    make_image(&img, SIZE);
-    let sock = t.path("nbd.sock");
-    let _srv = qemu_nbd(
-        &img,
-        "disk",
-        Listen::Unix(&sock),
-        false,
-        &t.path("qemu.log"),
-    );
-    let c = connect(&unix_uri("disk", &sock));
+    let d = Served::new("oor");
+    let c = connect(&unix_uri("disk", &d.sock));
     assert!(matches!(
         c.read_at(SIZE as u64 - 512, 1024),
         Err(NbdError::OutOfRange { .. })
@@ -114,25 +115,15 @@ fn out_of_range_is_refused_locally() {
     // The connection is still fine afterwards.
     assert_bytes(
         &c.read_at(0, 512).unwrap(),
-        &read_file_at(&img, 0, 512),
+        &read_file_at(&d.img, 0, 512),
         "data",
     );
 }
 
 #[test]
 fn many_requests_in_flight() {
-    let t = TempDir::new("many");
-    let img = t.path("disk.img");
-    make_image(&img, SIZE);
-    let sock = t.path("nbd.sock");
-    let _srv = qemu_nbd(
-        &img,
-        "disk",
-        Listen::Unix(&sock),
-        false,
-        &t.path("qemu.log"),
-    );
-    let c = connect(&unix_uri("disk", &sock));
+    let d = Served::new("many");
+    let c = connect(&unix_uri("disk", &d.sock));
     const N: u64 = 64;
     let (tx, rx) = mpsc::channel();
     for i in 0..N {
