@@ -147,6 +147,7 @@ fn record(u: &mut Unstructured) -> arbitrary::Result<Record> {
         Kind::MemoryChunk => Record::MemoryChunk { gpa: u.arbitrary()?, data: bytes(u)? },
         Kind::DeviceState => Record::DeviceState { name: string(u, MAX_DEVICE_NAME)?, blob: bytes(u)? },
         Kind::StateEnd => Record::StateEnd { landmark: u.arbitrary()?, digest: u.arbitrary()? },
+        Kind::MemoryZero => Record::MemoryZero { gpa: u.arbitrary()?, len: u.arbitrary()? },
         Kind::Interrupt => Record::Interrupt { landmark: u.arbitrary()?, sig: sig(u)?, vector: u.arbitrary()? },
         Kind::PioRead => Record::PioRead { landmark: u.arbitrary()?, sig: sig(u)?, value: u.arbitrary()? },
         Kind::MmioRead => Record::MmioRead { landmark: u.arbitrary()?, sig: sig(u)?, value: u.arbitrary()? },
@@ -180,6 +181,7 @@ fn within_limits(r: &Record) -> bool {
         }
         Record::DeviceState { name, blob } => name.len() <= MAX_DEVICE_NAME && blob.len() <= MAX_DATA,
         Record::Diverged { reason, .. } => reason.len() <= MAX_REASON,
+        Record::MemoryZero { gpa, len } => gpa.checked_add(*len).is_some(),
         _ => true,
     }
 }

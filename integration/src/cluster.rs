@@ -37,6 +37,16 @@ impl Cluster {
         extra_cmdline: &str,
         protected: bool,
     ) -> Result<Self, crate::stack::StackError> {
+        Self::start_sized(timeout_ms, extra_cmdline, protected, None)
+    }
+
+    /// Like `start`, with `mem_mib` MiB of guest memory (None: 64).
+    pub fn start_sized(
+        timeout_ms: Option<u64>,
+        extra_cmdline: &str,
+        protected: bool,
+        mem_mib: Option<u64>,
+    ) -> Result<Self, crate::stack::StackError> {
         let lab = Lab::new(&HOSTS)?;
         let disk = lab.create_disk("disk.img")?;
         let storage = Storage::start(&lab, NbdServer::QemuNbd, &disk)?;
@@ -49,6 +59,7 @@ impl Cluster {
             opts: FtOpts {
                 arbiter: Arbiter::addr(),
                 timeout_ms,
+                mem_mib,
             },
             extra_cmdline: extra_cmdline.into(),
             lab,
@@ -189,6 +200,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Pauses primary and backup at the same landmark and asserts that all guest memory and
+    /// the vCPU state are the same (panics otherwise: for tests).
+    pub fn assert_replica(&mut self) {
+        let [Some(a), Some(b)] = &self.hosts else {
+            panic!("both hosts must run a VM");
+        };
+        let (primary, backup) = if self.primary == 0 { (a, b) } else { (b, a) };
+        assert_identical(primary, backup);
+    }
+
     /// Cuts or restores the logging link (both hosts stay on the client network).
     pub fn set_ft_link(&self, up: bool) -> Result<(), crate::stack::StackError> {
         Ok(self.lab.topo.set_ft_link(HOSTS[0], up)?)
@@ -206,4 +227,42 @@ fn kill_all(procs: &mut [&mut Proc]) {
     for p in procs.iter_mut() {
         p.kill();
     }
+}
+
+/// Pauses both VMs at the same landmark and compares all guest memory and the vCPU state.
+pub fn assert_identical(primary: &Host, backup: &Host) {
+    let mut pa = primary.api().expect("primary api");
+    let mut ba = backup.api().expect("backup api");
+    let now = pa
+        .call(r#"{"cmd":"status"}"#)
+        .expect("status")
+        .u64("landmark")
+        .expect("landmark");
+    let target = now + 3000;
+    let request = format!(r#"{{"cmd":"pause","landmark":{target}}}"#);
+    let mut ba2 = backup.api().expect("backup api");
+    let backup_paused = std::thread::spawn(move || ba2.call(&request).expect("backup pause"));
+    let p = pa
+        .call(&format!(r#"{{"cmd":"pause","landmark":{target}}}"#))
+        .expect("primary pause");
+    let b = backup_paused.join().expect("pause thread");
+    assert_eq!(p.str("state").as_deref(), Some("paused"), "{p:?}");
+    assert_eq!(b.str("state").as_deref(), Some("paused"), "{b:?}");
+    let dp = pa.call(r#"{"cmd":"digest"}"#).expect("digest");
+    let db = ba.call(r#"{"cmd":"digest"}"#).expect("digest");
+    assert!(dp.ok() && db.ok(), "{dp:?} {db:?}");
+    assert_eq!(dp.u64("landmark"), Some(target));
+    assert_eq!(db.u64("landmark"), Some(target));
+    assert_eq!(
+        dp.str("memory"),
+        db.str("memory"),
+        "guest memory differs at landmark {target}"
+    );
+    assert_eq!(
+        dp.str("vcpu"),
+        db.str("vcpu"),
+        "vCPU state differs at landmark {target}"
+    );
+    assert!(pa.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
+    assert!(ba.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
 }

@@ -264,6 +264,15 @@ pub enum FtMode {
     },
 }
 
+impl FtMode {
+    pub fn opts(&self) -> Option<&FtOpts> {
+        match self {
+            FtMode::Off => None,
+            FtMode::Primary { opts, .. } | FtMode::Backup { opts, .. } => Some(opts),
+        }
+    }
+}
+
 /// Failover settings shared by both sides of a pair.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FtOpts {
@@ -271,6 +280,8 @@ pub struct FtOpts {
     pub arbiter: String,
     /// `--ft-timeout-ms`; None = the vmm's default.
     pub timeout_ms: Option<u64>,
+    /// `--mem-mib`; None = 64.
+    pub mem_mib: Option<u64>,
 }
 
 /// One host: its backends and its vmm.
@@ -456,7 +467,7 @@ impl Host {
             "--kernel".into(),
             repo_path("build/guest.elf").display().to_string(),
             "--mem-mib".into(),
-            "64".into(),
+            ft.opts().and_then(|o| o.mem_mib).unwrap_or(64).to_string(),
             "--cmdline".into(),
             format!("guest.mode=kv guest.ip={GUEST_IP}/24 {extra}"),
             "--net".into(),

@@ -80,6 +80,18 @@ impl RecordLog {
         }
         Ok(())
     }
+
+    /// For tests: no client error, an unbroken sequence, and more than a few replies.
+    pub fn assert_clean(&self, name: &str) {
+        assert!(self.error.is_none(), "{name}: {:?}", self.error);
+        self.check_sequence()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            self.samples.len() > 10,
+            "{name}: only {} replies",
+            self.samples.len()
+        );
+    }
 }
 
 /// A client thread sending one command at a time until stopped.

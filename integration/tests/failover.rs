@@ -6,21 +6,10 @@ use std::time::{Duration, Instant};
 
 use integration::cluster::{Cluster, HOSTS, LIVE};
 use integration::topology::ft_ip;
-use integration::workload::{verify_writes, wait_until, BenchLoop, RecordLog, Recorder};
+use integration::workload::{verify_writes, wait_until, BenchLoop, Recorder};
 
 /// Unprotected primary (it won the arbiter after losing its backup).
 const UNPROTECTED: &str = "UNPROTECTED";
-
-fn assert_clean(name: &str, log: &RecordLog) {
-    assert!(log.error.is_none(), "{name}: {:?}", log.error);
-    log.check_sequence()
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(
-        log.samples.len() > 10,
-        "{name}: only {} replies",
-        log.samples.len()
-    );
-}
 
 #[test]
 fn killing_the_primary_loses_no_connection_and_no_increment() {
@@ -38,7 +27,7 @@ fn killing_the_primary_loses_no_connection_and_no_increment() {
     let runs = bench
         .finish()
         .expect("redis-benchmark through the failover");
-    assert_clean("INCR client", &log);
+    log.assert_clean("INCR client");
     let before = log
         .samples
         .iter()
@@ -97,7 +86,7 @@ fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
     bench
         .finish()
         .expect("redis-benchmark while the backup died and was replaced");
-    assert_clean("INCR client", &log);
+    log.assert_clean("INCR client");
     let status = c.primary_host().status().expect("status");
     assert_eq!(
         status.get("ft_protected"),
@@ -122,7 +111,7 @@ fn powering_off_the_backups_host_leaves_the_primary_running() {
         .expect("primary goes on alone after the heartbeat timeout");
     std::thread::sleep(Duration::from_secs(2));
     let log = incr.finish();
-    assert_clean("INCR client", &log);
+    log.assert_clean("INCR client");
     let (_, pause) = log.outage_after(off).expect("replies after the power-off");
     eprintln!("backup power-off: the client waited {pause:.0} ms at most");
     // Nothing leaves before the primary knows it may go on alone (timeout 300 ms + arbiter).
@@ -173,7 +162,7 @@ fn a_partitioned_pair_has_exactly_one_survivor() {
     eprintln!("partition: {} survived", HOSTS[winner]);
     std::thread::sleep(Duration::from_secs(2));
     let log = incr.finish();
-    assert_clean("INCR client", &log);
+    log.assert_clean("INCR client");
 }
 
 #[test]
@@ -198,7 +187,7 @@ fn with_the_arbiter_down_nobody_goes_live_until_it_is_back() {
     one_winner(&mut c, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
     let log = incr.finish();
-    assert_clean("INCR client", &log);
+    log.assert_clean("INCR client");
     // No reply reached the client while nobody was allowed to go on (outputs held).
     let during = log
         .samples
@@ -274,8 +263,8 @@ fn ten_failovers_with_reprotection_lose_no_acknowledged_write() {
         counted.max_gap_ms(),
         stopping.elapsed().as_secs_f64()
     );
-    assert_clean("SET client", &written);
-    assert_clean("INCR client", &counted);
+    written.assert_clean("SET client");
+    counted.assert_clean("INCR client");
     let n = verify_writes(&c.lab, "soak:", &written).expect("every acknowledged write");
     assert_no_interrupt_stuck_in_service(&mut c);
     eprintln!("soak: {rounds} failovers, {n} acknowledged writes all present");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use integration::cluster::Cluster;
 use integration::resp::Reply;
-use integration::stack::{Host, Lab};
+use integration::stack::Lab;
 use integration::workload::BenchLoop;
 
 fn soak_seconds(default: u64) -> Duration {
@@ -36,57 +36,11 @@ fn workload(lab: &Lab, duration: Duration) {
     assert!(runs >= 1, "no benchmark run completed");
 }
 
-/// Pauses both VMs at the same landmark and compares all guest memory and the vCPU state.
-fn assert_identical(primary: &Host, backup: &Host) {
-    let mut pa = primary.api().expect("primary api");
-    let mut ba = backup.api().expect("backup api");
-    let now = pa
-        .call(r#"{"cmd":"status"}"#)
-        .expect("status")
-        .u64("landmark")
-        .expect("landmark");
-    let target = now + 3000;
-    let request = format!(r#"{{"cmd":"pause","landmark":{target}}}"#);
-    let mut ba2 = backup.api().expect("backup api");
-    let backup_paused = std::thread::spawn(move || ba2.call(&request).expect("backup pause"));
-    let p = pa
-        .call(&format!(r#"{{"cmd":"pause","landmark":{target}}}"#))
-        .expect("primary pause");
-    let b = backup_paused.join().expect("pause thread");
-    assert_eq!(p.str("state").as_deref(), Some("paused"), "{p:?}");
-    assert_eq!(b.str("state").as_deref(), Some("paused"), "{b:?}");
-    let dp = pa.call(r#"{"cmd":"digest"}"#).expect("digest");
-    let db = ba.call(r#"{"cmd":"digest"}"#).expect("digest");
-    assert!(dp.ok() && db.ok(), "{dp:?} {db:?}");
-    assert_eq!(dp.u64("landmark"), Some(target));
-    assert_eq!(db.u64("landmark"), Some(target));
-    assert_eq!(
-        dp.str("memory"),
-        db.str("memory"),
-        "guest memory differs at landmark {target}"
-    );
-    assert_eq!(
-        dp.str("vcpu"),
-        db.str("vcpu"),
-        "vCPU state differs at landmark {target}"
-    );
-    assert!(pa.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
-    assert!(ba.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
-}
-
-fn assert_pair_identical(c: &mut Cluster) {
-    let [Some(a), Some(b)] = &c.hosts else {
-        panic!("both hosts must run a VM");
-    };
-    let (primary, backup) = if c.primary == 0 { (a, b) } else { (b, a) };
-    assert_identical(primary, backup);
-}
-
 #[test]
 fn backup_is_an_exact_replica_after_a_workload() {
     let mut c = Cluster::start(None, "", true).expect("cluster");
     workload(&c.lab, soak_seconds(60));
-    assert_pair_identical(&mut c);
+    c.assert_replica();
 }
 
 #[test]
@@ -110,7 +64,7 @@ fn backup_joins_a_primary_that_served_traffic() {
     bench
         .finish()
         .expect("redis-benchmark through and after the join");
-    assert_pair_identical(&mut c);
+    c.assert_replica();
 }
 
 fn signal(pid: u32, sig: libc::c_int) {

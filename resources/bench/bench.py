@@ -83,6 +83,9 @@ def main():
     extra_fo = os.path.join(ROOT, "build", "bench-failover.md")
     subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_failover",
                     extra_fo], cwd=ROOT, check=True, timeout=900)
+    extra_join = os.path.join(ROOT, "build", "bench-join.md")
+    subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_join",
+                    extra_join], cwd=ROOT, check=True, timeout=1800)
     with open(OUT, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write("Written by `make bench` (resources/bench/bench.py); every number below was measured by\n")
@@ -96,7 +99,7 @@ def main():
             f.write(f"| {what} | {result} | `{command}` |\n")
         if os.path.exists(extra):
             f.write("\n" + open(extra).read())
-        for part in (extra_ft, extra_fo):
+        for part in (extra_ft, extra_fo, extra_join):
             if os.path.exists(part):
                 f.write("\n" + open(part).read())
     print(open(OUT).read())

@@ -68,11 +68,15 @@ pub struct FailoverConfig {
     pub node: String,
     /// Silence on the logging channel for this long means the peer is gone.
     pub timeout: std::time::Duration,
+    /// The longest the guest should pause at the end of a pre-copy join (`--ft-join-pause-ms`).
+    pub join_pause: std::time::Duration,
 }
 
 /// Default failure-detection timeout: six heartbeat periods (ft::channel::HEARTBEAT).
 pub const DEFAULT_FT_TIMEOUT_MS: u64 = 300;
 pub const DEFAULT_VM_ID: &str = "ft-vm";
+/// Default pause budget of a join: pre-copy rounds go on until the rest fits in it.
+pub const DEFAULT_JOIN_PAUSE_MS: u64 = 50;
 
 impl Default for FailoverConfig {
     fn default() -> Self {
@@ -81,6 +85,7 @@ impl Default for FailoverConfig {
             vm_id: DEFAULT_VM_ID.into(),
             node: format!("vmm-{}", std::process::id()),
             timeout: std::time::Duration::from_millis(DEFAULT_FT_TIMEOUT_MS),
+            join_pause: std::time::Duration::from_millis(DEFAULT_JOIN_PAUSE_MS),
         }
     }
 }

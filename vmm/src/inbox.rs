@@ -33,6 +33,8 @@ pub enum DeviceEvent {
     FtWake,
     /// FT primary: a backup connected; transfer the state to it.
     BackupConnected(std::net::TcpStream),
+    /// FT primary: the pre-copy of a join is ready for its stop-and-copy (or failed).
+    FtJoinReady,
 }
 
 #[derive(Debug, Default)]

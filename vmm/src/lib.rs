@@ -245,11 +245,20 @@ impl Vmm {
         if config.serial == SerialOutput::Stdout {
             event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
         }
+        // Every FT VMM may have to send its state one day (a backup once it is live).
+        let dirty = match config.ft {
+            FtConfig::Off => None,
+            _ => Some(Arc::new(ft::dirty::DirtyLog::new(vm.fd(), &guest_memory))),
+        };
         let (ft, backup) = match &config.ft {
             FtConfig::Off => (FtRole::Off, None),
             FtConfig::Primary { peer } => {
-                let primary =
-                    ft::primary::Primary::new(ft_links, config.failover.clone(), inbox.clone());
+                let primary = ft::primary::Primary::new(
+                    ft_links,
+                    config.failover.clone(),
+                    inbox.clone(),
+                    dirty,
+                );
                 primary.start_joiner(Some(*peer));
                 (FtRole::Primary(Box::new(primary)), None)
             }
@@ -263,6 +272,7 @@ impl Vmm {
                     failover: config.failover.clone(),
                     ft_sockets,
                     peer: *peer,
+                    dirty,
                 };
                 (FtRole::Off, Some((listener, plan)))
             }
@@ -291,6 +301,50 @@ impl Vmm {
         })
     }
 
+    /// Backup: accepts primaries until one has transferred its whole state. A transfer that
+    /// ends early (the primary died, the link broke, a peer that is no primary) leaves
+    /// nothing behind: the next one starts by zeroing memory, and the vCPU and devices are
+    /// loaded only from a complete transfer.
+    fn wait_for_primary(
+        &mut self,
+        listener: &std::net::TcpListener,
+        plan: ft::backup::TakeoverPlan,
+    ) -> Result<(), Error> {
+        log::warn!(
+            "ft: backup waiting for the primary on {:?}",
+            listener.local_addr().ok()
+        );
+        loop {
+            let (stream, from) = match listener.accept() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("ft: accept: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            };
+            log::warn!("ft: primary {from} connected");
+            let closer = stream
+                .try_clone()
+                .map_err(|e| Error::FtBackup(e.to_string()))?;
+            let shared =
+                ft::channel::start_backup(stream, self.inbox.clone(), plan.failover.timeout)
+                    .map_err(|e| Error::FtBackup(e.to_string()))?;
+            let backup = ft::backup::Backup::new(shared, plan.clone());
+            self.vcpu.ft = FtRole::Backup(Box::new(backup));
+            match self.vcpu.load_state() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    log::error!(
+                        "ft: state transfer from {from} failed: {e}; waiting for a primary again"
+                    );
+                    self.vcpu.ft = FtRole::Off;
+                    let _ = closer.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+    }
+
     /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
     pub fn run(mut self) -> Result<(VmExit, Stats), Error> {
         event_loop::spawn(std::mem::take(&mut self.event_subscribers))?;
@@ -298,19 +352,7 @@ impl Vmm {
             api::spawn(path, self.inbox.clone())?;
         }
         if let Some((listener, plan)) = self.backup.take() {
-            log::warn!(
-                "ft: backup waiting for the primary on {:?}",
-                listener.local_addr().ok()
-            );
-            let (stream, from) = listener
-                .accept()
-                .map_err(|e| Error::FtBackup(format!("accept: {e}")))?;
-            log::warn!("ft: primary {from} connected");
-            let shared =
-                ft::channel::start_backup(stream, self.inbox.clone(), plan.failover.timeout)
-                    .map_err(|e| Error::FtBackup(e.to_string()))?;
-            self.vcpu.ft = FtRole::Backup(Box::new(ft::backup::Backup::new(shared, plan)));
-            self.vcpu.load_state().map_err(Error::FtBackup)?;
+            self.wait_for_primary(&listener, plan)?;
         }
         let Vmm {
             _guest_memory,

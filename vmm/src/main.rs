@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use vmm::config::{
     BlockConfig, FailoverConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE,
-    DEFAULT_FT_TIMEOUT_MS, DEFAULT_MEM_MIB, DEFAULT_VM_ID,
+    DEFAULT_FT_TIMEOUT_MS, DEFAULT_JOIN_PAUSE_MS, DEFAULT_MEM_MIB, DEFAULT_VM_ID,
 };
 use vmm::vstate::vcpu::VmExit;
 use vmm::Vmm;
@@ -68,6 +68,10 @@ struct Cli {
     /// FT: the peer is declared lost after this long without a message from it.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_FT_TIMEOUT_MS, requires = "ft")]
     ft_timeout_ms: u64,
+    /// FT: a joining backup receives memory while the guest runs (pre-copy), in rounds of the
+    /// pages dirtied meanwhile, until the rest fits in a guest pause of about this long.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_JOIN_PAUSE_MS, requires = "ft")]
+    ft_join_pause_ms: u64,
     /// Print exit and interrupt statistics to stderr when the guest stops.
     #[arg(long)]
     stats: bool,
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         arbiter: cli.arbiter,
         vm_id: cli.vm_id,
         timeout: std::time::Duration::from_millis(cli.ft_timeout_ms),
+        join_pause: std::time::Duration::from_millis(cli.ft_join_pause_ms),
         ..FailoverConfig::default()
     };
     if let Some(node) = cli.node {

@@ -3,12 +3,12 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use sha2::{Digest, Sha256};
 use vm_memory::{
     Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestMemoryRegion, MemoryRegionAddress,
+    GuestMemoryRegion, GuestRegionMmap, MemoryRegionAddress,
 };
 
 use crate::arch::x86_64::layout::ram_ranges;
@@ -61,23 +61,77 @@ pub fn ram_size(mem: &GuestMemoryMmap) -> u64 {
     mem.iter().map(|r| r.len()).sum()
 }
 
+/// The parts of `region` that may hold data, as (offset in the region, length). Guest RAM is
+/// a memfd: a page the guest never wrote (or that was punched out by `zero_range`) is a hole
+/// and reads as zero, and `lseek(SEEK_DATA/SEEK_HOLE)` finds the holes without touching them
+/// (reading a hole through the mapping would allocate it). Without a file, or if the kernel
+/// cannot say, the whole region is reported.
+pub fn data_extents(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
+    let len = region.len();
+    let Some(fo) = region.file_offset() else {
+        return vec![(0, len)];
+    };
+    let fd = fo.file().as_raw_fd();
+    let base = fo.start();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        // SAFETY: lseek on an fd we own (the memfd outlives `region`); no memory is passed.
+        let data = unsafe { libc::lseek(fd, (base + pos) as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // only holes from here to the end of the file
+            }
+            return vec![(0, len)];
+        }
+        let start = (data as u64).saturating_sub(base);
+        if start >= len {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 {
+            len
+        } else {
+            ((hole as u64).saturating_sub(base)).min(len)
+        };
+        if end <= start {
+            return vec![(0, len)];
+        }
+        out.push((start, end - start));
+        pos = end;
+    }
+    out
+}
+
 /// Calls `f(gpa, bytes)` for every piece of guest RAM of at most `chunk` bytes, in address
-/// order (state transfer, digests).
+/// order (digests). Pieces that lie in a hole of the memfd are passed as zeros without being
+/// read.
 pub fn for_each_chunk(
     mem: &GuestMemoryMmap,
     chunk: usize,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; chunk];
+    let zeros = vec![0u8; chunk];
     for region in mem.iter() {
+        let extents = data_extents(region);
         let mut off = 0u64;
         while off < region.len() {
             let n = chunk.min((region.len() - off) as usize);
-            region
-                .read_slice(&mut buf[..n], MemoryRegionAddress(off))
-                .map_err(|e| format!("cannot read guest memory: {e}"))?;
-            f(region.start_addr().raw_value() + off, &buf[..n])?;
-            off += n as u64;
+            let end = off + n as u64;
+            let has_data = extents.iter().any(|&(s, l)| s < end && off < s + l);
+            let bytes = if has_data {
+                region
+                    .read_slice(&mut buf[..n], MemoryRegionAddress(off))
+                    .map_err(|e| format!("cannot read guest memory: {e}"))?;
+                &buf[..n]
+            } else {
+                &zeros[..n]
+            };
+            f(region.start_addr().raw_value() + off, bytes)?;
+            off = end;
         }
     }
     Ok(())
@@ -93,21 +147,69 @@ pub fn ram_digest(mem: &GuestMemoryMmap) -> Result<[u8; 32], String> {
     Ok(digest.finalize().into())
 }
 
-/// Sets all guest RAM to zero.
-pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), String> {
-    let zeros = vec![0u8; 1 << 20];
-    for region in mem.iter() {
-        let mut off = 0u64;
-        while off < region.len() {
-            let n = zeros.len().min((region.len() - off) as usize);
-            region
-                .write_slice(&zeros[..n], MemoryRegionAddress(off))
-                .map_err(|e| format!("cannot write guest memory: {e}"))?;
-            off += n as u64;
+/// Sets `len` bytes of guest RAM at `gpa` to zero; the range must lie in one region. Whole
+/// pages are punched out of the memfd (`fallocate(PUNCH_HOLE)`: they read as zero and take
+/// no host memory); a partial page at either end is written with zeros.
+pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), String> {
+    if len == 0 {
+        return Ok(());
+    }
+    let bad = || format!("zero range {gpa:#x}+{len:#x} is not inside guest RAM");
+    let region = mem.find_region(GuestAddress(gpa)).ok_or_else(bad)?;
+    let off = gpa - region.start_addr().raw_value();
+    if off.checked_add(len).is_none_or(|end| end > region.len()) {
+        return Err(bad());
+    }
+    let page = PAGE_SIZE;
+    let first = off.div_ceil(page) * page;
+    let last = ((off + len) / page) * page;
+    let punched = match region.file_offset() {
+        Some(fo) if first < last => {
+            // SAFETY: fallocate on the memfd we own, inside its size; no memory is passed.
+            // The shared mapping (and KVM's view of it) then reads zeros for those pages.
+            let rc = unsafe {
+                libc::fallocate(
+                    fo.file().as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    (fo.start() + first) as libc::off_t,
+                    (last - first) as libc::off_t,
+                )
+            };
+            rc == 0
         }
+        _ => false,
+    };
+    let write_zeros = |from: u64, to: u64| -> Result<(), String> {
+        let zeros = vec![0u8; (1usize << 20).min((to - from) as usize)];
+        let mut at = from;
+        while at < to {
+            let n = zeros.len().min((to - at) as usize);
+            region
+                .write_slice(&zeros[..n], MemoryRegionAddress(at))
+                .map_err(|e| format!("cannot write guest memory: {e}"))?;
+            at += n as u64;
+        }
+        Ok(())
+    };
+    if punched {
+        write_zeros(off, first.min(off + len))?;
+        write_zeros(last.max(off), off + len)?;
+    } else {
+        write_zeros(off, off + len)?;
     }
     Ok(())
 }
+
+/// Sets all guest RAM to zero.
+pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), String> {
+    for region in mem.iter() {
+        zero_range(mem, region.start_addr().raw_value(), region.len())?;
+    }
+    Ok(())
+}
+
+/// The page size of KVM's dirty log and of pre-copy.
+pub const PAGE_SIZE: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -146,6 +248,36 @@ mod tests {
         assert_eq!(seen, ram_size(&mem));
         zero_ram(&mem).expect("zero");
         assert_eq!(ram_digest(&mem).expect("digest"), clean);
+    }
+
+    #[test]
+    fn holes_are_found_and_zeroing_punches_them_back() {
+        let mem = create_guest_memory(8 << 20).expect("memory");
+        let region = mem.iter().next().expect("region");
+        assert!(data_extents(region).is_empty(), "fresh memory is all hole");
+        mem.write_obj(1u8, GuestAddress(0x30_1000)).expect("write");
+        let ext = data_extents(region);
+        assert!(!ext.is_empty());
+        assert!(ext
+            .iter()
+            .all(|&(s, l)| s <= 0x30_1000 && 0x30_1000 < s + l));
+        assert!(ext.iter().map(|e| e.1).sum::<u64>() < 8 << 20);
+        // A range with partial pages at both ends: all of it reads zero afterwards.
+        mem.write_slice(&[7u8; 3 * 4096], GuestAddress(0x40_0000))
+            .expect("write");
+        zero_range(&mem, 0x40_0010, 3 * 4096 - 0x20).expect("zero");
+        let mut back = [0u8; 3 * 4096];
+        mem.read_slice(&mut back, GuestAddress(0x40_0000))
+            .expect("read");
+        assert_eq!(&back[..0x10], &[7u8; 0x10]);
+        assert!(back[0x10..3 * 4096 - 0x10].iter().all(|&b| b == 0));
+        assert_eq!(&back[3 * 4096 - 0x10..], &[7u8; 0x10]);
+        assert!(
+            zero_range(&mem, (8 << 20) - 4096, 8192).is_err(),
+            "past the end"
+        );
+        zero_ram(&mem).expect("zero all");
+        assert!(data_extents(mem.iter().next().expect("region")).is_empty());
     }
 
     #[test]

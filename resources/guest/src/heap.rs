@@ -38,6 +38,9 @@ static HEAP: TalcLock<NoLock, Manual> = TalcLock::new(Manual);
 
 /// The RAM below the MMIO window; the shim's identity map covers it.
 const RAM_LIMIT: u64 = 0xc000_0000;
+/// RAM above the MMIO window starts here; the shim maps it up to `HIGH_LIMIT`.
+const HIGH_START: u64 = 0x1_0000_0000;
+const HIGH_LIMIT: u64 = 0x2_0000_0000;
 /// E820 type of usable RAM.
 const E820_RAM: u32 = 1;
 
@@ -47,7 +50,8 @@ extern "C" {
 }
 
 /// Gives the heap all RAM from the end of the image to the end of its e820 region (below
-/// 3 GiB and below an initrd, if the VMM loaded one). Returns (start, size).
+/// 3 GiB and below an initrd, if the VMM loaded one), and any RAM between 4 and 8 GiB.
+/// Returns (start, size) of the first arena.
 pub fn init(params: &BootParams) -> (u64, u64) {
     // SAFETY: only the address of the linker symbol is taken.
     let start = unsafe { &__image_end as *const u8 as u64 };
@@ -67,8 +71,26 @@ pub fn init(params: &BootParams) -> (u64, u64) {
     // SAFETY: this RAM is unused: above the image, below any initrd, not touched by the VMM
     // after boot (the zero page and command line are below 1 MiB).
     let claimed = unsafe { HEAP.lock().claim(start as *mut u8, size as usize) };
-    let size = if claimed.is_some() { size } else { 0 };
-    HEAP_SIZE.store(size, Ordering::Relaxed);
+    let mut total = if claimed.is_some() { size } else { 0 };
+    // RAM above the MMIO window (guests of more than 3 GiB): a second arena.
+    for e in params
+        .e820()
+        .filter(|e| e.kind == E820_RAM && e.addr >= HIGH_START)
+    {
+        let end = (e.addr + e.size).min(HIGH_LIMIT);
+        if end > e.addr {
+            // SAFETY: usable RAM by the e820 map, identity-mapped by the shim, never used by
+            // the VMM or the image (both live below 4 GiB).
+            let high = unsafe {
+                HEAP.lock()
+                    .claim(e.addr as *mut u8, (end - e.addr) as usize)
+            };
+            if high.is_some() {
+                total += end - e.addr;
+            }
+        }
+    }
+    HEAP_SIZE.store(total, Ordering::Relaxed);
     (start, size)
 }
 

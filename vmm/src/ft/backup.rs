@@ -24,6 +24,7 @@ pub enum ReplayStop {
 }
 
 /// What a backup needs to go live (vstate::takeover).
+#[derive(Clone)]
 pub struct TakeoverPlan {
     pub failover: FailoverConfig,
     /// Each virtio slot's FT control socket, connected as `Role::Primary` when going live
@@ -31,6 +32,8 @@ pub struct TakeoverPlan {
     pub ft_sockets: Vec<Option<PathBuf>>,
     /// Where to look for a new backup once live (re-protection).
     pub peer: Option<SocketAddr>,
+    /// The dirty log a re-protecting join uses once live.
+    pub dirty: Option<Arc<super::dirty::DirtyLog>>,
 }
 
 pub struct Backup {

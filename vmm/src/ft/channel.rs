@@ -22,7 +22,7 @@ use crate::sync::lock;
 /// Heartbeat period in both directions when nothing else is sent.
 pub const HEARTBEAT: Duration = Duration::from_millis(50);
 
-fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -102,21 +102,28 @@ pub struct PrimaryLink {
 /// Called with (device, output id) for every output whose log position the backup acked.
 pub type ReleaseFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
 
-impl PrimaryLink {
-    /// Starts the writer, ack-reader and watchdog threads on `stream`; record numbering
-    /// continues after `last_seq` (the state transfer used the numbers before it). When the
-    /// link dies, `inbox` gets an `FtWake`.
-    pub fn start(
+/// A primary's end of a logging channel whose state transfer is still under way: the
+/// backup's acks and heartbeats are already read and watched (so that a backup that stops
+/// answering during the transfer is noticed), while the transfer owns the write side.
+pub struct PendingLink {
+    stream: TcpStream,
+    shared: Arc<PrimaryShared>,
+    inbox: Arc<Inbox>,
+}
+
+impl PendingLink {
+    /// Starts the ack-reader and watchdog threads on `stream`. When the link dies, `inbox`
+    /// gets an `FtWake`.
+    pub fn open(
         stream: TcpStream,
-        last_seq: u64,
         release: ReleaseFn,
         timeout: Duration,
         inbox: Arc<Inbox>,
     ) -> std::io::Result<Self> {
         stream.set_nodelay(true)?;
         let shared = Arc::new(PrimaryShared {
-            acked: AtomicU64::new(last_seq),
-            sent: AtomicU64::new(last_seq),
+            acked: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             alive: AtomicBool::new(true),
             landmark: AtomicU64::new(0),
@@ -128,27 +135,16 @@ impl PrimaryLink {
             backup_landmark: AtomicU64::new(0),
             lag: Mutex::new(crate::stats::Samples::default()),
         });
-        let (tx, rx) = mpsc::channel::<Vec<Outgoing>>();
         let reader = stream.try_clone()?;
         let watched = stream.try_clone()?;
-        let w = shared.clone();
-        let writer_inbox = inbox.clone();
-        // Outputs still held when the link dies stay held: only the arbiter's verdict may let
-        // them leave (ft::primary), since the backup may be going live without them.
-        std::thread::Builder::new()
-            .name("ft-log-writer".into())
-            .spawn(move || {
-                writer_loop(stream, last_seq + 1, &rx, &w);
-                w.alive.store(false, Ordering::SeqCst);
-                writer_inbox.post(DeviceEvent::FtWake);
-            })?;
         let r = shared.clone();
+        let reader_inbox = inbox.clone();
         std::thread::Builder::new()
             .name("ft-ack-reader".into())
             .spawn(move || {
                 ack_loop(reader, &r, &release);
                 r.alive.store(false, Ordering::SeqCst);
-                inbox.post(DeviceEvent::FtWake);
+                reader_inbox.post(DeviceEvent::FtWake);
             })?;
         let (heard, up) = (shared.clone(), shared.clone());
         spawn_watchdog(
@@ -158,13 +154,56 @@ impl PrimaryLink {
             move || *lock(&heard.last_heard),
             move || up.alive.load(Ordering::SeqCst),
         )?;
+        Ok(PendingLink {
+            stream,
+            shared,
+            inbox,
+        })
+    }
+
+    /// The stream the state transfer writes to.
+    pub fn transfer_stream(&self) -> std::io::Result<TcpStream> {
+        self.stream.try_clone()
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
+    /// Ends the link (a failed join): the reader and watchdog threads end with it.
+    pub fn close(&self) {
+        self.shared.alive.store(false, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The transfer is complete: starts the writer thread, numbering after `last_seq`.
+    pub fn start(self, last_seq: u64) -> std::io::Result<PrimaryLink> {
+        let PendingLink {
+            stream,
+            shared,
+            inbox,
+        } = self;
+        shared.sent.store(last_seq, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel::<Vec<Outgoing>>();
+        let w = shared.clone();
+        // Outputs still held when the link dies stay held: only the arbiter's verdict may let
+        // them leave (ft::primary), since the backup may be going live without them.
+        std::thread::Builder::new()
+            .name("ft-log-writer".into())
+            .spawn(move || {
+                writer_loop(stream, last_seq + 1, &rx, &w);
+                w.alive.store(false, Ordering::SeqCst);
+                inbox.post(DeviceEvent::FtWake);
+            })?;
         Ok(PrimaryLink {
             tx,
             pending: Vec::new(),
             shared,
         })
     }
+}
 
+impl PrimaryLink {
     /// Queues a record for the next `flush`; returns false if the link is down.
     pub fn send(&mut self, record: Record, output: Option<(usize, u64)>) -> bool {
         if !self.is_alive() {

@@ -4,7 +4,9 @@
 
 pub mod backup;
 pub mod channel;
+pub mod dirty;
 pub mod failover;
+pub mod precopy;
 pub mod primary;
 pub mod record;
 pub mod signature;

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::channel::{release_acked, PrimaryLink, ReleaseFn};
+use super::channel::{release_acked, PendingLink, PrimaryLink, ReleaseFn};
+use super::dirty::DirtyLog;
 use super::failover::{next_epoch, Arbitration, Verdict};
+use super::precopy::{JoinProgress, JoinState};
 use super::record::{ExitSignature, Record};
 use super::signature::{hlt_sig, RunningHash};
 use super::{DEV_SIGNATURES, EV_SIGNATURE_HASH};
@@ -32,8 +34,23 @@ pub struct LostArbitration {
     pub epoch: u64,
 }
 
+/// A backup that is joining: the pre-copy runs, the link is read and watched.
+pub struct Join {
+    pub link: PendingLink,
+    pub epoch: u64,
+    pub state: Arc<Mutex<JoinState>>,
+    pub progress: Arc<JoinProgress>,
+    pub started: Instant,
+}
+
 pub struct Primary {
     link: Option<PrimaryLink>,
+    /// Set while a backup joins (pre-copy); the guest runs unprotected meanwhile.
+    pub join: Option<Join>,
+    /// KVM's dirty log plus the pages this VMM writes (pre-copy).
+    pub dirty: Option<Arc<DirtyLog>>,
+    /// Throttling during a join: when the vCPU last started a run slice.
+    ran_since: Option<Instant>,
     /// Set while the arbiter is being asked (the link died); outputs stay held meanwhile.
     arbitration: Option<Arbitration>,
     /// The current pairing's epoch (0 before the first backup joined).
@@ -67,6 +84,16 @@ pub struct PrimaryStats {
     pub outputs: u64,
     pub throttled: Duration,
     pub join_pause: Option<Duration>,
+    /// The last join: from the backup's connection to the end of its stop-and-copy.
+    pub join_total: Option<Duration>,
+    pub join_rounds: u32,
+    /// Bytes of guest memory the last join sent (zero pages excluded).
+    pub join_bytes: u64,
+    pub join_throttle_max_pct: u32,
+    /// The last join's round 0 (all memory, guest running), in ms.
+    pub join_first_round_ms: u64,
+    /// Time the vCPU slept to let a join converge.
+    pub join_throttled: Duration,
 }
 
 impl Primary {
@@ -74,9 +101,13 @@ impl Primary {
         backends: Vec<Option<Arc<FtLink>>>,
         failover: FailoverConfig,
         inbox: Arc<Inbox>,
+        dirty: Option<Arc<DirtyLog>>,
     ) -> Self {
         Primary {
             link: None,
+            join: None,
+            dirty,
+            ran_since: None,
             arbitration: None,
             epoch: 0,
             last_output: vec![0; backends.len()],
@@ -134,23 +165,54 @@ impl Primary {
         self.join_wanted.store(false, Ordering::SeqCst);
     }
 
-    /// Starts the logging channel on a joined backup's connection.
-    pub fn start_link(
-        &self,
-        stream: std::net::TcpStream,
-        last_seq: u64,
-    ) -> std::io::Result<PrimaryLink> {
-        PrimaryLink::start(
+    /// Starts reading and watching a joining backup's connection.
+    pub fn open_link(&self, stream: std::net::TcpStream) -> std::io::Result<PendingLink> {
+        PendingLink::open(
             stream,
-            last_seq,
             self.release_fn(),
             self.failover.timeout,
             self.inbox.clone(),
         )
     }
 
+    /// The VMM wrote guest memory on the guest's behalf (a completion): pre-copy must send
+    /// those pages again.
+    pub fn mark_dirty(&self, gpa: u64, len: usize) {
+        if let Some(d) = &self.dirty {
+            d.mark(gpa, len);
+        }
+    }
+
+    /// A join's convergence throttle: sleeps so that the guest runs only the share of the
+    /// time the pre-copy allows (called at landmarks). Invisible to the guest but as time.
+    pub fn throttle_join(&mut self) {
+        let pct = self
+            .join
+            .as_ref()
+            .map_or(0, |j| j.progress.throttle_pct.load(Ordering::Relaxed));
+        if pct == 0 {
+            self.ran_since = None;
+            return;
+        }
+        let since = *self.ran_since.get_or_insert_with(Instant::now);
+        let ran = since.elapsed();
+        if ran >= Duration::from_millis(2) {
+            let pause = ran * pct / (100 - pct.min(99));
+            std::thread::sleep(pause);
+            self.stats.join_throttled += pause;
+            self.ran_since = Some(Instant::now());
+        }
+    }
+
     /// The join attempt failed: let the joiner try again.
-    pub fn join_failed(&self) {
+    pub fn join_failed(&mut self) {
+        if let Some(j) = self.join.take() {
+            j.link.close();
+        }
+        if let Some(d) = &self.dirty {
+            d.stop();
+        }
+        self.ran_since = None;
         self.join_wanted.store(true, Ordering::SeqCst);
     }
 
@@ -173,6 +235,9 @@ impl Primary {
     pub fn protect(&mut self, peer: SocketAddr) -> Result<(), String> {
         if self.link.is_some() {
             return Err("already protected by a backup".into());
+        }
+        if self.join.is_some() {
+            return Err("a backup is joining".into());
         }
         if self.arbitration.is_some() {
             return Err("waiting for the arbiter's verdict".into());

@@ -97,6 +97,7 @@ pub enum Kind {
     MemoryChunk = 0x03,
     DeviceState = 0x04,
     StateEnd = 0x05,
+    MemoryZero = 0x06,
     Interrupt = 0x10,
     PioRead = 0x11,
     MmioRead = 0x12,
@@ -111,12 +112,13 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Hello,
         Kind::StateBegin,
         Kind::MemoryChunk,
         Kind::DeviceState,
         Kind::StateEnd,
+        Kind::MemoryZero,
         Kind::Interrupt,
         Kind::PioRead,
         Kind::MmioRead,
@@ -189,8 +191,13 @@ pub enum Record {
     /// Opaque serialized state of the device (or vCPU) `name` (<= [`MAX_DEVICE_NAME`] bytes);
     /// `blob` <= [`MAX_DATA`] bytes.
     DeviceState { name: String, blob: Vec<u8> },
-    /// End of the state transfer begun by the `StateBegin` with the same landmark.
+    /// End of the state transfer; `landmark` is where the primary stopped for its last part.
+    /// `digest` is reserved and sent as zeros: a pre-copy transfer has no moment at which the
+    /// primary could hash its RAM without pausing for it (docs/PROTOCOL.md).
     StateEnd { landmark: u64, digest: [u8; 32] },
+    /// `len` bytes of guest RAM from `gpa` are zero (pre-copy: a dirtied page that is now
+    /// zero travels as this marker instead of its 4 KiB).
+    MemoryZero { gpa: u64, len: u64 },
     /// Landmark entry: the primary injected `vector` at this landmark.
     Interrupt {
         landmark: u64,
@@ -248,6 +255,7 @@ impl Record {
             Record::MemoryChunk { .. } => Kind::MemoryChunk,
             Record::DeviceState { .. } => Kind::DeviceState,
             Record::StateEnd { .. } => Kind::StateEnd,
+            Record::MemoryZero { .. } => Kind::MemoryZero,
             Record::Interrupt { .. } => Kind::Interrupt,
             Record::PioRead { .. } => Kind::PioRead,
             Record::MmioRead { .. } => Kind::MmioRead,
@@ -294,6 +302,7 @@ impl Record {
                 limit("blob", blob.len(), MAX_DATA)
             }
             Record::Diverged { reason, .. } => limit("reason", reason.len(), MAX_REASON),
+            Record::MemoryZero { gpa, len } => check_zero_range(*gpa, *len),
             _ => Ok(()),
         }
     }
@@ -304,6 +313,16 @@ fn check_range(gpa: u64, len: usize) -> Result<(), RecordError> {
     match u64::try_from(len).ok().and_then(|len| gpa.checked_add(len)) {
         Some(_) => Ok(()),
         None => Err(RecordError::Malformed("gpa + data length overflows u64")),
+    }
+}
+
+/// A `MemoryZero` range must not wrap around the guest-physical address space.
+fn check_zero_range(gpa: u64, len: u64) -> Result<(), RecordError> {
+    match gpa.checked_add(len) {
+        Some(_) => Ok(()),
+        None => Err(RecordError::Malformed(
+            "gpa + zero range length overflows u64",
+        )),
     }
 }
 
@@ -357,6 +376,7 @@ fn put_payload(out: &mut Vec<u8>, record: &Record) {
             u64s(out, &[*landmark]);
             out.extend_from_slice(digest);
         }
+        Record::MemoryZero { gpa, len } => u64s(out, &[*gpa, *len]),
         Record::Interrupt {
             landmark,
             sig,
@@ -576,6 +596,11 @@ fn decode_payload(kind: Kind, c: &mut Cursor<'_>) -> Result<Record, RecordError>
             landmark: c.u64()?,
             digest: c.array()?,
         },
+        Kind::MemoryZero => {
+            let (gpa, len) = (c.u64()?, c.u64()?);
+            check_zero_range(gpa, len)?;
+            Record::MemoryZero { gpa, len }
+        }
         Kind::Interrupt => Record::Interrupt {
             landmark: c.u64()?,
             sig: c.sig()?,

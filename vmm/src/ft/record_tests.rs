@@ -53,6 +53,14 @@ fn samples() -> Vec<Record> {
             landmark: 42,
             digest: [0xff; 32],
         },
+        Record::MemoryZero {
+            gpa: 0x20_0000,
+            len: 1 << 30,
+        },
+        Record::MemoryZero {
+            gpa: u64::MAX,
+            len: 0,
+        },
         Record::Interrupt {
             landmark: 1,
             sig: hlt,
@@ -163,8 +171,8 @@ fn samples_cover_every_kind() {
     assert_eq!(
         codes,
         [
-            0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x30,
-            0x31
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20,
+            0x30, 0x31
         ]
     );
     let kinds: Vec<Kind> = samples().iter().map(Record::kind).collect();
@@ -310,6 +318,7 @@ fn payload_sizes_match_the_doc() {
             },
             40,
         ),
+        (Record::MemoryZero { gpa: 0, len: 0 }, 16),
         (
             Record::Interrupt {
                 landmark: 0,
@@ -545,7 +554,7 @@ fn unknown_version_kind_and_flags() {
         g[body] = v;
         assert!(matches!(decode(&reseal(g)), Err(RecordError::UnsupportedVersion(x)) if x == v));
     }
-    for k in [0u8, 0x06, 0x17, 0x21, 0x32, 0xee, 0xff] {
+    for k in [0u8, 0x07, 0x17, 0x21, 0x32, 0xee, 0xff] {
         let mut g = f.clone();
         g[body + 1] = k;
         assert!(
@@ -899,4 +908,24 @@ fn entry_landmark() {
         .entry_landmark(),
         Some(77)
     );
+}
+
+#[test]
+fn a_zero_range_that_wraps_is_refused_both_ways() {
+    let r = Record::MemoryZero {
+        gpa: u64::MAX - 10,
+        len: 4096,
+    };
+    let mut out = Vec::new();
+    assert!(matches!(
+        encode(1, &r, &mut out),
+        Err(RecordError::Malformed(_))
+    ));
+    let mut b = body_header(Kind::MemoryZero as u8, 1);
+    b.extend_from_slice(&(u64::MAX - 10).to_le_bytes());
+    b.extend_from_slice(&4096u64.to_le_bytes());
+    assert!(matches!(
+        decode(&frame_around(&b)),
+        Err(RecordError::Malformed(_))
+    ));
 }

@@ -58,6 +58,31 @@ impl Vcpu {
             obj.insert("ft_protected".into(), json!(p.protected()));
             if let Some(ms) = p.stats.join_pause {
                 obj.insert("ft_join_pause_ms".into(), json!(ms.as_secs_f64() * 1e3));
+                let total = p.stats.join_total.unwrap_or_default();
+                obj.insert("ft_join_total_ms".into(), json!(total.as_secs_f64() * 1e3));
+                obj.insert("ft_join_rounds".into(), json!(p.stats.join_rounds));
+                obj.insert(
+                    "ft_join_first_round_ms".into(),
+                    json!(p.stats.join_first_round_ms),
+                );
+                obj.insert("ft_join_bytes".into(), json!(p.stats.join_bytes));
+                obj.insert(
+                    "ft_join_throttle_max_pct".into(),
+                    json!(p.stats.join_throttle_max_pct),
+                );
+            }
+            if let Some(j) = &p.join {
+                use std::sync::atomic::Ordering;
+                let g = &j.progress;
+                obj.insert(
+                    "ft_join".into(),
+                    json!({
+                        "round": g.round.load(Ordering::Relaxed),
+                        "throttle_pct": g.throttle_pct.load(Ordering::Relaxed),
+                        "remaining_bytes": g.remaining.load(Ordering::Relaxed),
+                        "elapsed_ms": j.started.elapsed().as_millis() as u64,
+                    }),
+                );
             }
             if let Some(link) = p.link() {
                 use std::sync::atomic::Ordering;

@@ -70,6 +70,13 @@ impl Vcpu {
         }
     }
 
+    /// A write of the VMM into guest memory, which KVM's dirty log does not see.
+    fn mark_dirty(&self, w: &Written) {
+        if let FtRole::Primary(p) = &self.ft {
+            p.mark_dirty(w.gpa, w.data.len());
+        }
+    }
+
     /// Raises virtio device `n`'s interrupt (used buffer) and logs it.
     pub(super) fn virtio_used(&mut self, n: usize) {
         if let Some(slot) = self.virtio.slots.get_mut(n) {
@@ -145,6 +152,7 @@ impl Vcpu {
                 }
             }
             DeviceEvent::BackupConnected(stream) => self.join_backup(stream),
+            DeviceEvent::FtJoinReady => self.finish_join(),
         }
     }
 
@@ -159,6 +167,7 @@ impl Vcpu {
                 );
                 return;
             }
+            self.mark_dirty(w);
         }
         // Logged as applied: the backend's writes, then the used element and index.
         let mut done = writes;
@@ -171,7 +180,11 @@ impl Vcpu {
             log::error!("virtio device {n}: completion for unknown queue {queue}");
             return;
         };
-        if let Err(e) = push_used(&self.mem, &q, head, len, &mut done) {
+        let result = push_used(&self.mem, &q, head, len, &mut done);
+        for w in &done {
+            self.mark_dirty(w);
+        }
+        if let Err(e) = result {
             log::error!("virtio device {n} queue {queue}: cannot write the used ring: {e}");
             return;
         }

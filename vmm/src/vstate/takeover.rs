@@ -75,7 +75,12 @@ impl Vcpu {
         self.devices.clock = VmClock::starting_at(now);
         self.arm_pit_timer(self.devices.pit.channel0_timer());
 
-        let mut primary = Primary::new(links, b.plan.failover.clone(), self.inbox.clone());
+        let mut primary = Primary::new(
+            links,
+            b.plan.failover.clone(),
+            self.inbox.clone(),
+            b.plan.dirty.clone(),
+        );
         primary.hash = b.hash;
         primary.last_sig = b.last_sig;
         primary.epoch = epoch;

@@ -1,12 +1,13 @@
-//! State transfer (backup join): the primary stops at a landmark, sends memory, vCPU and
-//! device state over the logging channel, and resumes with recording on; the backup loads it
-//! and starts replaying from the same landmark. The same path re-protects a survivor.
+//! State transfer (backup join): while the guest runs, the pre-copy (ft::precopy) sends its
+//! memory and then the pages dirtied meanwhile; the primary then stops at a landmark for the
+//! rest and the vCPU and device state, and resumes with recording on. The backup loads it all
+//! and starts replaying from that landmark. The same path re-protects a survivor.
 
-use std::io::BufWriter;
 use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::vcpu::{FtRole, Vcpu};
@@ -14,13 +15,13 @@ use crate::devices::legacy::pic::Pic;
 use crate::devices::legacy::pit::Pit;
 use crate::devices::legacy::VmClock;
 use crate::ft::backup::ReplayStop;
-use crate::ft::record::{ExitKind, ExitSignature, Record, RecordWriter};
+use crate::ft::precopy::{self, Handoff, JoinError, JoinProgress, JoinState, PrecopyJob};
+use crate::ft::primary::Join;
+use crate::ft::record::{ExitKind, ExitSignature, Record};
 use crate::ft::signature::RunningHash;
 use crate::ft::state::{from_blob, to_blob, MachineState, VcpuState};
-use crate::memory::{for_each_chunk, ram_digest, ram_size, zero_ram};
-
-/// Memory goes in chunks of this size (the record format's limit for data).
-const CHUNK: usize = 1 << 20;
+use crate::memory::{ram_size, zero_ram, zero_range};
+use crate::sync::lock;
 
 fn sig_parts(s: &ExitSignature) -> (u8, u64, u8, u64) {
     (s.kind as u8, s.addr, s.size, s.data)
@@ -61,95 +62,161 @@ impl Vcpu {
         }
     }
 
-    fn send_state(&mut self, stream: &TcpStream, epoch: u64) -> Result<u64, String> {
-        let FtRole::Primary(p) = &self.ft else {
-            return Err("not a primary".into());
-        };
-        let (hash, last_sig) = (p.hash.0, p.last_sig);
-        let vm_id = p.failover.vm_id.clone();
-        let landmark = self.stats.landmarks;
-        let clone = stream.try_clone().map_err(|e| e.to_string())?;
-        let mut w = RecordWriter::new(BufWriter::with_capacity(4 << 20, clone));
-        let err = |e: crate::ft::record::RecordError| e.to_string();
-        let mem_size = ram_size(&self.mem);
-        w.write(&Record::Hello {
-            vm_id,
-            epoch,
-            mem_size,
-        })
-        .map_err(err)?;
-        w.write(&Record::StateBegin { landmark }).map_err(err)?;
-        let mut digest = Sha256::new();
-        for_each_chunk(&self.mem, CHUNK, |gpa, data| {
-            digest.update(data);
-            // The backup zeroes its memory first: all-zero chunks need not travel.
-            if data.iter().any(|&b| b != 0) {
-                let data = data.to_vec();
-                w.write(&Record::MemoryChunk { gpa, data }).map_err(err)?;
-            }
-            Ok(())
-        })?;
-        self.complete_pending_io()?;
-        let vcpu = VcpuState::capture(&self.fd, &self.msr_index).map_err(|e| e.to_string())?;
-        let blob = to_blob(&vcpu).map_err(|e| e.to_string())?;
-        w.write(&Record::DeviceState {
-            name: "vcpu".into(),
-            blob,
-        })
-        .map_err(err)?;
-        let blob = to_blob(&self.machine_state(hash, last_sig)).map_err(|e| e.to_string())?;
-        w.write(&Record::DeviceState {
-            name: "machine".into(),
-            blob,
-        })
-        .map_err(err)?;
-        w.write(&Record::StateEnd {
-            landmark,
-            digest: digest.finalize().into(),
-        })
-        .map_err(err)?;
-        w.flush().map_err(err)?;
-        Ok(w.last_seq())
-    }
-
-    /// Primary: a backup connected. Transfers the state at this landmark and starts logging.
+    /// Primary: a backup connected. Starts the pre-copy (the guest keeps running); the
+    /// stop-and-copy follows at the landmark where `FtJoinReady` arrives (`finish_join`).
     pub(super) fn join_backup(&mut self, stream: TcpStream) {
-        let FtRole::Primary(p) = &self.ft else { return };
-        if p.protected() {
+        let landmark = self.stats.landmarks;
+        let mem = self.mem.clone();
+        let FtRole::Primary(p) = &mut self.ft else {
+            return;
+        };
+        if p.protected() || p.join.is_some() {
             log::warn!("ft: a second backup tried to join; refused");
             return;
         }
-        let start = Instant::now();
+        let Some(dirty) = p.dirty.clone() else {
+            log::error!("ft: no dirty log: cannot transfer the state; still unprotected");
+            return p.join_failed();
+        };
         let epoch = p.new_epoch();
-        match self.send_state(&stream, epoch) {
-            Ok(last_seq) => {
-                let FtRole::Primary(p) = &mut self.ft else {
-                    return;
-                };
-                match p.start_link(stream, last_seq) {
-                    Ok(link) => {
-                        p.attach(link, epoch);
-                        let pause = start.elapsed();
-                        p.stats.join_pause = Some(pause);
-                        log::warn!(
-                            "ft: backup joined at landmark {} (epoch {epoch}); the guest paused {:.1} ms for the state transfer",
-                            self.stats.landmarks,
-                            pause.as_secs_f64() * 1e3
-                        );
-                    }
-                    Err(e) => {
-                        log::error!("ft: cannot start the logging channel: {e}");
-                        p.join_failed();
-                    }
-                }
+        let link = match p.open_link(stream) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("ft: cannot start the logging channel: {e}; still unprotected");
+                return p.join_failed();
             }
+        };
+        let state = Arc::new(Mutex::new(JoinState::Copying));
+        let progress = Arc::new(JoinProgress::default());
+        let job = link.transfer_stream().map(|stream| PrecopyJob {
+            mem: mem.clone(),
+            dirty,
+            stream,
+            hello: Record::Hello {
+                vm_id: p.failover.vm_id.clone(),
+                epoch,
+                mem_size: ram_size(&mem),
+            },
+            landmark,
+            budget: p.failover.join_pause,
+            inbox: self.inbox.clone(),
+            state: state.clone(),
+            progress: progress.clone(),
+        });
+        p.join = Some(Join {
+            link,
+            epoch,
+            state,
+            progress,
+            started: Instant::now(),
+        });
+        if let Err(e) = job.and_then(precopy::spawn) {
+            log::error!("ft: cannot start the pre-copy: {e}; still unprotected");
+            p.join_failed();
+        }
+    }
+
+    /// Primary, at a landmark: the pre-copy is ready (or failed). Stops here for the rest of
+    /// the memory and the vCPU and device state, then starts logging.
+    pub(super) fn finish_join(&mut self) {
+        let FtRole::Primary(p) = &mut self.ft else {
+            return;
+        };
+        let Some(join) = &p.join else { return };
+        let taken = std::mem::replace(&mut *lock(&join.state), JoinState::Taken);
+        let handoff = match taken {
+            JoinState::Ready(h) => h,
+            JoinState::Failed(e) => {
+                log::error!("ft: state transfer to the backup failed: {e}; still unprotected");
+                return p.join_failed();
+            }
+            other => {
+                // Not ready yet (a stale wake-up): put it back.
+                *lock(&join.state) = other;
+                return;
+            }
+        };
+        let pause = Instant::now();
+        let (epoch, started) = (join.epoch, join.started);
+        let max_throttle = join.progress.max_throttle_pct.load(Ordering::Relaxed);
+        let first_round_ms = join.progress.first_round_ms.load(Ordering::Relaxed);
+        join.progress.throttle_pct.store(0, Ordering::Relaxed);
+        let rounds = handoff.rounds;
+        let last_seq = match self.stop_and_copy(*handoff) {
+            Ok(seq) => seq,
             Err(e) => {
                 log::error!("ft: state transfer to the backup failed: {e}; still unprotected");
-                if let FtRole::Primary(p) = &self.ft {
+                if let FtRole::Primary(p) = &mut self.ft {
                     p.join_failed();
                 }
+                return;
+            }
+        };
+        let FtRole::Primary(p) = &mut self.ft else {
+            return;
+        };
+        let Some(join) = p.join.take() else { return };
+        if let Some(d) = &p.dirty {
+            d.stop();
+        }
+        match join.link.start(last_seq) {
+            Ok(link) => {
+                p.attach(link, epoch);
+                let pause = pause.elapsed();
+                p.stats.join_pause = Some(pause);
+                p.stats.join_total = Some(started.elapsed());
+                p.stats.join_rounds = rounds;
+                p.stats.join_throttle_max_pct = max_throttle;
+                p.stats.join_first_round_ms = first_round_ms;
+                log::warn!(
+                    "ft: backup joined at landmark {} (epoch {epoch}); the guest paused {:.1} ms for the state transfer (pre-copy: {rounds} rounds, {:.1} MiB, {} ms in all, throttled at most {max_throttle}%)",
+                    self.stats.landmarks,
+                    pause.as_secs_f64() * 1e3,
+                    p.stats.join_bytes as f64 / f64::from(1u32 << 20),
+                    started.elapsed().as_millis(),
+                );
+            }
+            Err(e) => {
+                log::error!("ft: cannot start the logging channel: {e}");
+                p.join_failed();
             }
         }
+    }
+
+    /// The stop-and-copy at the end of a pre-copy: the pages dirtied since its last round,
+    /// then the vCPU and device state. Returns the last sequence number of the transfer.
+    fn stop_and_copy(&mut self, handoff: Handoff) -> Result<u64, JoinError> {
+        let Handoff {
+            mut writer,
+            mut pending,
+            ..
+        } = handoff;
+        let FtRole::Primary(p) = &self.ft else {
+            return Err(JoinError::Vanished);
+        };
+        let (hash, last_sig) = (p.hash.0, p.last_sig);
+        let dirty = p.dirty.clone().ok_or(JoinError::Vanished)?;
+        self.complete_pending_io().map_err(JoinError::Kvm)?;
+        // Read the log only now: the vCPU is stopped and nothing else writes guest memory.
+        pending.merge(&dirty.take()?);
+        writer.send_dirty(&self.mem, &pending)?;
+        let vcpu = VcpuState::capture(&self.fd, &self.msr_index)?;
+        writer.write(&Record::DeviceState {
+            name: "vcpu".into(),
+            blob: to_blob(&vcpu)?,
+        })?;
+        writer.write(&Record::DeviceState {
+            name: "machine".into(),
+            blob: to_blob(&self.machine_state(hash, last_sig))?,
+        })?;
+        writer.write(&Record::StateEnd {
+            landmark: self.stats.landmarks,
+            digest: [0; 32],
+        })?;
+        if let FtRole::Primary(p) = &mut self.ft {
+            p.stats.join_bytes = writer.bytes;
+        }
+        writer.finish()
     }
 
     /// Backup: receives the primary's state and becomes a copy of it.
@@ -182,6 +249,7 @@ impl Vcpu {
                     }
                 }
                 Record::StateBegin { .. } => zero_ram(&self.mem)?,
+                Record::MemoryZero { gpa, len } => zero_range(&self.mem, gpa, len)?,
                 Record::MemoryChunk { gpa, data } => {
                     self.mem
                         .write_slice(&data, GuestAddress(gpa))
@@ -196,16 +264,9 @@ impl Vcpu {
                 Record::DeviceState { name, .. } => {
                     return Err(format!("unknown device state {name}"))
                 }
-                Record::StateEnd {
-                    landmark,
-                    digest: expected,
-                } => {
-                    let got = ram_digest(&self.mem)?;
-                    if got != expected {
-                        return Err("guest memory digest mismatch after the transfer".into());
-                    }
-                    break landmark;
-                }
+                // The digest is reserved (zeros): pre-copy has no moment at which the primary's
+                // RAM could be hashed without pausing the guest for it.
+                Record::StateEnd { landmark, .. } => break landmark,
                 other => {
                     return Err(format!(
                         "unexpected record {:?} during the state transfer",

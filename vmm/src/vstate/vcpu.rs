@@ -247,6 +247,7 @@ impl Vcpu {
                     }
                     p.checkpoint(self.stats.landmarks, false);
                     p.throttle();
+                    p.throttle_join();
                     p.report();
                 }
             }

@@ -1,6 +1,8 @@
 //! The KVM VM: created WITHOUT an in-kernel irqchip or PIT (see the determinism contract in
 //! docs/ARCHITECTURE.md), with one memory slot per guest RAM region.
 
+use std::sync::Arc;
+
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -29,7 +31,9 @@ pub enum VmError {
 
 pub struct Vm {
     kvm: Kvm,
-    fd: VmFd,
+    /// Shared with the FT dirty log (ft::dirty), which reads and toggles KVM's dirty bitmaps
+    /// from the pre-copy thread.
+    fd: Arc<VmFd>,
 }
 
 /// CPUID leaf 1 EDX bit 9: on-chip APIC. There is no local APIC without an in-kernel irqchip,
@@ -58,7 +62,15 @@ impl Vm {
             // alive for the whole life of the VM, and the slots do not overlap.
             unsafe { fd.set_user_memory_region(kvm_region) }.map_err(VmError::MemorySlot)?;
         }
-        Ok(Vm { kvm, fd })
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+        })
+    }
+
+    /// The VM fd, for the FT dirty log.
+    pub fn fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
     }
 
     /// Makes KVM signal `kick` instead of exiting when the guest writes `value` (4 bytes) to

@@ -71,7 +71,7 @@ _start:
     mov ax, TSS_SEL         /* TSS: RSP0 for ring 3 -> 0 and the I/O permission bitmap */
     ltr ax
 
-    /* Own page tables (identity map of 0-4 GiB), then control registers. */
+    /* Own page tables (identity map of 0-8 GiB), then control registers. */
     lea rax, [rip + pml4]
     mov cr3, rax
     mov eax, CR4_VALUE
@@ -324,10 +324,11 @@ iomap:
     .byte 0xff
 tss_end:
 
-/* Page tables (SDM Vol. 3A 4.5): identity map of 0-4 GiB with 2 MiB pages, all user-
- * accessible and writable. One PML4 entry -> one PDPT with 4 entries -> 4 page directories
- * (pd + 0, 4096, 8192, 12288), 2048 PDEs in all. Above 4 GiB nothing is mapped: the `fault`
- * mode relies on that. */
+/* Page tables (SDM Vol. 3A 4.5): identity map of 0-8 GiB with 2 MiB pages, all user-
+ * accessible and writable. One PML4 entry -> one PDPT with 8 entries -> 8 page directories
+ * (pd + 0, 4096, ..., 28672), 4096 PDEs in all. 4-8 GiB is RAM for guests larger than 3 GiB
+ * (the VMM puts RAM above the MMIO window there). Above 8 GiB nothing is mapped: the
+ * `fault` mode relies on that. */
     .balign 4096
 pml4:
     .quad pdpt + PTE_TABLE
@@ -337,7 +338,11 @@ pdpt:
     .quad pd + 0x1000 + PTE_TABLE
     .quad pd + 0x2000 + PTE_TABLE
     .quad pd + 0x3000 + PTE_TABLE
-    .fill 508, 8, 0
+    .quad pd + 0x4000 + PTE_TABLE
+    .quad pd + 0x5000 + PTE_TABLE
+    .quad pd + 0x6000 + PTE_TABLE
+    .quad pd + 0x7000 + PTE_TABLE
+    .fill 504, 8, 0
 pd:
     .set pde_index, 0
     .rept 1536                  /* 0-3 GiB: RAM (and whatever else the VMM put there) */
@@ -346,6 +351,10 @@ pd:
     .endr
     .rept 512                   /* 3-4 GiB: device (MMIO) window */
     .quad (pde_index << 21) | PDE_MMIO
+    .set pde_index, pde_index + 1
+    .endr
+    .rept 2048                  /* 4-8 GiB: RAM above the MMIO window */
+    .quad (pde_index << 21) | PDE_RAM
     .set pde_index, pde_index + 1
     .endr
 

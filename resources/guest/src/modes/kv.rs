@@ -3,11 +3,13 @@
 //!
 //! Options: `guest.ip=A.B.C.D/NN` (required), `guest.gw=A.B.C.D`, `guest.hz=` (100),
 //! `guest.seed=` (TCP randomness; a constant by default), `guest.disk=none` (run without a
-//! disk: nothing is durable; for network-only tests). Devices: `virtio_mmio.device=` words.
+//! disk: nothing is durable; for network-only tests), `guest.touch=MIB` and `guest.dirty=MIB`
+//! (memory in use: modes::ballast). Devices: `virtio_mmio.device=` words.
 //!
 //! Determinism: everything here depends only on the guest's inputs: device data, interrupt
 //! counts and the PIT tick count (the clock). No rdtsc/rdrand/cpuid.
 
+use super::ballast::Ballast;
 use crate::arch::syscall::idle;
 use crate::clock::Clock;
 use crate::cmdline::Cmdline;
@@ -158,6 +160,22 @@ pub fn run(cmdline: Cmdline) -> ! {
     let mut engine = Engine::new(store, log);
     engine.allow_rdtsc = cmdline.get("guest.rdtsc") == Some(&b"1"[..]);
 
+    let touch = super::param(cmdline, "guest.touch", 0, 0..=1 << 20);
+    let dirty = super::param(cmdline, "guest.dirty", 0, 0..=1 << 20);
+    let mut ballast = match Ballast::new(touch, dirty, hz, clock.ticks()) {
+        Ok(b) => b,
+        Err(mib) => fatal(format_args!(
+            "{mib} MiB for guest.touch/guest.dirty do not fit in the heap ({} MiB)",
+            heap::size() >> 20
+        )),
+    };
+    if let Some(b) = &ballast {
+        println!(
+            "guest: kv: {} MiB of memory in use, {dirty} MiB/s rewritten",
+            b.mib()
+        );
+    }
+
     let now = || Instant::from_millis(clock.millis() as i64);
     let mut server = Server::new(&mut net, ip, gw, seed, now());
     let ([a, b, c, d], prefix) = ip;
@@ -170,6 +188,9 @@ pub fn run(cmdline: Cmdline) -> ! {
 
     loop {
         let tick = clock.ticks();
+        if let Some(b) = &mut ballast {
+            b.tick(tick, hz);
+        }
         let t = now();
         // Acknowledge before looking at the rings: a later completion interrupts again.
         net.transport.ack_interrupt();

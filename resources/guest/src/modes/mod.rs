@@ -3,6 +3,7 @@
 //!
 //! To add a mode: a module here with `pub fn run(cmdline: Cmdline) -> !`, a row in `MODES`.
 
+mod ballast;
 mod fault;
 mod hello;
 mod kv;
