@@ -8,7 +8,7 @@ VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
 APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3
 
-.PHONY: help deps build guest run demo test bench fuzz clean
+.PHONY: help deps build guest run demo test test-long bench fuzz clean
 
 help:
 	@echo "make deps    install what the build and the tests need (idempotent; apt-get + cargo)"
@@ -17,6 +17,7 @@ help:
 	@echo "make run     boot the test guest interactively (GUEST_CMDLINE=... to choose a mode)"
 	@echo "make demo    the product demo"
 	@echo "make test    every test: unit, guest boots, end-to-end"
+	@echo "make test-long  long tests (minutes): twenty joins of a 1 GiB guest under load"
 	@echo "make bench   measure and write docs/BENCHMARKS.md"
 	@echo "make fuzz    fuzz the logging-channel record decoder (FUZZ_SECONDS=30)"
 	@echo "make clean   remove build outputs"
@@ -56,6 +57,10 @@ demo: deps build guest
 test: build guest
 	$(CARGO) test --release --workspace --locked
 	cd $(GUEST_DIR) && $(CARGO) test --lib --locked
+
+# Tests too long for every run (each prints its figures).
+test-long: build guest
+	$(CARGO) test --release --locked -p integration --test join_soak -- --ignored --nocapture
 
 bench: build guest
 	python3 resources/bench/bench.py

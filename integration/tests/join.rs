@@ -166,3 +166,27 @@ fn a_cut_join_leaves_the_primary_serving_and_a_later_join_succeeds() {
     );
     c.assert_replica();
 }
+
+#[test]
+fn a_primary_that_dies_during_the_transfer_leaves_the_backup_waiting_for_another() {
+    let mut c = Cluster::start_sized(None, "guest.touch=400", false, Some(512)).expect("cluster");
+    c.spawn_backup().expect("backup");
+    wait_precopy(&mut c);
+    let _dead = c.kill_primary();
+    let backup = c.backup_host().expect("backup");
+    backup
+        .vmm
+        .wait_for("waiting for a primary again", 0, Duration::from_secs(10))
+        .expect("the backup discards the partial state");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        backup.vmm.try_status().is_none(),
+        "the backup must keep waiting"
+    );
+    let out = backup.vmm.output();
+    assert!(
+        !out.contains("asking the arbiter"),
+        "a partial state never goes live: {out}"
+    );
+    assert!(!out.contains(integration::cluster::LIVE), "{out}");
+}

@@ -166,6 +166,11 @@ impl PendingLink {
         self.stream.try_clone()
     }
 
+    /// What the transfer counts its records in (acks are checked against it).
+    pub fn shared(&self) -> Arc<PrimaryShared> {
+        self.shared.clone()
+    }
+
     pub fn is_alive(&self) -> bool {
         self.shared.alive.load(Ordering::SeqCst)
     }
@@ -273,13 +278,13 @@ fn writer_loop(
                 };
                 lock(&shared.held).push_back(held);
             }
-            let seq = match w.write(&o.record) {
-                Ok(seq) => seq,
-                Err(e) => {
-                    log::error!("ft: logging channel write failed: {e}");
-                    return;
-                }
-            };
+            // Counted as sent before it is written: the BufWriter may send it, and the
+            // backup ack it, before `write` returns (acks beyond `sent` are refused).
+            shared.sent.store(w.last_seq() + 1, Ordering::SeqCst);
+            if let Err(e) = w.write(&o.record) {
+                log::error!("ft: logging channel write failed: {e}");
+                return;
+            }
             if let Some(l) = o.record.entry_landmark() {
                 let mut h = lock(&shared.history);
                 if h.back().is_none_or(|&(last, _)| last < l) {
@@ -289,7 +294,6 @@ fn writer_loop(
                     }
                 }
             }
-            shared.sent.store(seq, Ordering::SeqCst);
         }
         let before = w.get_ref().buffer().len() as u64;
         if let Err(e) = w.flush() {
@@ -330,6 +334,15 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
     loop {
         match reader.next() {
             Ok(Some((_, Record::Ack { seq }))) => {
+                // Never trust a number this side did not issue: an ack beyond what was sent
+                // would release outputs whose log the backup does not have.
+                let sent = shared.sent.load(Ordering::SeqCst);
+                if seq > sent {
+                    log::error!(
+                        "ft: the backup acknowledged record {seq}, but only {sent} were sent: protocol error; closing the logging channel"
+                    );
+                    return;
+                }
                 shared.acked.fetch_max(seq, Ordering::SeqCst);
                 *lock(&shared.last_heard) = Instant::now();
                 release_acked(shared, release);
@@ -503,5 +516,80 @@ fn queue_batch(shared: &BackupShared, inbox: &Inbox, batch: &mut Vec<(u64, Recor
     shared.arrived.notify_all();
     if was_empty {
         inbox.post(DeviceEvent::FtWake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A primary's pending link and the backup's end of its connection.
+    fn pair() -> (PendingLink, RecordWriter<TcpStream>, Arc<AtomicBool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let primary = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (backup, _) = listener.accept().expect("accept");
+        let released = Arc::new(AtomicBool::new(false));
+        let r = released.clone();
+        let release: ReleaseFn = Arc::new(move |_, _| r.store(true, Ordering::SeqCst));
+        let link = PendingLink::open(
+            primary,
+            release,
+            Duration::from_secs(10),
+            Arc::new(Inbox::new()),
+        )
+        .expect("open");
+        (link, RecordWriter::new(backup), released)
+    }
+
+    fn alive_after(link: &PendingLink, wait: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < wait && link.is_alive() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        link.is_alive()
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_sent_ends_the_link_and_releases_nothing() {
+        let (link, mut backup, released) = pair();
+        let shared = link.shared();
+        shared.sent.store(5, Ordering::SeqCst);
+        lock(&shared.held).push_back(HeldOutput {
+            seq: 6,
+            device: 0,
+            id: 1,
+            since: Instant::now(),
+        });
+        backup.write(&Record::Ack { seq: u64::MAX }).expect("write");
+        backup.flush().expect("flush");
+        assert!(
+            !alive_after(&link, Duration::from_secs(5)),
+            "the link must end"
+        );
+        assert!(!released.load(Ordering::SeqCst), "no output may leave");
+        assert_eq!(shared.acked.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_ack_of_what_was_sent_releases_the_outputs_it_covers() {
+        let (link, mut backup, released) = pair();
+        let shared = link.shared();
+        shared.sent.store(6, Ordering::SeqCst);
+        lock(&shared.held).push_back(HeldOutput {
+            seq: 6,
+            device: 0,
+            id: 1,
+            since: Instant::now(),
+        });
+        backup.write(&Record::Ack { seq: 6 }).expect("write");
+        backup.flush().expect("flush");
+        let start = Instant::now();
+        while !released.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(released.load(Ordering::SeqCst));
+        assert!(alive_after(&link, Duration::from_millis(100)));
+        link.close();
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
-use super::channel::HEARTBEAT;
+use super::channel::{PrimaryShared, HEARTBEAT};
 use super::dirty::{DirtyError, DirtyLog, DirtyPages};
 use super::record::{Record, RecordError, RecordWriter};
 use super::state::StateError;
@@ -66,19 +66,24 @@ pub struct TransferWriter {
     w: RecordWriter<BufWriter<TcpStream>>,
     last_write: Instant,
     pub bytes: u64,
+    /// The link's count of records sent, which the backup's acks are checked against.
+    link: Arc<PrimaryShared>,
 }
 
 impl TransferWriter {
-    pub fn new(stream: TcpStream) -> std::io::Result<Self> {
+    pub fn new(stream: TcpStream, link: Arc<PrimaryShared>) -> std::io::Result<Self> {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(TransferWriter {
             w: RecordWriter::new(BufWriter::with_capacity(1 << 20, stream)),
             last_write: Instant::now(),
             bytes: 0,
+            link,
         })
     }
 
     pub fn write(&mut self, record: &Record) -> Result<(), JoinError> {
+        // Counted before it is written: the backup may ack it before `write` returns.
+        self.link.sent.store(self.w.last_seq() + 1, Ordering::SeqCst);
         self.w.write(record)?;
         self.last_write = Instant::now();
         Ok(())
@@ -220,6 +225,7 @@ pub struct JoinProgress {
 
 pub struct PrecopyJob {
     pub mem: GuestMemoryMmap,
+    pub link: Arc<PrimaryShared>,
     pub dirty: Arc<DirtyLog>,
     pub stream: TcpStream,
     pub hello: Record,
@@ -271,7 +277,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn rounds(job: &PrecopyJob) -> Result<Handoff, JoinError> {
-    let mut w = TransferWriter::new(job.stream.try_clone()?)?;
+    let mut w = TransferWriter::new(job.stream.try_clone()?, job.link.clone())?;
     w.write(&job.hello)?;
     w.write(&Record::StateBegin {
         landmark: job.landmark,

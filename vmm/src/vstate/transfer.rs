@@ -90,6 +90,7 @@ impl Vcpu {
         let progress = Arc::new(JoinProgress::default());
         let job = link.transfer_stream().map(|stream| PrecopyJob {
             mem: mem.clone(),
+            link: link.shared(),
             dirty,
             stream,
             hello: Record::Hello {
