@@ -3,6 +3,7 @@
 //! down by `Drop` guards, also when a test fails (panics unwind through them).
 
 pub mod api;
+pub mod cgroup;
 pub mod cluster;
 pub mod netns;
 pub mod plot;

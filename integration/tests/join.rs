@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use integration::cgroup::CpuLimit;
 use integration::cluster::Cluster;
 use integration::workload::{wait_until, BenchLoop, Recorder};
 
@@ -84,20 +85,26 @@ fn a_1gib_guest_in_use_joins_under_load_as_an_exact_replica_and_fails_over() {
 
 #[test]
 fn a_guest_that_dirties_faster_than_the_link_is_throttled_until_the_join_converges() {
-    // Rewriting 4 GiB/s of a 256 MiB buffer keeps the guest's CPU busy: only slowing it
-    // down lets the rounds shrink.
+    // The guest rewrites its 256 MiB as fast as it can; the backup (and so the link) gets
+    // 10% of a CPU during the join, so that the link is the bottleneck, as a real network
+    // is: only slowing the guest down lets the rounds shrink.
     let mut c = Cluster::start_sized(None, "guest.touch=256 guest.dirty=4096", false, Some(512))
         .expect("cluster");
     c.spawn_backup().expect("backup");
+    let pid = c.backup_host().expect("backup").vmm.pid().expect("pid");
+    let slow = CpuLimit::new(pid, 10).expect("cgroup v1 cpu quota for the backup");
     wait_precopy(&mut c);
-    let throttled = wait_until(Duration::from_secs(60), || {
-        c.primary_host()
-            .status()
-            .is_ok_and(|s| s.get("ft_join")["throttle_pct"].as_u64().unwrap_or(0) > 0)
+    let mut throttled = false;
+    let joined = wait_until(Duration::from_secs(120), || {
+        let st = c.primary_host().status();
+        throttled |= st
+            .as_ref()
+            .is_ok_and(|s| s.get("ft_join")["throttle_pct"].as_u64().unwrap_or(0) > 0);
+        st.is_ok_and(|s| s.get("ft_protected").as_bool() == Some(true))
     });
-    c.wait_joined(Duration::from_secs(120))
-        .expect("backup joined");
+    drop(slow);
     let out = c.primary_host().vmm.output();
+    assert!(joined, "no join: {out}");
     assert!(throttled, "the status never showed throttling: {out}");
     assert!(out.contains("throttling the guest by"), "{out}");
     eprintln!("join: {}", join_line(&mut c));
@@ -106,6 +113,8 @@ fn a_guest_that_dirties_faster_than_the_link_is_throttled_until_the_join_converg
         st.u64("ft_join_throttle_max_pct").unwrap_or(0) > 0,
         "{st:?}"
     );
+    c.wait_joined(Duration::from_secs(60))
+        .expect("backup loaded the state");
     c.assert_replica();
 }
 

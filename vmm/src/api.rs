@@ -58,6 +58,8 @@ pub enum ApiError {
     },
     #[error("cannot start the API thread: {0}")]
     Spawn(std::io::Error),
+    #[error("refusing to replace {0}: it exists and is not a socket")]
+    NotASocket(PathBuf),
 }
 
 pub fn error_reply(msg: impl std::fmt::Display) -> Value {
@@ -69,10 +71,44 @@ pub fn parse_request(line: &str) -> Result<ApiRequest, Value> {
     serde_json::from_str(line).map_err(|e| error_reply(format!("bad request: {e}")))
 }
 
+/// Longest request line accepted: a client cannot make the VMM buffer more than this.
+pub const MAX_LINE: usize = 4096;
+
+/// One request line read from a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Text(String),
+    /// Over `MAX_LINE` bytes without a newline: refused, and the connection is closed.
+    TooLong,
+    Eof,
+}
+
+/// Reads up to the next newline, never more than `MAX_LINE` + 1 bytes.
+pub fn read_line<R: BufRead>(reader: &mut R) -> std::io::Result<Line> {
+    let mut buf = Vec::new();
+    let mut limited = std::io::Read::take(reader, MAX_LINE as u64 + 1);
+    let n = limited.read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE {
+        return Ok(Line::TooLong);
+    }
+    Ok(Line::Text(String::from_utf8_lossy(&buf).into_owned()))
+}
+
 fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
-    for line in BufReader::new(stream).lines() {
-        let line = line?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let line = match read_line(&mut reader)? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                let reply = error_reply(format!("request longer than {MAX_LINE} bytes"));
+                return writer.write_all(format!("{reply}\n").as_bytes());
+            }
+            Line::Text(line) => line,
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -87,16 +123,29 @@ fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
         };
         writer.write_all(format!("{reply}\n").as_bytes())?;
     }
-    Ok(())
 }
 
-/// Starts the API thread listening on `path` (a stale socket file is replaced).
-pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|source| ApiError::Bind {
+/// Binds the control socket at `path`, mode 0600 (only its owner may control the VM). A
+/// stale socket there is replaced; anything else there (a file, a symlink) is refused.
+pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let bind_err = |source| ApiError::Bind {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(bind_err)?,
+        Ok(_) => return Err(ApiError::NotASocket(path.to_path_buf())),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Starts the API thread listening on `path` (see `bind`).
+pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
+    let listener = bind(path)?;
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -147,6 +196,42 @@ mod tests {
                 peer: "10.78.0.5:7001".parse().expect("addr")
             })
         );
+    }
+
+    #[test]
+    fn lines_are_bounded() {
+        let mut r = std::io::Cursor::new(b"{\"cmd\":\"status\"}\nrest".to_vec());
+        assert_eq!(
+            read_line(&mut r).expect("read"),
+            Line::Text("{\"cmd\":\"status\"}\n".into())
+        );
+        assert_eq!(read_line(&mut r).expect("read"), Line::Text("rest".into()));
+        assert_eq!(read_line(&mut r).expect("read"), Line::Eof);
+        let mut exact = vec![b' '; MAX_LINE - 1];
+        exact.push(b'\n');
+        let mut r = std::io::Cursor::new(exact);
+        assert!(matches!(read_line(&mut r).expect("read"), Line::Text(_)));
+        let mut r = std::io::Cursor::new(vec![b'x'; 256 << 20]);
+        assert_eq!(read_line(&mut r).expect("read"), Line::TooLong);
+        assert!(r.position() <= MAX_LINE as u64 + 1, "read only the bound");
+    }
+
+    #[test]
+    fn the_socket_is_private_and_only_a_stale_socket_is_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("api.sock");
+        drop(bind(&path).expect("bind"));
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(bind(&path).expect("a stale socket is replaced"));
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, b"keep me").expect("write");
+        assert!(matches!(bind(&file), Err(ApiError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+        let link = dir.path().join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert!(matches!(bind(&link), Err(ApiError::NotASocket(_))));
     }
 
     #[test]

@@ -83,7 +83,9 @@ impl TransferWriter {
 
     pub fn write(&mut self, record: &Record) -> Result<(), JoinError> {
         // Counted before it is written: the backup may ack it before `write` returns.
-        self.link.sent.store(self.w.last_seq() + 1, Ordering::SeqCst);
+        self.link
+            .sent
+            .store(self.w.last_seq() + 1, Ordering::SeqCst);
         self.w.write(record)?;
         self.last_write = Instant::now();
         Ok(())
