@@ -123,6 +123,23 @@ impl Cluster {
         Ok(())
     }
 
+    /// The control socket's `protect`: tells the primary that its backup listens on `port`
+    /// of the backup host's logging-link address.
+    pub fn protect(&mut self, port: u16) -> Result<(), crate::stack::StackError> {
+        let peer = format!("{}:{port}", ft_ip(self.backup_index()));
+        let reply = self
+            .primary_host()
+            .api()?
+            .call(&format!(r#"{{"cmd":"protect","peer":"{peer}"}}"#))?;
+        if reply.ok() {
+            Ok(())
+        } else {
+            Err(crate::stack::StackError::Other(format!(
+                "protect {peer}: {reply:?}"
+            )))
+        }
+    }
+
     /// Waits until the backup has loaded the primary's state.
     pub fn wait_joined(&mut self, timeout: Duration) -> Result<(), crate::stack::StackError> {
         let Some(b) = self.backup_host() else {

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use integration::cluster::{Cluster, HOSTS, LIVE};
-use integration::topology::ft_ip;
 use integration::workload::{verify_writes, wait_until, BenchLoop, Recorder};
 
 /// Unprotected primary (it won the arbiter after losing its backup).
@@ -71,14 +70,7 @@ fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
     // A replacement backup somewhere else (here: another port): the control socket tells the
     // primary where to find it, and it joins while the clients go on.
     c.spawn_backup_at(7001).expect("replacement backup");
-    let peer = format!("{}:7001", ft_ip(c.backup_index()));
-    let reply = c
-        .primary_host()
-        .api()
-        .expect("api")
-        .call(&format!(r#"{{"cmd":"protect","peer":"{peer}"}}"#))
-        .expect("protect");
-    assert!(reply.ok(), "{reply:?}");
+    c.protect(7001).expect("protect");
     c.wait_joined(Duration::from_secs(60))
         .expect("the replacement joins");
     std::thread::sleep(Duration::from_secs(1));

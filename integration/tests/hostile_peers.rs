@@ -97,14 +97,7 @@ fn a_waiting_backup_survives_connections_that_are_not_a_primary() {
         );
     }
     // The genuine primary joins it.
-    let peer = format!("{}:{PORT}", ft_ip(i));
-    let reply = c
-        .primary_host()
-        .api()
-        .expect("api")
-        .call(&format!(r#"{{"cmd":"protect","peer":"{peer}"}}"#))
-        .expect("protect");
-    assert!(reply.ok(), "{reply:?}");
+    c.protect(PORT).expect("protect");
     c.wait_joined(Duration::from_secs(60))
         .expect("the genuine primary joins");
     c.assert_replica();
