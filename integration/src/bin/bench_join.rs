@@ -78,7 +78,7 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "| guest | in use | guest pause | whole join | rounds | MiB sent | round 0 (= stop-and-copy pause) | client's longest gap |"
+        "| guest | in use | guest pause | whole join | rounds (1: all memory once, then the stop) | MiB sent | round 0 (= stop-and-copy pause) | client's longest gap |"
     );
     let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |");
     let asked: Vec<(u64, u64)> = std::env::args()
