@@ -244,6 +244,8 @@ pub fn spawn(job: PrecopyJob) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ft-precopy".into())
         .spawn(move || {
+            // A failure is handled by the vCPU thread (Primary::join_failed stops the dirty
+            // log and closes the link), like every other end of a join.
             let result = rounds(&job);
             let failed = result.is_err();
             *lock(&job.state) = match result {
@@ -252,7 +254,6 @@ pub fn spawn(job: PrecopyJob) -> std::io::Result<()> {
             };
             job.inbox.post(DeviceEvent::FtJoinReady);
             if failed {
-                job.dirty.stop();
                 return;
             }
             // Until the vCPU takes the stream, keep the backup's watchdog fed.
@@ -265,7 +266,6 @@ pub fn spawn(job: PrecopyJob) -> std::io::Result<()> {
                 if let Err(e) = h.writer.heartbeat_if_due() {
                     *state = JoinState::Failed(e);
                     drop(state);
-                    job.dirty.stop();
                     job.inbox.post(DeviceEvent::FtJoinReady);
                     return;
                 }

@@ -92,8 +92,6 @@ pub struct PrimaryStats {
     pub join_throttle_max_pct: u32,
     /// The last join's round 0 (all memory, guest running), in ms.
     pub join_first_round_ms: u64,
-    /// Time the vCPU slept to let a join converge.
-    pub join_throttled: Duration,
 }
 
 impl Primary {
@@ -199,7 +197,6 @@ impl Primary {
         if ran >= Duration::from_millis(2) {
             let pause = ran * pct / (100 - pct.min(99));
             std::thread::sleep(pause);
-            self.stats.join_throttled += pause;
             self.ran_since = Some(Instant::now());
         }
     }
