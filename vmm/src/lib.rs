@@ -28,9 +28,11 @@ use devices::virtio::ft_link::FtLink;
 use devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use devices::virtio::slots::VirtioDevices;
 use devices::virtio::vhost_user::VhostUserDevice;
+use ft::engine::{Engine, Recorder, Trace};
 use inbox::Inbox;
 use stats::Stats;
-use vstate::vcpu::{FtRole, Vcpu, VcpuError, VmExit};
+use vstate::machine::VcpuMachine;
+use vstate::vcpu::{Vcpu, VcpuError, VmExit};
 use vstate::vm::{Vm, VmError};
 
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +253,7 @@ impl Vmm {
             _ => Some(Arc::new(ft::dirty::DirtyLog::new(vm.fd(), &guest_memory))),
         };
         let (ft, backup) = match &config.ft {
-            FtConfig::Off => (FtRole::Off, None),
+            FtConfig::Off => (Engine::default(), None),
             FtConfig::Primary { peer } => {
                 let primary = ft::primary::Primary::new(
                     ft_links,
@@ -260,7 +262,10 @@ impl Vmm {
                     dirty,
                 );
                 primary.start_joiner(Some(*peer));
-                (FtRole::Primary(Box::new(primary)), None)
+                (
+                    Engine::Recorder(Box::new(Recorder::new(primary, Trace::default()))),
+                    None,
+                )
             }
             FtConfig::Backup { listen, peer } => {
                 let listener =
@@ -274,21 +279,20 @@ impl Vmm {
                     peer: *peer,
                     dirty,
                 };
-                (FtRole::Off, Some((listener, plan)))
+                (Engine::default(), Some((listener, plan)))
             }
         };
         let msr_index = vm.msr_index();
         let devices = LegacyDevices::new(console);
-        let vcpu = Vcpu::new(
+        let machine = VcpuMachine::new(
             vcpu_fd,
             guest_memory.clone(),
             devices,
             virtio,
-            inbox.clone(),
             pit_handle,
-            ft,
             msr_index,
         );
+        let vcpu = Vcpu::new(machine, ft, inbox.clone());
         let api_sock = config.api_sock.clone();
         Ok(Vmm {
             _guest_memory: guest_memory,
@@ -330,15 +334,16 @@ impl Vmm {
             let shared =
                 ft::channel::start_backup(stream, self.inbox.clone(), plan.failover.timeout)
                     .map_err(|e| Error::FtBackup(e.to_string()))?;
-            let backup = ft::backup::Backup::new(shared, plan.clone());
-            self.vcpu.ft = FtRole::Backup(Box::new(backup));
-            match self.vcpu.load_state() {
-                Ok(()) => return Ok(()),
+            let mut backup = ft::backup::Backup::new(shared, plan.clone());
+            match backup.load_state(&mut self.vcpu.machine) {
+                Ok(()) => {
+                    self.vcpu.engine = Engine::Replayer(Box::new(backup));
+                    return Ok(());
+                }
                 Err(e) => {
                     log::error!(
                         "ft: state transfer from {from} failed: {e}; waiting for a primary again"
                     );
-                    self.vcpu.ft = FtRole::Off;
                     let _ = closer.shutdown(std::net::Shutdown::Both);
                 }
             }
@@ -364,7 +369,7 @@ impl Vmm {
             .name("vcpu0".into())
             .spawn(move || {
                 let result = vcpu.run();
-                (result, vcpu.stats.clone())
+                (result, vcpu.machine.stats.clone())
             })
             .map_err(Error::SpawnVcpu)?;
         let (result, stats) = handle.join().map_err(|_| Error::VcpuPanicked)?;

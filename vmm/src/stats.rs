@@ -83,9 +83,8 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Counts one landmark and returns its number (the first landmark is 1).
-    pub fn landmark(&mut self, kind: LandmarkKind) -> u64 {
-        self.landmarks += 1;
+    /// Counts one landmark by kind (the engine numbers them: ft::engine::Trace).
+    pub fn count(&mut self, kind: LandmarkKind) {
         match kind {
             LandmarkKind::PioIn => self.pio_in += 1,
             LandmarkKind::PioOut => self.pio_out += 1,
@@ -93,7 +92,6 @@ impl Stats {
             LandmarkKind::MmioWrite => self.mmio_write += 1,
             LandmarkKind::Hlt => self.hlt += 1,
         }
-        self.landmarks
     }
 }
 
@@ -137,11 +135,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn landmarks_are_numbered_and_counted_by_kind() {
+    fn landmarks_are_counted_by_kind() {
         let mut s = Stats::default();
-        assert_eq!(s.landmark(LandmarkKind::PioOut), 1);
-        assert_eq!(s.landmark(LandmarkKind::Hlt), 2);
-        assert_eq!(s.landmark(LandmarkKind::PioOut), 3);
+        s.count(LandmarkKind::PioOut);
+        s.count(LandmarkKind::Hlt);
+        s.count(LandmarkKind::PioOut);
+        s.landmarks = 3;
         assert_eq!((s.pio_out, s.hlt, s.pio_in), (2, 1, 0));
         let text = s.to_string();
         assert!(text.contains("landmarks=3 pio_in=0 pio_out=2"), "{text}");

@@ -11,28 +11,17 @@ use std::time::{Duration, Instant};
 
 use super::channel::{release_acked, PendingLink, PrimaryLink, ReleaseFn};
 use super::dirty::DirtyLog;
+use super::engine::{EngineStop, LogSink};
 use super::failover::{next_epoch, Arbitration, Verdict};
 use super::precopy::{JoinProgress, JoinState};
-use super::record::{ExitSignature, Record};
-use super::signature::{hlt_sig, RunningHash};
-use super::{DEV_SIGNATURES, EV_SIGNATURE_HASH};
+use super::record::Record;
 use crate::config::FailoverConfig;
 use crate::devices::virtio::ft_link::FtLink;
 use crate::inbox::Inbox;
 use crate::sync::lock;
 
-/// How often, at most, a landmark goes by without a record: the backup may only run up to the
-/// newest landmark it has a record for, so this bounds its lag while the log is quiet.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(1);
 /// Flow control: the vCPU waits at a landmark while more records than this are unacknowledged.
 pub const MAX_UNACKED: u64 = 20_000;
-
-/// The primary lost the arbiter's test-and-set: the other side is live, this one must halt.
-#[derive(Debug)]
-pub struct LostArbitration {
-    pub owner: String,
-    pub epoch: u64,
-}
 
 /// A backup that is joining: the pre-copy runs, the link is read and watched.
 pub struct Join {
@@ -60,10 +49,6 @@ pub struct Primary {
     last_output: Vec<u64>,
     pub failover: FailoverConfig,
     inbox: Arc<Inbox>,
-    pub hash: RunningHash,
-    pub last_sig: ExitSignature,
-    last_record_landmark: u64,
-    last_record_at: Instant,
     /// FT control links to the backends, by virtio slot.
     pub backends: Arc<Vec<Option<Arc<FtLink>>>>,
     pub stats: PrimaryStats,
@@ -111,10 +96,6 @@ impl Primary {
             last_output: vec![0; backends.len()],
             failover,
             inbox,
-            hash: RunningHash::default(),
-            last_sig: hlt_sig(),
-            last_record_landmark: 0,
-            last_record_at: Instant::now(),
             backends: Arc::new(backends),
             stats: PrimaryStats::default(),
             join_wanted: Arc::new(AtomicBool::new(true)),
@@ -244,16 +225,10 @@ impl Primary {
         Ok(())
     }
 
-    /// Every landmark passes through here.
-    pub fn on_exit(&mut self, sig: ExitSignature) {
-        self.hash.add(&sig);
-        self.last_sig = sig;
-    }
-
     /// Notices a dead link and asks the arbiter whether this side may go on alone; applies
     /// the answer once it is there. Until then outputs stay held (the backup may be taking
     /// over without them) while the guest keeps running. `Err`: the other side won; halt.
-    pub fn check_link(&mut self) -> Result<(), LostArbitration> {
+    pub fn check_link(&mut self) -> Result<(), EngineStop> {
         if let Some(link) = self.link.as_ref().filter(|l| !l.is_alive()) {
             let why = lock(&link.shared.diverged)
                 .clone()
@@ -288,21 +263,8 @@ impl Primary {
                 self.join_wanted.store(true, Ordering::SeqCst);
                 Ok(())
             }
-            Verdict::Lost { owner, epoch } => Err(LostArbitration { owner, epoch }),
+            Verdict::Lost { owner, epoch } => Err(EngineStop::LostArbitration { epoch, owner }),
         }
-    }
-
-    /// Hands this landmark's records to the logging channel. Must run before the vCPU enters
-    /// the guest or blocks, or the backup (and the outputs waiting for it) would wait too.
-    pub fn flush(&mut self) {
-        if let Some(link) = &mut self.link {
-            link.flush();
-        }
-    }
-
-    /// Sends a landmark entry (no-op without a backup).
-    pub fn record(&mut self, landmark: u64, record: Record) {
-        self.send(landmark, record, None);
     }
 
     fn release_now(&self, device: usize, id: u64) {
@@ -311,67 +273,9 @@ impl Primary {
         }
     }
 
-    fn send(&mut self, landmark: u64, record: Record, output: Option<(usize, u64)>) -> bool {
-        let Some(link) = &mut self.link else {
-            return false;
-        };
-        link.shared.landmark.store(landmark, Ordering::Relaxed);
-        let sent = link.send(record, output);
-        if sent {
-            self.stats.records += 1;
-            self.last_record_landmark = landmark;
-            self.last_record_at = Instant::now();
-        }
-        sent
-    }
-
-    /// The signature hash as a checkpoint record: lets the backup run up to `landmark` and
-    /// check every landmark before it. Sent when the log has been quiet, or when `force`d
-    /// (before the primary blocks in `hlt` or pauses).
-    pub fn checkpoint(&mut self, landmark: u64, force: bool) {
-        if self.link.is_none() || landmark == self.last_record_landmark && !force {
-            return;
-        }
-        if force || self.last_record_at.elapsed() >= CHECKPOINT_EVERY {
-            let sig = self.last_sig;
-            let arg = self.hash.0;
-            self.record(
-                landmark,
-                Record::DeviceEvent {
-                    landmark,
-                    sig,
-                    device: DEV_SIGNATURES,
-                    event: EV_SIGNATURE_HASH,
-                    arg,
-                },
-            );
-        }
-    }
-
-    /// An output announced by backend `device`: logged with its digest, released once the
-    /// backup has the log up to here (or at once when unprotected).
-    pub fn output(&mut self, landmark: u64, device: usize, packed: u16, id: u64, digest: [u8; 32]) {
-        self.stats.outputs += 1;
-        if let Some(last) = self.last_output.get_mut(device) {
-            *last = (*last).max(id);
-        }
-        let record = Record::OutputDigest {
-            landmark,
-            device: packed,
-            digest,
-        };
-        // With a link (even one that just died) or an arbitration under way the output
-        // waits: for the backup's ack, or for the arbiter's verdict.
-        let may_wait = self.link.is_some() || self.arbitration.is_some();
-        if !self.send(landmark, record, Some((device, id))) && !may_wait {
-            // No backup, and none that could take over: nothing to wait for.
-            self.release_now(device, id);
-        }
-    }
-
     /// Flow control: blocks while the backup is too far behind (VMware FT slows the primary).
     pub fn throttle(&mut self) {
-        self.flush();
+        LogSink::flush(self);
         let Some(link) = &self.link else { return };
         let start = Instant::now();
         while link.is_alive() && link.unacked() > MAX_UNACKED {
@@ -383,6 +287,66 @@ impl Primary {
 
     pub fn link(&self) -> Option<&PrimaryLink> {
         self.link.as_ref()
+    }
+}
+
+impl LogSink for Primary {
+    fn connected(&self) -> bool {
+        self.link.is_some()
+    }
+
+    fn send(&mut self, landmark: u64, record: Record) -> bool {
+        self.send_with(landmark, record, None)
+    }
+
+    /// With a link (even one that just died) or an arbitration under way the output waits:
+    /// for the backup's ack, or for the arbiter's verdict.
+    fn send_output(&mut self, landmark: u64, record: Record, slot: usize, id: u64) {
+        self.stats.outputs += 1;
+        if let Some(last) = self.last_output.get_mut(slot) {
+            *last = (*last).max(id);
+        }
+        let may_wait = self.link.is_some() || self.arbitration.is_some();
+        if !self.send_with(landmark, record, Some((slot, id))) && !may_wait {
+            // No backup, and none that could take over: nothing to wait for.
+            self.release_now(slot, id);
+        }
+    }
+
+    fn wrote(&self, gpa: u64, len: usize) {
+        self.mark_dirty(gpa, len);
+    }
+
+    /// Hands this landmark's records to the logging channel. Must run before the vCPU enters
+    /// the guest or blocks, or the backup (and the outputs waiting for it) would wait too.
+    fn flush(&mut self) {
+        if let Some(link) = &mut self.link {
+            link.flush();
+        }
+    }
+
+    fn check(&mut self) -> Result<(), EngineStop> {
+        self.check_link()
+    }
+
+    fn pace(&mut self) {
+        self.throttle();
+        self.throttle_join();
+        self.report();
+    }
+}
+
+impl Primary {
+    fn send_with(&mut self, landmark: u64, record: Record, output: Option<(usize, u64)>) -> bool {
+        let Some(link) = &mut self.link else {
+            return false;
+        };
+        link.shared.landmark.store(landmark, Ordering::Relaxed);
+        let sent = link.send(record, output);
+        if sent {
+            self.stats.records += 1;
+        }
+        sent
     }
 }
 

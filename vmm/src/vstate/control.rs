@@ -10,7 +10,6 @@ use sha2::{Digest, Sha256};
 use super::vcpu::Vcpu;
 use crate::api::{error_reply, ApiCall, ApiRequest};
 use crate::inbox::DeviceEvent;
-use crate::sync::lock;
 
 #[derive(Default)]
 pub struct Control {
@@ -43,92 +42,37 @@ fn hex(bytes: &[u8]) -> String {
 
 impl Vcpu {
     fn status(&self) -> Value {
-        use super::vcpu::FtRole;
         let mut v = self.basic_status();
-        let (role, epoch) = match &self.ft {
-            FtRole::Off => ("off", None),
-            FtRole::Primary(p) => ("primary", Some(p.epoch)),
-            FtRole::Backup(b) => ("backup", Some(b.epoch)),
-        };
         if let Some(obj) = v.as_object_mut() {
-            obj.insert("ft_role".into(), json!(role));
-            obj.insert("ft_epoch".into(), json!(epoch));
-        }
-        if let (FtRole::Primary(p), Some(obj)) = (&self.ft, v.as_object_mut()) {
-            obj.insert("ft_protected".into(), json!(p.protected()));
-            if let Some(ms) = p.stats.join_pause {
-                obj.insert("ft_join_pause_ms".into(), json!(ms.as_secs_f64() * 1e3));
-                let total = p.stats.join_total.unwrap_or_default();
-                obj.insert("ft_join_total_ms".into(), json!(total.as_secs_f64() * 1e3));
-                obj.insert("ft_join_rounds".into(), json!(p.stats.join_rounds));
-                obj.insert(
-                    "ft_join_first_round_ms".into(),
-                    json!(p.stats.join_first_round_ms),
-                );
-                obj.insert("ft_join_bytes".into(), json!(p.stats.join_bytes));
-                obj.insert(
-                    "ft_join_throttle_max_pct".into(),
-                    json!(p.stats.join_throttle_max_pct),
-                );
-            }
-            if let Some(j) = &p.join {
-                use std::sync::atomic::Ordering;
-                let g = &j.progress;
-                obj.insert(
-                    "ft_join".into(),
-                    json!({
-                        "round": g.round.load(Ordering::Relaxed),
-                        "throttle_pct": g.throttle_pct.load(Ordering::Relaxed),
-                        "remaining_bytes": g.remaining.load(Ordering::Relaxed),
-                        "elapsed_ms": j.started.elapsed().as_millis() as u64,
-                    }),
-                );
-            }
-            if let Some(link) = p.link() {
-                use std::sync::atomic::Ordering;
-                let sh = &link.shared;
-                let pct = |m: &std::sync::Mutex<crate::stats::Samples>, q| lock(m).percentile(q);
-                obj.insert("ft_records".into(), json!(sh.sent.load(Ordering::SeqCst)));
-                obj.insert(
-                    "ft_bytes".into(),
-                    json!(sh.bytes_sent.load(Ordering::Relaxed)),
-                );
-                obj.insert(
-                    "ft_backup_landmark".into(),
-                    json!(sh.backup_landmark.load(Ordering::Relaxed)),
-                );
-                obj.insert("ft_lag_us_p50".into(), json!(pct(&sh.lag, 50)));
-                obj.insert("ft_lag_us_p99".into(), json!(pct(&sh.lag, 99)));
-                obj.insert("ft_hold_us_p50".into(), json!(pct(&sh.hold, 50)));
-                obj.insert("ft_hold_us_p99".into(), json!(pct(&sh.hold, 99)));
-            }
+            self.engine.status(obj);
         }
         v
     }
 
     fn basic_status(&self) -> Value {
+        let stats = &self.machine.stats;
         json!({
             "ok": true,
             "state": if self.control.paused { "paused" } else { "running" },
-            "landmark": self.stats.landmarks,
-            "pio_in": self.stats.pio_in,
-            "pio_out": self.stats.pio_out,
-            "mmio_read": self.stats.mmio_read,
-            "mmio_write": self.stats.mmio_write,
-            "hlt": self.stats.hlt,
-            "interrupts_injected": self.stats.interrupts_injected,
+            "landmark": self.engine.landmark(),
+            "pio_in": stats.pio_in,
+            "pio_out": stats.pio_out,
+            "mmio_read": stats.mmio_read,
+            "mmio_write": stats.mmio_write,
+            "hlt": stats.hlt,
+            "interrupts_injected": stats.interrupts_injected,
             // The 8259A pair (master, slave): requests, in service, masked.
-            "pic": pic_summary(&self.devices.pic.state()),
+            "pic": pic_summary(&self.machine.devices.pic.state()),
         })
     }
 
     /// SHA-256 of all guest RAM, and of the vCPU's registers and special registers.
     fn digest(&self) -> Value {
-        let memory = match crate::memory::ram_digest(&self.mem) {
+        let memory = match crate::memory::ram_digest(&self.machine.mem) {
             Ok(d) => d,
             Err(e) => return error_reply(e),
         };
-        let (regs, sregs) = match (self.fd.get_regs(), self.fd.get_sregs()) {
+        let (regs, sregs) = match (self.machine.fd.get_regs(), self.machine.fd.get_sregs()) {
             (Ok(r), Ok(s)) => (r, s),
             (Err(e), _) | (_, Err(e)) => {
                 return error_reply(format!("cannot read vCPU state: {e}"))
@@ -138,7 +82,7 @@ impl Vcpu {
         vcpu.update(format!("{regs:?}{sregs:?}").as_bytes());
         json!({
             "ok": true,
-            "landmark": self.stats.landmarks,
+            "landmark": self.engine.landmark(),
             "rip": regs.rip,
             "memory": hex(&memory),
             "vcpu": hex(&vcpu.finalize()),
@@ -146,7 +90,7 @@ impl Vcpu {
     }
 
     pub(super) fn handle_api(&mut self, call: ApiCall) {
-        let now = self.stats.landmarks;
+        let now = self.engine.landmark();
         let reply = match call.request {
             ApiRequest::Status => self.status(),
             ApiRequest::Pause { landmark } => {
@@ -170,12 +114,9 @@ impl Vcpu {
                     error_reply("not paused")
                 }
             }
-            ApiRequest::Protect { peer } => match &mut self.ft {
-                super::vcpu::FtRole::Primary(p) => match p.protect(peer) {
-                    Ok(()) => json!({"ok": true, "peer": peer.to_string()}),
-                    Err(e) => error_reply(e),
-                },
-                _ => error_reply("not an FT primary"),
+            ApiRequest::Protect { peer } => match self.engine.protect(peer) {
+                Ok(()) => json!({"ok": true, "peer": peer.to_string()}),
+                Err(e) => error_reply(e),
             },
             ApiRequest::Digest if self.control.paused => self.digest(),
             ApiRequest::Digest => error_reply("pause the vCPU first"),
@@ -187,10 +128,7 @@ impl Vcpu {
     pub(super) fn pause_loop(&mut self) {
         self.control.paused = true;
         // Let a backup run up to this landmark too, so that both can stop at the same place.
-        if let super::vcpu::FtRole::Primary(p) = &mut self.ft {
-            p.checkpoint(self.stats.landmarks, true);
-            p.flush();
-        }
+        self.engine.sync();
         let status = self.status();
         for waiter in self.control.waiters.drain(..) {
             let _ = waiter.send(status.clone());

@@ -1,8 +1,10 @@
-//! KVM state: the VM (memory slots) and the single vCPU with its run loop.
+//! KVM state: the VM (memory slots) and the single vCPU with its run loop. The vCPU thread
+//! hands every non-deterministic input to the replication engine (ft::engine) and knows
+//! nothing of records or roles.
 mod control;
-pub mod events;
-mod replay;
+mod events;
+pub mod machine;
+mod snapshot;
 mod takeover;
-mod transfer;
 pub mod vcpu;
 pub mod vm;

@@ -8,68 +8,54 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use vm_memory::{Bytes, GuestAddress};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::vcpu::{FtRole, Vcpu};
-use crate::devices::legacy::pic::Pic;
-use crate::devices::legacy::pit::Pit;
-use crate::devices::legacy::VmClock;
-use crate::ft::backup::ReplayStop;
-use crate::ft::precopy::{self, Handoff, JoinError, JoinProgress, JoinState, PrecopyJob};
-use crate::ft::primary::Join;
-use crate::ft::record::{ExitKind, ExitSignature, Record};
-use crate::ft::signature::RunningHash;
-use crate::ft::state::{from_blob, to_blob, MachineState, VcpuState};
+use super::backup::Backup;
+use super::engine::{Engine, Recorder, Trace};
+use super::precopy::{self, Handoff, JoinError, JoinProgress, JoinState, PrecopyJob};
+use super::primary::{Join, Primary};
+use super::record::{ExitKind, ExitSignature, Record};
+use super::signature::RunningHash;
+use super::state::{from_blob, to_blob, MachineState, VcpuState};
+use crate::inbox::Inbox;
 use crate::memory::{ram_size, zero_ram, zero_range};
 use crate::sync::lock;
 
-fn sig_parts(s: &ExitSignature) -> (u8, u64, u8, u64) {
+/// The machine's side of a state transfer: what is captured at the stop-and-copy and what a
+/// backup restores (vstate::snapshot).
+pub trait Snapshot {
+    fn memory(&self) -> &GuestMemoryMmap;
+    /// The vCPU is stopped at the landmark `trace` describes: its state and the devices'.
+    fn capture(&mut self, trace: &Trace) -> Result<(VcpuState, MachineState), JoinError>;
+    fn restore(&mut self, vcpu: &VcpuState, machine: &MachineState) -> Result<(), String>;
+}
+
+/// (kind, addr, size, data): how `MachineState` carries a signature.
+pub fn sig_parts(s: &ExitSignature) -> (u8, u64, u8, u64) {
     (s.kind as u8, s.addr, s.size, s.data)
 }
 
-impl Vcpu {
-    fn machine_state(&self, signature_hash: u64, last_sig: ExitSignature) -> MachineState {
-        MachineState {
-            landmark: self.stats.landmarks,
-            clock_ns: self.devices.clock.now_ns(),
-            signature_hash,
-            last_sig: sig_parts(&last_sig),
-            pic: self.devices.pic.state(),
-            pit: self.devices.pit.state(),
-            uart: self.devices.serial.state(),
-            virtio: self
-                .virtio
-                .slots
-                .iter()
-                .map(|s| s.transport.state().clone())
-                .collect(),
-        }
-    }
-
-    /// An `in` or MMIO read is finished by KVM only on the next KVM_RUN (it copies the data
-    /// userspace left in kvm_run into the register then). Until that happens the registers
-    /// still point at the instruction, and a backup loading them would execute it again.
-    /// KVM_RUN with `immediate_exit` set completes the pending operation and returns EINTR
-    /// without running the guest (Linux Documentation/virt/kvm/api.rst, "immediate_exit").
-    fn complete_pending_io(&mut self) -> Result<(), String> {
-        self.fd.set_kvm_immediate_exit(1);
-        let result = self.fd.run().map(|_| ());
-        self.fd.set_kvm_immediate_exit(0);
-        match result {
-            Err(e) if e.errno() == libc::EINTR => Ok(()),
-            Ok(()) => Err("KVM_RUN with immediate_exit ran the guest".into()),
-            Err(e) => Err(format!("cannot complete the pending I/O: {e}")),
-        }
-    }
-
+impl Engine {
     /// Primary: a backup connected. Starts the pre-copy (the guest keeps running); the
     /// stop-and-copy follows at the landmark where `FtJoinReady` arrives (`finish_join`).
-    pub(super) fn join_backup(&mut self, stream: TcpStream) {
-        let landmark = self.stats.landmarks;
-        let mem = self.mem.clone();
-        let FtRole::Primary(p) = &mut self.ft else {
-            return;
-        };
+    pub fn join_backup(&mut self, stream: TcpStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
+        if let Engine::Recorder(r) = self {
+            r.join_backup(stream, mem, inbox);
+        }
+    }
+
+    /// Primary, at a landmark: the pre-copy is ready (or failed).
+    pub fn finish_join(&mut self, m: &mut impl Snapshot) {
+        if let Engine::Recorder(r) = self {
+            r.finish_join(m);
+        }
+    }
+}
+
+impl Recorder<Primary> {
+    fn join_backup(&mut self, stream: TcpStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
+        let landmark = self.trace.landmark;
+        let p = &mut self.sink;
         if p.protected() || p.join.is_some() {
             log::warn!("ft: a second backup tried to join; refused");
             return;
@@ -96,11 +82,11 @@ impl Vcpu {
             hello: Record::Hello {
                 vm_id: p.failover.vm_id.clone(),
                 epoch,
-                mem_size: ram_size(&mem),
+                mem_size: ram_size(mem),
             },
             landmark,
             budget: p.failover.join_pause,
-            inbox: self.inbox.clone(),
+            inbox: inbox.clone(),
             state: state.clone(),
             progress: progress.clone(),
         });
@@ -117,12 +103,10 @@ impl Vcpu {
         }
     }
 
-    /// Primary, at a landmark: the pre-copy is ready (or failed). Stops here for the rest of
-    /// the memory and the vCPU and device state, then starts logging.
-    pub(super) fn finish_join(&mut self) {
-        let FtRole::Primary(p) = &mut self.ft else {
-            return;
-        };
+    /// Stops here for the rest of the memory and the vCPU and device state, then starts
+    /// logging.
+    fn finish_join(&mut self, m: &mut impl Snapshot) {
+        let p = &mut self.sink;
         let Some(join) = &p.join else { return };
         let taken = std::mem::replace(&mut *lock(&join.state), JoinState::Taken);
         let handoff = match taken {
@@ -143,19 +127,15 @@ impl Vcpu {
         let first_round_ms = join.progress.first_round_ms.load(Ordering::Relaxed);
         join.progress.throttle_pct.store(0, Ordering::Relaxed);
         let rounds = handoff.rounds;
-        let last_seq = match self.stop_and_copy(*handoff) {
+        let last_seq = match self.stop_and_copy(m, *handoff) {
             Ok(seq) => seq,
             Err(e) => {
                 log::error!("ft: state transfer to the backup failed: {e}; still unprotected");
-                if let FtRole::Primary(p) = &mut self.ft {
-                    p.join_failed();
-                }
-                return;
+                return self.sink.join_failed();
             }
         };
-        let FtRole::Primary(p) = &mut self.ft else {
-            return;
-        };
+        let landmark = self.trace.landmark;
+        let p = &mut self.sink;
         let Some(join) = p.join.take() else { return };
         if let Some(d) = &p.dirty {
             d.stop();
@@ -170,8 +150,7 @@ impl Vcpu {
                 p.stats.join_throttle_max_pct = max_throttle;
                 p.stats.join_first_round_ms = first_round_ms;
                 log::warn!(
-                    "ft: backup joined at landmark {} (epoch {epoch}); the guest paused {:.1} ms for the state transfer (pre-copy: {rounds} rounds, {:.1} MiB, {} ms in all, throttled at most {max_throttle}%)",
-                    self.stats.landmarks,
+                    "ft: backup joined at landmark {landmark} (epoch {epoch}); the guest paused {:.1} ms for the state transfer (pre-copy: {rounds} rounds, {:.1} MiB, {} ms in all, throttled at most {max_throttle}%)",
                     pause.as_secs_f64() * 1e3,
                     p.stats.join_bytes as f64 / f64::from(1u32 << 20),
                     started.elapsed().as_millis(),
@@ -186,74 +165,68 @@ impl Vcpu {
 
     /// The stop-and-copy at the end of a pre-copy: the pages dirtied since its last round,
     /// then the vCPU and device state. Returns the last sequence number of the transfer.
-    fn stop_and_copy(&mut self, handoff: Handoff) -> Result<u64, JoinError> {
+    fn stop_and_copy(&mut self, m: &mut impl Snapshot, handoff: Handoff) -> Result<u64, JoinError> {
         let Handoff {
             mut writer,
             mut pending,
             ..
         } = handoff;
-        let FtRole::Primary(p) = &self.ft else {
-            return Err(JoinError::Vanished);
-        };
-        let (hash, last_sig) = (p.hash.0, p.last_sig);
-        let dirty = p.dirty.clone().ok_or(JoinError::Vanished)?;
-        self.complete_pending_io().map_err(JoinError::Kvm)?;
+        let dirty = self.sink.dirty.clone().ok_or(JoinError::Vanished)?;
+        let (vcpu, machine) = m.capture(&self.trace)?;
         // Read the log only now: the vCPU is stopped and nothing else writes guest memory.
         pending.merge(&dirty.take()?);
-        writer.send_dirty(&self.mem, &pending)?;
-        let vcpu = VcpuState::capture(&self.fd, &self.msr_index)?;
+        writer.send_dirty(m.memory(), &pending)?;
         writer.write(&Record::DeviceState {
             name: "vcpu".into(),
             blob: to_blob(&vcpu)?,
         })?;
         writer.write(&Record::DeviceState {
             name: "machine".into(),
-            blob: to_blob(&self.machine_state(hash, last_sig))?,
+            blob: to_blob(&machine)?,
         })?;
         writer.write(&Record::StateEnd {
-            landmark: self.stats.landmarks,
+            landmark: self.trace.landmark,
             digest: [0; 32],
         })?;
-        if let FtRole::Primary(p) = &mut self.ft {
-            p.stats.join_bytes = writer.bytes;
-        }
+        self.sink.stats.join_bytes = writer.bytes;
         writer.finish()
     }
+}
 
-    /// Backup: receives the primary's state and becomes a copy of it.
-    pub fn load_state(&mut self) -> Result<(), String> {
-        let FtRole::Backup(b) = &mut self.ft else {
-            return Err("not a backup".into());
-        };
-        let lost = |s: ReplayStop| format!("{s:?}");
+impl Backup {
+    /// Receives the primary's state and makes `m` a copy of it.
+    pub fn load_state(&mut self, m: &mut impl Snapshot) -> Result<(), String> {
         let mut vcpu: Option<VcpuState> = None;
         let mut machine: Option<MachineState> = None;
+        let mem = m.memory().clone();
         let landmark = loop {
-            match b.next_record().map_err(lost)? {
+            let Some(record) = self.next_record() else {
+                return Err("the primary went away during the state transfer".into());
+            };
+            match record {
                 Record::Hello {
                     vm_id,
                     mem_size,
                     epoch,
                 } => {
-                    if vm_id != b.plan.failover.vm_id {
+                    if vm_id != self.plan.failover.vm_id {
                         return Err(format!(
                             "the primary runs VM {vm_id}, this backup is for {}",
-                            b.plan.failover.vm_id
+                            self.plan.failover.vm_id
                         ));
                     }
-                    b.epoch = epoch;
-                    let ours = ram_size(&self.mem);
+                    self.epoch = epoch;
+                    let ours = ram_size(&mem);
                     if mem_size != ours {
                         return Err(format!(
                             "primary {vm_id} has {mem_size} bytes of memory, this VM {ours}"
                         ));
                     }
                 }
-                Record::StateBegin { .. } => zero_ram(&self.mem)?,
-                Record::MemoryZero { gpa, len } => zero_range(&self.mem, gpa, len)?,
+                Record::StateBegin { .. } => zero_ram(&mem)?,
+                Record::MemoryZero { gpa, len } => zero_range(&mem, gpa, len)?,
                 Record::MemoryChunk { gpa, data } => {
-                    self.mem
-                        .write_slice(&data, GuestAddress(gpa))
+                    mem.write_slice(&data, GuestAddress(gpa))
                         .map_err(|e| format!("memory chunk at {gpa:#x}: {e}"))?;
                 }
                 Record::DeviceState { name, blob } if name == "vcpu" => {
@@ -277,32 +250,21 @@ impl Vcpu {
             }
         };
         let vcpu = vcpu.ok_or("no vCPU state in the transfer")?;
-        let m = machine.ok_or("no machine state in the transfer")?;
-        vcpu.restore(&self.fd).map_err(|e| e.to_string())?;
-        self.devices.pic = Pic::restore(&m.pic);
-        self.devices.pit = Pit::restore(&m.pit);
-        self.devices
-            .serial
-            .restore(&m.uart)
-            .map_err(|e| format!("serial state: {e}"))?;
-        self.devices.clock = VmClock::starting_at(m.clock_ns);
-        for (slot, state) in self.virtio.slots.iter_mut().zip(m.virtio.iter()) {
-            slot.transport.restore_state(state.clone());
-        }
-        self.stats.landmarks = landmark;
-        self.fresh_state = true;
-        if let FtRole::Backup(b) = &mut self.ft {
-            b.hash = RunningHash(m.signature_hash);
-            b.last_clock_ns = m.clock_ns;
-            let (kind, addr, size, data) = m.last_sig;
-            let kind = ExitKind::from_u8(kind).ok_or("bad exit kind in the transfer")?;
-            b.last_sig = ExitSignature {
+        let state = machine.ok_or("no machine state in the transfer")?;
+        let (kind, addr, size, data) = state.last_sig;
+        let kind = ExitKind::from_u8(kind).ok_or("bad exit kind in the transfer")?;
+        m.restore(&vcpu, &state)?;
+        self.replayer.trace = Trace {
+            landmark,
+            hash: RunningHash(state.signature_hash),
+            last_sig: ExitSignature {
                 kind,
                 addr,
                 size,
                 data,
-            };
-        }
+            },
+        };
+        self.replayer.last_clock_ns = state.clock_ns;
         log::warn!("ft: backup loaded the primary's state at landmark {landmark}; replaying");
         Ok(())
     }
