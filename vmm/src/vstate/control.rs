@@ -7,9 +7,13 @@ use std::sync::mpsc::Sender;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::vcpu::Vcpu;
+use super::vcpu::{State, Vcpu};
 use crate::api::{error_reply, ApiCall, ApiRequest};
 use crate::inbox::DeviceEvent;
+
+/// A pause may be requested at most this many landmarks ahead (hours of guest time on these
+/// machines): a request further out would only hold a client and its reply forever.
+pub const MAX_PAUSE_AHEAD: u64 = 1_000_000_000;
 
 #[derive(Default)]
 pub struct Control {
@@ -23,6 +27,10 @@ pub struct Control {
 }
 
 impl Control {
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
     pub fn pause_due(&self, landmark: u64) -> bool {
         !self.paused && self.pause_at.is_some_and(|n| landmark >= n)
     }
@@ -97,6 +105,10 @@ impl Vcpu {
                 let target = landmark.unwrap_or(now);
                 if target < now {
                     error_reply(format!("landmark {target} has passed (now at {now})"))
+                } else if target - now > MAX_PAUSE_AHEAD {
+                    error_reply(format!(
+                        "landmark {target} is more than {MAX_PAUSE_AHEAD} landmarks ahead (now at {now})"
+                    ))
                 } else if self.control.paused {
                     error_reply("already paused")
                 } else {
@@ -125,7 +137,7 @@ impl Vcpu {
     }
 
     /// Stops here (at a landmark) until a `resume` request.
-    pub(super) fn pause_loop(&mut self) {
+    pub(super) fn enter_pause(&mut self, back: State) -> State {
         self.control.paused = true;
         // Let a backup run up to this landmark too, so that both can stop at the same place.
         self.engine.sync();
@@ -133,17 +145,18 @@ impl Vcpu {
         for waiter in self.control.waiters.drain(..) {
             let _ = waiter.send(status.clone());
         }
-        while self.control.paused {
-            self.inbox.wait();
-            for event in self.inbox.drain() {
-                match event {
-                    DeviceEvent::Api(call) => self.handle_api(call),
-                    other => self.control.deferred.push(other),
-                }
-            }
-        }
+        State::Paused(Box::new(back))
+    }
+
+    /// `resume` arrived: the events that came meanwhile are applied now, in order.
+    pub(super) fn leave_pause(&mut self) {
         for event in std::mem::take(&mut self.control.deferred) {
             self.apply_event(event);
         }
+    }
+
+    /// A host event that arrived while paused.
+    pub(super) fn defer(&mut self, event: DeviceEvent) {
+        self.control.deferred.push(event);
     }
 }

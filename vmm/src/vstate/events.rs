@@ -1,16 +1,24 @@
 //! Host events at a landmark: the inbox's messages, each handed to the engine (inputs) or
 //! handled here (control requests, backend connections).
 
-use super::vcpu::Vcpu;
+use super::vcpu::{State, Vcpu};
 use crate::devices::virtio::ft_link::FtNotice;
 use crate::ft::engine::OutputAt;
 use crate::inbox::DeviceEvent;
 
 impl Vcpu {
-    /// Applies the host events queued since the last landmark.
-    pub(super) fn apply_events(&mut self) {
+    /// The one dispatcher of inbox messages: control requests are answered in every state;
+    /// while paused host events wait (a pause changes nothing the guest can observe);
+    /// while the arbiter is asked they carry nothing (a backup's host events never reach its
+    /// guest); otherwise they are applied, at this landmark.
+    pub(super) fn dispatch(&mut self, state: &State) {
         for event in self.inbox.drain() {
-            self.apply_event(event);
+            match (state, event) {
+                (_, DeviceEvent::Api(call)) => self.handle_api(call),
+                (State::Paused(_), event) => self.defer(event),
+                (State::Arbitrating(_), _) => {}
+                (_, event) => self.apply_event(event),
+            }
         }
     }
 

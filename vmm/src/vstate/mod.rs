@@ -5,6 +5,5 @@ mod control;
 mod events;
 pub mod machine;
 mod snapshot;
-mod takeover;
 pub mod vcpu;
 pub mod vm;

@@ -102,6 +102,27 @@ enum Outcome {
     TripleFault,
 }
 
+/// Where the vCPU thread is. Each state decides what an inbox message does (`dispatch`) and
+/// what happens next (`run_loop`).
+pub(super) enum State {
+    /// At a landmark: host events applied, the engine's turn, then KVM_RUN.
+    Running,
+    /// In `hlt` (plain VM, primary): until an event makes an interrupt deliverable.
+    Halted,
+    /// Backup: the log does not tell yet whether the landmark has more entries.
+    AwaitingLog,
+    /// Backup whose primary is lost: the arbiter is being asked.
+    Arbitrating(crate::ft::failover::Arbitration),
+    /// Stopped at a landmark until `resume`; then back to the state inside.
+    Paused(Box<State>),
+}
+
+impl State {
+    fn may_pause(&self) -> bool {
+        !matches!(self, State::Paused(_) | State::Arbitrating(_))
+    }
+}
+
 pub struct Vcpu {
     pub machine: VcpuMachine,
     pub engine: Engine,
@@ -127,88 +148,147 @@ impl Vcpu {
         result
     }
 
+    /// The vCPU's state machine: one dispatcher for the inbox (`dispatch`), one place that
+    /// blocks (`inbox.wait`), and per state what happens next.
     fn run_loop(&mut self) -> Result<VmExit, VcpuError> {
+        let mut state = State::Running;
         loop {
-            // Just after a landmark: the place where a requested pause takes effect.
-            if self.control.pause_due(self.engine.landmark()) {
-                self.pause_loop();
+            // A pause takes effect just after a landmark, before its host events: what the
+            // engine applies from here on is in the log after the pause point, on both sides.
+            if state.may_pause() && self.control.pause_due(self.engine.landmark()) {
+                state = self.enter_pause(state);
             }
-            self.apply_events();
-            if self.control.pause_due(self.engine.landmark()) {
-                continue;
+            self.dispatch(&state);
+            if state.may_pause() && self.control.pause_due(self.engine.landmark()) {
+                continue; // a pause request among the events
             }
-            match self.engine.at_landmark(&mut self.machine)? {
-                Step::Run => {}
-                Step::AwaitLog => {
-                    self.inbox.wait();
-                    continue;
-                }
-                Step::PrimaryLost => {
-                    // Everything received is applied: go live here, if the arbiter agrees.
-                    if let Err(stop) = self.take_over() {
-                        return Ok(stop);
-                    }
-                    if std::mem::take(&mut self.machine.halted) {
-                        if let Some(stop) = self.wait_for_interrupt() {
-                            return Ok(stop);
+            let (next, block) = match state {
+                State::Running => match self.landmark()? {
+                    Ok(next) => (next, false),
+                    Err(stop) => return Ok(stop),
+                },
+                State::Halted if self.machine.devices.pic.has_pending() => (State::Running, false),
+                State::Halted => match self.engine.before_block() {
+                    Ok(()) => (State::Halted, true),
+                    Err(stop) => return Ok(stop.into()),
+                },
+                State::AwaitingLog => (State::Running, true),
+                State::Arbitrating(arbitration) => match arbitration.verdict() {
+                    None => (State::Arbitrating(arbitration), true),
+                    Some(verdict) => {
+                        let asked = arbitration.started;
+                        if let Err(stop) =
+                            self.engine
+                                .go_live(&mut self.machine, verdict, asked, &self.inbox)
+                        {
+                            return Ok(stop.into());
+                        }
+                        match std::mem::take(&mut self.machine.halted) {
+                            true => match self.enter_halted() {
+                                Ok(halted) => (halted, false),
+                                Err(stop) => return Ok(stop),
+                            },
+                            false => (State::Running, false),
                         }
                     }
-                    continue;
+                },
+                State::Paused(back) if self.control.paused() => (State::Paused(back), true),
+                State::Paused(back) => {
+                    self.leave_pause();
+                    (*back, false)
                 }
-                Step::Stop(stop) => return Ok(stop.into()),
-            }
-            match self.run_once()? {
-                Outcome::Continue => {}
-                // A backup's log says which interrupt ends the `hlt`, and where.
-                Outcome::Halted if !self.engine.hlt_waits_for_host() => self.machine.halted = true,
-                Outcome::Halted => {
-                    if let Some(stop) = self.wait_for_interrupt() {
-                        return Ok(stop);
-                    }
-                }
-                Outcome::Stop(stop) => return Ok(stop),
-                Outcome::PitReprogrammed => {
-                    // Re-arm only when the request changed: re-arming a timerfd discards an
-                    // expiration the event loop has not read yet (a lost tick), and latch
-                    // commands or reads of the count do not change the schedule.
-                    let request = self.machine.devices.pit.channel0_timer();
-                    if !self
-                        .machine
-                        .armed
-                        .as_ref()
-                        .is_some_and(|a| same_schedule(a, &request))
-                    {
-                        self.machine.arm_pit_timer(request);
-                    }
-                }
-                Outcome::Eoi => {
-                    if let Some(t) = self.machine.injected_at.take() {
-                        self.machine.stats.inject_to_eoi.record(t.elapsed());
-                    }
-                }
-                Outcome::TripleFault => {
-                    return Ok(VmExit::TripleFault {
-                        registers: self.machine.dump_registers(),
-                    })
-                }
-                Outcome::InternalError => {
-                    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
-                    // the union member KVM filled in.
-                    let suberror = unsafe {
-                        self.machine
-                            .fd
-                            .get_kvm_run()
-                            .__bindgen_anon_1
-                            .internal
-                            .suberror
-                    };
-                    return Ok(VmExit::InternalError {
-                        suberror,
-                        registers: self.machine.dump_registers(),
-                    });
-                }
+            };
+            state = next;
+            if block {
+                self.inbox.wait();
             }
         }
+    }
+
+    /// At a landmark: the engine's turn, then the guest runs to the next exit.
+    fn landmark(&mut self) -> Result<Result<State, VmExit>, VcpuError> {
+        match self.engine.at_landmark(&mut self.machine)? {
+            Step::Run => {}
+            Step::AwaitLog => return Ok(Ok(State::AwaitingLog)),
+            Step::PrimaryLost => {
+                // Everything received is applied: go live here, if the arbiter agrees.
+                return Ok(Ok(match self.engine.arbitrate(&self.inbox) {
+                    Some(arbitration) => State::Arbitrating(arbitration),
+                    None => State::Running,
+                }));
+            }
+            Step::Stop(stop) => return Ok(Err(stop.into())),
+        }
+        let next = match self.run_once()? {
+            Outcome::Continue => State::Running,
+            // A backup's log says which interrupt ends the `hlt`, and where.
+            Outcome::Halted if !self.engine.hlt_waits_for_host() => {
+                self.machine.halted = true;
+                State::Running
+            }
+            Outcome::Halted => match self.enter_halted() {
+                Ok(halted) => halted,
+                Err(stop) => return Ok(Err(stop)),
+            },
+            Outcome::Stop(stop) => return Ok(Err(stop)),
+            Outcome::PitReprogrammed => {
+                // Re-arm only when the request changed: re-arming a timerfd discards an
+                // expiration the event loop has not read yet (a lost tick), and latch
+                // commands or reads of the count do not change the schedule.
+                let request = self.machine.devices.pit.channel0_timer();
+                if !self
+                    .machine
+                    .armed
+                    .as_ref()
+                    .is_some_and(|a| same_schedule(a, &request))
+                {
+                    self.machine.arm_pit_timer(request);
+                }
+                State::Running
+            }
+            Outcome::Eoi => {
+                if let Some(t) = self.machine.injected_at.take() {
+                    self.machine.stats.inject_to_eoi.record(t.elapsed());
+                }
+                State::Running
+            }
+            Outcome::TripleFault => {
+                return Ok(Err(VmExit::TripleFault {
+                    registers: self.machine.dump_registers(),
+                }))
+            }
+            Outcome::InternalError => {
+                // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
+                // the union member KVM filled in.
+                let suberror = unsafe {
+                    self.machine
+                        .fd
+                        .get_kvm_run()
+                        .__bindgen_anon_1
+                        .internal
+                        .suberror
+                };
+                return Ok(Err(VmExit::InternalError {
+                    suberror,
+                    registers: self.machine.dump_registers(),
+                }));
+            }
+        };
+        Ok(Ok(next))
+    }
+
+    /// After a `hlt`: the vCPU waits for an interrupt, unless none can ever come.
+    fn enter_halted(&mut self) -> Result<State, VmExit> {
+        let m = &mut self.machine;
+        if m.fd.get_kvm_run().if_flag == 0 {
+            let rflags = m.fd.get_regs().map(|r| r.rflags).unwrap_or(0);
+            if rflags & RFLAGS_IF == 0 {
+                return Err(VmExit::HaltedForever {
+                    registers: m.dump_registers(),
+                });
+            }
+        }
+        Ok(State::Halted)
     }
 
     /// One KVM_RUN and the handling of its exit.
@@ -288,34 +368,6 @@ impl Vcpu {
             other => return Err(VcpuError::UnexpectedExit(format!("{other:?}"))),
         };
         Ok(outcome)
-    }
-
-    /// After a `hlt`: blocks until an interrupt can be delivered. Returns a stop reason if none
-    /// ever can.
-    fn wait_for_interrupt(&mut self) -> Option<VmExit> {
-        let m = &mut self.machine;
-        if m.fd.get_kvm_run().if_flag == 0 {
-            let rflags = m.fd.get_regs().map(|r| r.rflags).unwrap_or(0);
-            if rflags & RFLAGS_IF == 0 {
-                return Some(VmExit::HaltedForever {
-                    registers: m.dump_registers(),
-                });
-            }
-        }
-        loop {
-            self.apply_events();
-            if self.control.pause_due(self.engine.landmark()) {
-                self.pause_loop();
-                continue;
-            }
-            if self.machine.devices.pic.has_pending() {
-                return None;
-            }
-            if let Err(stop) = self.engine.before_block() {
-                return Some(stop.into());
-            }
-            self.inbox.wait();
-        }
     }
 }
 
