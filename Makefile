@@ -19,7 +19,7 @@ help:
 	@echo "make test    every test: unit, guest boots, end-to-end"
 	@echo "make test-long  long tests (minutes): twenty joins of a 1 GiB guest under load"
 	@echo "make bench   measure and write docs/BENCHMARKS.md"
-	@echo "make fuzz    fuzz the logging-channel record decoder (FUZZ_SECONDS=30)"
+	@echo "make fuzz    fuzz the decoders peers reach: log records, FT control, API (FUZZ_SECONDS=30 each)"
 	@echo "make clean   remove build outputs"
 
 deps:

@@ -227,8 +227,13 @@ impl Message {
         if len > MAX_FRAME {
             return Err(ControlError::TooLarge(len));
         }
-        let mut body = vec![0u8; len];
-        r.read_exact(&mut body)?;
+        // Read what arrives instead of allocating what the prefix claims: a peer that sends
+        // a large length and then nothing costs only the bytes it really sent.
+        let mut body = Vec::with_capacity(len.min(64 << 10));
+        r.take(len as u64).read_to_end(&mut body)?;
+        if body.len() < len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
         Message::decode(&body).map(Some)
     }
 }

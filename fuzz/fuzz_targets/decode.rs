@@ -15,7 +15,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use vmm::ft::record::{
     decode, encode, ExitKind, ExitSignature, Kind, Record, RecordError, RecordReader, FRAME_HEADER, FRAME_TRAILER,
-    MAGIC, MAX_DATA, MAX_DEVICE_NAME, MAX_REASON, MAX_RECORD, MAX_VM_ID,
+    MAGIC, MAX_DATA, MAX_DEVICE_NAME, MAX_REASON, MAX_RECORD, MAX_SERIAL, MAX_VM_ID,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -141,7 +141,7 @@ fn sig(u: &mut Unstructured) -> arbitrary::Result<ExitSignature> {
 }
 
 fn record(u: &mut Unstructured) -> arbitrary::Result<Record> {
-    Ok(match u.choose(&Kind::ALL)? {
+    Ok(match u.choose(Kind::ALL)? {
         Kind::Hello => Record::Hello { vm_id: string(u, MAX_VM_ID)?, epoch: u.arbitrary()?, mem_size: u.arbitrary()? },
         Kind::StateBegin => Record::StateBegin { landmark: u.arbitrary()? },
         Kind::MemoryChunk => Record::MemoryChunk { gpa: u.arbitrary()?, data: bytes(u)? },
@@ -149,22 +149,21 @@ fn record(u: &mut Unstructured) -> arbitrary::Result<Record> {
         Kind::StateEnd => Record::StateEnd { landmark: u.arbitrary()?, digest: u.arbitrary()? },
         Kind::MemoryZero => Record::MemoryZero { gpa: u.arbitrary()?, len: u.arbitrary()? },
         Kind::Interrupt => Record::Interrupt { landmark: u.arbitrary()?, sig: sig(u)?, vector: u.arbitrary()? },
-        Kind::PioRead => Record::PioRead { landmark: u.arbitrary()?, sig: sig(u)?, value: u.arbitrary()? },
-        Kind::MmioRead => Record::MmioRead { landmark: u.arbitrary()?, sig: sig(u)?, value: u.arbitrary()? },
+        Kind::ClockRead => Record::ClockRead { landmark: u.arbitrary()?, sig: sig(u)?, ns: u.arbitrary()? },
+        Kind::TimerTick => Record::TimerTick { landmark: u.arbitrary()?, sig: sig(u)? },
         Kind::MemWrite => {
             Record::MemWrite { landmark: u.arbitrary()?, sig: sig(u)?, gpa: u.arbitrary()?, data: bytes(u)? }
         }
-        Kind::DeviceEvent => Record::DeviceEvent {
+        Kind::SerialInput => Record::SerialInput { landmark: u.arbitrary()?, sig: sig(u)?, bytes: bytes(u)? },
+        Kind::OutputDigest => Record::OutputDigest {
             landmark: u.arbitrary()?,
-            sig: sig(u)?,
-            device: u.arbitrary()?,
-            event: u.arbitrary()?,
-            arg: u.arbitrary()?,
+            slot: u.arbitrary()?,
+            queue: u.arbitrary()?,
+            head: u.arbitrary()?,
+            digest: u.arbitrary()?,
         },
-        Kind::OutputDigest => {
-            Record::OutputDigest { landmark: u.arbitrary()?, device: u.arbitrary()?, digest: u.arbitrary()? }
-        }
-        Kind::Checkpoint => Record::Checkpoint { landmark: u.arbitrary()?, sig: sig(u)? },
+        Kind::Checkpoint => Record::Checkpoint { landmark: u.arbitrary()?, sig: sig(u)?, hash: u.arbitrary()? },
+        Kind::VirtioUsed => Record::VirtioUsed { landmark: u.arbitrary()?, sig: sig(u)?, slot: u.arbitrary()? },
         Kind::Heartbeat => Record::Heartbeat { landmark: u.arbitrary()?, unix_ms: u.arbitrary()? },
         Kind::Ack => Record::Ack { seq: u.arbitrary()? },
         Kind::Diverged => Record::Diverged { landmark: u.arbitrary()?, reason: string(u, MAX_REASON)? },
@@ -181,6 +180,7 @@ fn within_limits(r: &Record) -> bool {
         }
         Record::DeviceState { name, blob } => name.len() <= MAX_DEVICE_NAME && blob.len() <= MAX_DATA,
         Record::Diverged { reason, .. } => reason.len() <= MAX_REASON,
+        Record::SerialInput { bytes, .. } => bytes.len() <= MAX_SERIAL,
         Record::MemoryZero { gpa, len } => gpa.checked_add(*len).is_some(),
         _ => true,
     }

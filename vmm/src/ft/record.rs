@@ -21,7 +21,7 @@ use std::io::{self, Read, Write};
 
 /// Version of the record format written in every record. A record of any other version is
 /// refused with [`RecordError::UnsupportedVersion`] (and the connection is closed).
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"FTLR";
 /// Magic + `body_len`.
@@ -40,6 +40,8 @@ pub const MAX_DATA: usize = 1 << 20;
 pub const MAX_VM_ID: usize = 64;
 /// Largest device `name` of `DeviceState`, in bytes of UTF-8.
 pub const MAX_DEVICE_NAME: usize = 64;
+/// Largest `bytes` of `SerialInput` (console input batched at one landmark).
+pub const MAX_SERIAL: usize = 4096;
 /// Largest `reason` of `Diverged`, in bytes of UTF-8.
 pub const MAX_REASON: usize = 1024;
 /// Size of an encoded [`ExitSignature`].
@@ -88,10 +90,32 @@ pub enum RecordError {
     Io(#[from] io::Error),
 }
 
-/// Kind byte of each record (the `kind` field of the body).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Kind {
+/// Declares [`Kind`], its list and its decoding from one table, so that a kind cannot be
+/// added to one and forgotten in another.
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $name:ident = $code:literal,)*) => {
+        /// Kind byte of each record (the `kind` field of the body).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum Kind {
+            $($(#[$doc])* $name = $code,)*
+        }
+
+        impl Kind {
+            /// Every kind, in code order.
+            pub const ALL: &'static [Kind] = &[$(Kind::$name,)*];
+
+            pub fn from_u8(code: u8) -> Option<Kind> {
+                match code {
+                    $($code => Some(Kind::$name),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kinds! {
     Hello = 0x01,
     StateBegin = 0x02,
     MemoryChunk = 0x03,
@@ -99,41 +123,16 @@ pub enum Kind {
     StateEnd = 0x05,
     MemoryZero = 0x06,
     Interrupt = 0x10,
-    PioRead = 0x11,
-    MmioRead = 0x12,
+    ClockRead = 0x11,
+    TimerTick = 0x12,
     MemWrite = 0x13,
-    DeviceEvent = 0x14,
+    SerialInput = 0x14,
     OutputDigest = 0x15,
     Checkpoint = 0x16,
+    VirtioUsed = 0x17,
     Heartbeat = 0x20,
     Ack = 0x30,
     Diverged = 0x31,
-}
-
-impl Kind {
-    /// Every kind, in code order.
-    pub const ALL: [Kind; 16] = [
-        Kind::Hello,
-        Kind::StateBegin,
-        Kind::MemoryChunk,
-        Kind::DeviceState,
-        Kind::StateEnd,
-        Kind::MemoryZero,
-        Kind::Interrupt,
-        Kind::PioRead,
-        Kind::MmioRead,
-        Kind::MemWrite,
-        Kind::DeviceEvent,
-        Kind::OutputDigest,
-        Kind::Checkpoint,
-        Kind::Heartbeat,
-        Kind::Ack,
-        Kind::Diverged,
-    ];
-
-    pub fn from_u8(code: u8) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| *k as u8 == code)
-    }
 }
 
 /// What kind of exit a landmark is (the `kind` byte of an [`ExitSignature`]).
@@ -204,18 +203,14 @@ pub enum Record {
         sig: ExitSignature,
         vector: u8,
     },
-    /// Landmark entry: the port read of this exit returned `value`.
-    PioRead {
+    /// Landmark entry: the PIT access of this exit saw the VM clock at `ns`.
+    ClockRead {
         landmark: u64,
         sig: ExitSignature,
-        value: u32,
+        ns: u64,
     },
-    /// Landmark entry: the MMIO read of this exit returned `value`.
-    MmioRead {
-        landmark: u64,
-        sig: ExitSignature,
-        value: u64,
-    },
+    /// Landmark entry: PIT channel 0 expired (IRQ 0 pulsed).
+    TimerTick { landmark: u64, sig: ExitSignature },
     /// Landmark entry: a device wrote `data` (<= [`MAX_DATA`] bytes) into guest memory at `gpa`.
     MemWrite {
         landmark: u64,
@@ -223,22 +218,34 @@ pub enum Record {
         gpa: u64,
         data: Vec<u8>,
     },
-    /// Landmark entry: device model `device` took event `event` with `arg`.
-    DeviceEvent {
+    /// Landmark entry: console input (<= [`MAX_SERIAL`] bytes) queued in the UART.
+    SerialInput {
         landmark: u64,
         sig: ExitSignature,
-        device: u16,
-        event: u16,
-        arg: u64,
+        bytes: Vec<u8>,
     },
-    /// Landmark entry: the digest of an output of `device` attributed to this landmark.
+    /// Landmark entry: the SHA-256 of the output chain `head` of virtio device `slot`'s
+    /// `queue` (any queue size virtio allows: head < 32768).
     OutputDigest {
         landmark: u64,
-        device: u16,
+        slot: u16,
+        queue: u16,
+        head: u16,
         digest: [u8; 32],
     },
-    /// Landmark entry: nothing to apply; lets the backup run up to this landmark.
-    Checkpoint { landmark: u64, sig: ExitSignature },
+    /// Landmark entry: nothing to apply; `hash` is the running hash of every signature so
+    /// far, which lets the backup check and pass the landmarks up to this one.
+    Checkpoint {
+        landmark: u64,
+        sig: ExitSignature,
+        hash: u64,
+    },
+    /// Landmark entry: virtio device `slot` has used buffers (its interrupt is raised).
+    VirtioUsed {
+        landmark: u64,
+        sig: ExitSignature,
+        slot: u16,
+    },
     /// Both ways: the sender's landmark (primary: reached; backup: replayed) and wall clock.
     Heartbeat { landmark: u64, unix_ms: u64 },
     /// Backup -> primary: every primary record up to and including `seq` was received.
@@ -257,28 +264,30 @@ impl Record {
             Record::StateEnd { .. } => Kind::StateEnd,
             Record::MemoryZero { .. } => Kind::MemoryZero,
             Record::Interrupt { .. } => Kind::Interrupt,
-            Record::PioRead { .. } => Kind::PioRead,
-            Record::MmioRead { .. } => Kind::MmioRead,
+            Record::ClockRead { .. } => Kind::ClockRead,
+            Record::TimerTick { .. } => Kind::TimerTick,
             Record::MemWrite { .. } => Kind::MemWrite,
-            Record::DeviceEvent { .. } => Kind::DeviceEvent,
+            Record::SerialInput { .. } => Kind::SerialInput,
             Record::OutputDigest { .. } => Kind::OutputDigest,
             Record::Checkpoint { .. } => Kind::Checkpoint,
+            Record::VirtioUsed { .. } => Kind::VirtioUsed,
             Record::Heartbeat { .. } => Kind::Heartbeat,
             Record::Ack { .. } => Kind::Ack,
             Record::Diverged { .. } => Kind::Diverged,
         }
     }
 
-    /// The landmark of a landmark entry (`Interrupt` .. `Checkpoint`), `None` for the others.
+    /// The landmark of a landmark entry (`Interrupt` .. `VirtioUsed`), `None` for the others.
     pub fn entry_landmark(&self) -> Option<u64> {
         match self {
             Record::Interrupt { landmark, .. }
-            | Record::PioRead { landmark, .. }
-            | Record::MmioRead { landmark, .. }
+            | Record::ClockRead { landmark, .. }
+            | Record::TimerTick { landmark, .. }
             | Record::MemWrite { landmark, .. }
-            | Record::DeviceEvent { landmark, .. }
+            | Record::SerialInput { landmark, .. }
             | Record::OutputDigest { landmark, .. }
-            | Record::Checkpoint { landmark, .. } => Some(*landmark),
+            | Record::Checkpoint { landmark, .. }
+            | Record::VirtioUsed { landmark, .. } => Some(*landmark),
             _ => None,
         }
     }
@@ -302,6 +311,7 @@ impl Record {
                 limit("blob", blob.len(), MAX_DATA)
             }
             Record::Diverged { reason, .. } => limit("reason", reason.len(), MAX_REASON),
+            Record::SerialInput { bytes, .. } => limit("bytes", bytes.len(), MAX_SERIAL),
             Record::MemoryZero { gpa, len } => check_zero_range(*gpa, *len),
             _ => Ok(()),
         }
@@ -386,23 +396,14 @@ fn put_payload(out: &mut Vec<u8>, record: &Record) {
             put_sig(out, sig);
             out.push(*vector);
         }
-        Record::PioRead {
-            landmark,
-            sig,
-            value,
-        } => {
+        Record::ClockRead { landmark, sig, ns } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
-            out.extend_from_slice(&value.to_le_bytes());
+            u64s(out, &[*ns]);
         }
-        Record::MmioRead {
-            landmark,
-            sig,
-            value,
-        } => {
+        Record::TimerTick { landmark, sig } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
-            u64s(out, &[*value]);
         }
         Record::MemWrite {
             landmark,
@@ -415,31 +416,45 @@ fn put_payload(out: &mut Vec<u8>, record: &Record) {
             u64s(out, &[*gpa]);
             put_bytes(out, data);
         }
-        Record::DeviceEvent {
+        Record::SerialInput {
             landmark,
             sig,
-            device,
-            event,
-            arg,
+            bytes,
         } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
-            out.extend_from_slice(&device.to_le_bytes());
-            out.extend_from_slice(&event.to_le_bytes());
-            u64s(out, &[*arg]);
+            put_bytes(out, bytes);
         }
         Record::OutputDigest {
             landmark,
-            device,
+            slot,
+            queue,
+            head,
             digest,
         } => {
             u64s(out, &[*landmark]);
-            out.extend_from_slice(&device.to_le_bytes());
+            for v in [slot, queue, head] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
             out.extend_from_slice(digest);
         }
-        Record::Checkpoint { landmark, sig } => {
+        Record::Checkpoint {
+            landmark,
+            sig,
+            hash,
+        } => {
             u64s(out, &[*landmark]);
             put_sig(out, sig);
+            u64s(out, &[*hash]);
+        }
+        Record::VirtioUsed {
+            landmark,
+            sig,
+            slot,
+        } => {
+            u64s(out, &[*landmark]);
+            put_sig(out, sig);
+            out.extend_from_slice(&slot.to_le_bytes());
         }
         Record::Heartbeat { landmark, unix_ms } => u64s(out, &[*landmark, *unix_ms]),
         Record::Ack { seq } => u64s(out, &[*seq]),
@@ -606,15 +621,14 @@ fn decode_payload(kind: Kind, c: &mut Cursor<'_>) -> Result<Record, RecordError>
             sig: c.sig()?,
             vector: c.u8()?,
         },
-        Kind::PioRead => Record::PioRead {
+        Kind::ClockRead => Record::ClockRead {
             landmark: c.u64()?,
             sig: c.sig()?,
-            value: c.u32()?,
+            ns: c.u64()?,
         },
-        Kind::MmioRead => Record::MmioRead {
+        Kind::TimerTick => Record::TimerTick {
             landmark: c.u64()?,
             sig: c.sig()?,
-            value: c.u64()?,
         },
         Kind::MemWrite => {
             let landmark = c.u64()?;
@@ -629,21 +643,27 @@ fn decode_payload(kind: Kind, c: &mut Cursor<'_>) -> Result<Record, RecordError>
                 data,
             }
         }
-        Kind::DeviceEvent => Record::DeviceEvent {
+        Kind::SerialInput => Record::SerialInput {
             landmark: c.u64()?,
             sig: c.sig()?,
-            device: c.u16()?,
-            event: c.u16()?,
-            arg: c.u64()?,
+            bytes: c.bytes("bytes", MAX_SERIAL)?,
         },
         Kind::OutputDigest => Record::OutputDigest {
             landmark: c.u64()?,
-            device: c.u16()?,
+            slot: c.u16()?,
+            queue: c.u16()?,
+            head: c.u16()?,
             digest: c.array()?,
         },
         Kind::Checkpoint => Record::Checkpoint {
             landmark: c.u64()?,
             sig: c.sig()?,
+            hash: c.u64()?,
+        },
+        Kind::VirtioUsed => Record::VirtioUsed {
+            landmark: c.u64()?,
+            sig: c.sig()?,
+            slot: c.u16()?,
         },
         Kind::Heartbeat => Record::Heartbeat {
             landmark: c.u64()?,

@@ -71,15 +71,14 @@ fn samples() -> Vec<Record> {
             sig: max,
             vector: 0xff,
         },
-        Record::PioRead {
+        Record::ClockRead {
             landmark: 7,
             sig: sig(ExitKind::PioIn, 0x40, 1, 0),
-            value: 0xdead_beef,
+            ns: u64::MAX,
         },
-        Record::MmioRead {
+        Record::TimerTick {
             landmark: 8,
             sig: sig(ExitKind::MmioRead, 0xd000_0070, 4, 0),
-            value: u64::MAX,
         },
         Record::MemWrite {
             landmark: 9,
@@ -93,21 +92,27 @@ fn samples() -> Vec<Record> {
             gpa: 0,
             data: vec![0x5a; MAX_DATA],
         },
-        Record::DeviceEvent {
+        Record::SerialInput {
             landmark: 10,
             sig: max,
-            device: u16::MAX,
-            event: 3,
-            arg: u64::MAX,
+            bytes: vec![b'x'; MAX_SERIAL],
         },
         Record::OutputDigest {
             landmark: 11,
-            device: 2,
+            slot: 2,
+            queue: 1,
+            head: 32767,
             digest: std::array::from_fn(|i| i as u8),
         },
         Record::Checkpoint {
             landmark: 12,
             sig: sig(ExitKind::MmioWrite, 0xd000_0050, 4, 1),
+            hash: u64::MAX,
+        },
+        Record::VirtioUsed {
+            landmark: 12,
+            sig: hlt,
+            slot: u16::MAX,
         },
         Record::Heartbeat {
             landmark: 0,
@@ -171,12 +176,12 @@ fn samples_cover_every_kind() {
     assert_eq!(
         codes,
         [
-            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20,
-            0x30, 0x31
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17,
+            0x20, 0x30, 0x31
         ]
     );
     let kinds: Vec<Kind> = samples().iter().map(Record::kind).collect();
-    for k in Kind::ALL {
+    for &k in Kind::ALL {
         assert!(kinds.contains(&k), "no sample of {k:?}");
         assert_eq!(Kind::from_u8(k as u8), Some(k));
     }
@@ -184,11 +189,12 @@ fn samples_cover_every_kind() {
         .iter()
         .filter_map(|r| match r {
             Record::Interrupt { sig, .. }
-            | Record::PioRead { sig, .. }
-            | Record::MmioRead { sig, .. }
+            | Record::ClockRead { sig, .. }
+            | Record::TimerTick { sig, .. }
             | Record::MemWrite { sig, .. }
-            | Record::DeviceEvent { sig, .. }
-            | Record::Checkpoint { sig, .. } => Some(sig.kind),
+            | Record::SerialInput { sig, .. }
+            | Record::Checkpoint { sig, .. }
+            | Record::VirtioUsed { sig, .. } => Some(sig.kind),
             _ => None,
         })
         .collect();
@@ -231,8 +237,8 @@ fn golden_bytes() {
         },
     );
     let expect = unhex(
-        "46 54 4c 52 1c 00 00 00 01 20 00 00 03 00 00 00 00 00 00 00
-         02 01 00 00 00 00 00 00 0d 0c 0b 0a 00 00 00 00 a0 66 37 05",
+        "46 54 4c 52 1c 00 00 00 02 20 00 00 03 00 00 00 00 00 00 00
+         02 01 00 00 00 00 00 00 0d 0c 0b 0a 00 00 00 00 87 61 e9 07",
     );
     assert_eq!(hb, expect);
 
@@ -245,9 +251,9 @@ fn golden_bytes() {
         },
     );
     let expect = unhex(
-        "46 54 4c 52 27 00 00 00 01 10 00 00 10 00 00 00 00 00 00 00
+        "46 54 4c 52 27 00 00 00 02 10 00 00 10 00 00 00 00 00 00 00
          05 00 00 00 00 00 00 00 02 20 00 00 00 00 00 00 00 01 20 00 00 00 00 00 00 00 30
-         a7 5b 65 01",
+         5c 47 fe d2",
     );
     assert_eq!(irq, expect);
 
@@ -328,20 +334,19 @@ fn payload_sizes_match_the_doc() {
             27,
         ),
         (
-            Record::PioRead {
+            Record::ClockRead {
                 landmark: 0,
                 sig: s,
-                value: 0,
-            },
-            30,
-        ),
-        (
-            Record::MmioRead {
-                landmark: 0,
-                sig: s,
-                value: 0,
+                ns: 0,
             },
             34,
+        ),
+        (
+            Record::TimerTick {
+                landmark: 0,
+                sig: s,
+            },
+            26,
         ),
         (
             Record::MemWrite {
@@ -353,29 +358,38 @@ fn payload_sizes_match_the_doc() {
             38,
         ),
         (
-            Record::DeviceEvent {
+            Record::SerialInput {
                 landmark: 0,
                 sig: s,
-                device: 0,
-                event: 0,
-                arg: 0,
+                bytes: Vec::new(),
             },
-            38,
+            30,
         ),
         (
             Record::OutputDigest {
                 landmark: 0,
-                device: 0,
+                slot: 0,
+                queue: 0,
+                head: 0,
                 digest: d,
             },
-            42,
+            46,
         ),
         (
             Record::Checkpoint {
                 landmark: 0,
                 sig: s,
+                hash: 0,
             },
-            26,
+            34,
+        ),
+        (
+            Record::VirtioUsed {
+                landmark: 0,
+                sig: s,
+                slot: 0,
+            },
+            28,
         ),
         (
             Record::Heartbeat {
@@ -549,12 +563,12 @@ fn truncated_stream_is_an_error() {
 fn unknown_version_kind_and_flags() {
     let f = frame(1, &Record::Ack { seq: 1 });
     let body = FRAME_HEADER;
-    for v in [0u8, 2, 0xff] {
+    for v in [0u8, 1, 3, 0xff] {
         let mut g = f.clone();
         g[body] = v;
         assert!(matches!(decode(&reseal(g)), Err(RecordError::UnsupportedVersion(x)) if x == v));
     }
-    for k in [0u8, 0x07, 0x17, 0x21, 0x32, 0xee, 0xff] {
+    for k in [0u8, 0x07, 0x18, 0x21, 0x32, 0xee, 0xff] {
         let mut g = f.clone();
         g[body + 1] = k;
         assert!(
@@ -562,13 +576,13 @@ fn unknown_version_kind_and_flags() {
             "kind {k:#x}"
         );
     }
-    // A version-2 record is refused as such even if its kind and payload mean nothing in v1.
+    // A version-3 record is refused as such even if its kind and payload mean nothing in v2.
     let mut g = f.clone();
-    g[body] = 2;
+    g[body] = 3;
     g[body + 1] = 0xee;
     assert!(matches!(
         decode(&reseal(g)),
-        Err(RecordError::UnsupportedVersion(2))
+        Err(RecordError::UnsupportedVersion(3))
     ));
     for flags in [[1u8, 0], [0, 0x80]] {
         let mut g = f.clone();
@@ -896,14 +910,15 @@ fn reader_resumes_after_would_block() {
 #[test]
 fn entry_landmark() {
     for r in samples() {
-        let is_entry = matches!(r.kind() as u8, 0x10..=0x16);
+        let is_entry = matches!(r.kind() as u8, 0x10..=0x17);
         assert_eq!(r.entry_landmark().is_some(), is_entry, "{:?}", r.kind());
     }
     let s = sig(ExitKind::Hlt, 0, 0, 0);
     assert_eq!(
         Record::Checkpoint {
             landmark: 77,
-            sig: s
+            sig: s,
+            hash: 0
         }
         .entry_landmark(),
         Some(77)
@@ -928,4 +943,17 @@ fn a_zero_range_that_wraps_is_refused_both_ways() {
         decode(&frame_around(&b)),
         Err(RecordError::Malformed(_))
     ));
+}
+
+#[test]
+fn a_version_1_peer_gets_a_clear_error() {
+    let mut f = frame(1, &Record::Ack { seq: 1 });
+    f[FRAME_HEADER] = 1;
+    let f = reseal(f);
+    let err = decode(&f).expect_err("version 1 is refused");
+    assert!(matches!(err, RecordError::UnsupportedVersion(1)));
+    assert_eq!(
+        err.to_string(),
+        "unsupported record version 1 (this side speaks version 2)"
+    );
 }

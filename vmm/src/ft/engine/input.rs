@@ -1,20 +1,7 @@
 //! The typed inputs and their log entries, and the one place where they map to records of the
-//! logging channel (protocol version 1, docs/PROTOCOL.md). Version 1 carries most inputs as
-//! `DeviceEvent {device, event, arg}` with the numbers below; nothing else in the VMM knows
-//! them.
+//! logging channel (protocol version 2, docs/PROTOCOL.md): one record kind per input.
 
-use crate::ft::record::{ExitSignature, Record};
-
-/// `DeviceEvent.device` numbers (v1). Virtio devices use their slot number.
-const DEV_PIT: u16 = 0xff00;
-const DEV_SERIAL: u16 = 0xff01;
-const DEV_SIGNATURES: u16 = 0xff02;
-/// `DeviceEvent.event` numbers (v1).
-const EV_PIT_TICK: u16 = 1;
-const EV_PIT_CLOCK: u16 = 2;
-const EV_SERIAL_INPUT: u16 = 3;
-const EV_VIRTIO_USED: u16 = 4;
-const EV_SIGNATURE_HASH: u16 = 5;
+use crate::ft::record::{ExitSignature, Record, MAX_SERIAL};
 
 /// Where an output waits in the guest: the chain `head` of `queue` of virtio device `slot`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,22 +9,6 @@ pub struct OutputAt {
     pub slot: usize,
     pub queue: u16,
     pub head: u16,
-}
-
-impl OutputAt {
-    /// v1 packs the location into 16 bits: slot < 16, queue < 16, head < 256.
-    fn pack(self) -> Option<u16> {
-        (self.slot < 16 && self.queue < 16 && self.head < 256)
-            .then_some(((self.slot as u16) << 12) | (self.queue << 8) | self.head)
-    }
-
-    fn unpack(packed: u16) -> Self {
-        OutputAt {
-            slot: usize::from(packed >> 12),
-            queue: (packed >> 8) & 0xf,
-            head: packed & 0xff,
-        }
-    }
 }
 
 /// Every non-deterministic input (the determinism contract is in the module above).
@@ -48,8 +19,9 @@ pub enum Input {
     /// PIT channel 0 expired: IRQ 0 pulsed (several expirations coalesce into one edge, as
     /// a real 8259A latches one request per line).
     TimerTick,
-    /// A byte typed on the console, queued in the UART's receive FIFO.
-    SerialByte(u8),
+    /// Bytes typed on the console, queued in the UART's receive FIFO (at most
+    /// `MAX_SERIAL` per entry: a longer burst is several entries at the same landmark).
+    SerialInput(Vec<u8>),
     /// Bytes the VMM wrote into guest memory for a completion: the backend's data, then the
     /// used element and index (KVM's dirty log never sees these writes).
     MemWrite { gpa: u64, data: Vec<u8> },
@@ -74,42 +46,51 @@ pub struct Entry {
     pub input: Input,
 }
 
-/// An entry that version 1 of the logging channel cannot carry.
+/// An entry that the logging channel cannot carry.
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
-    #[error(
-        "output location {0:?} does not fit protocol v1 (slot < 16, queue < 16, chain head < 256)"
-    )]
-    OutputLocation(OutputAt),
-    #[error("virtio slot {0} does not fit protocol v1")]
+    #[error("virtio slot {0} does not fit the protocol (at most {max})", max = u16::MAX)]
     Slot(usize),
-    #[error("record kind {0:?} is not a landmark entry this version sends")]
+    #[error("{0} bytes of serial input in one entry (at most {MAX_SERIAL})")]
+    SerialInput(usize),
+    #[error("record kind {0:?} is not a landmark entry")]
     NotAnEntry(crate::ft::record::Kind),
-    #[error("device event {device:#x}/{event} is not an input")]
-    UnknownEvent { device: u16, event: u16 },
+}
+
+fn slot16(slot: usize) -> Result<u16, EntryError> {
+    u16::try_from(slot).map_err(|_| EntryError::Slot(slot))
 }
 
 impl Entry {
-    /// The record that carries this entry (v1).
+    /// The record that carries this entry.
     pub fn to_record(&self) -> Result<Record, EntryError> {
         let landmark = self.landmark;
         let sig = self.sig.unwrap_or(crate::ft::signature::hlt_sig());
-        let event = |device, event, arg| Record::DeviceEvent {
-            landmark,
-            sig,
-            device,
-            event,
-            arg,
-        };
         Ok(match &self.input {
-            Input::ClockRead { ns } => event(DEV_PIT, EV_PIT_CLOCK, *ns),
-            Input::TimerTick => event(DEV_PIT, EV_PIT_TICK, 0),
-            Input::SerialByte(b) => event(DEV_SERIAL, EV_SERIAL_INPUT, u64::from(*b)),
-            Input::VirtioUsed { slot } => match u16::try_from(*slot) {
-                Ok(n) if n < DEV_PIT => event(n, EV_VIRTIO_USED, 0),
-                _ => return Err(EntryError::Slot(*slot)),
+            Input::ClockRead { ns } => Record::ClockRead {
+                landmark,
+                sig,
+                ns: *ns,
             },
-            Input::Checkpoint { hash } => event(DEV_SIGNATURES, EV_SIGNATURE_HASH, *hash),
+            Input::TimerTick => Record::TimerTick { landmark, sig },
+            Input::SerialInput(bytes) if bytes.len() > MAX_SERIAL => {
+                return Err(EntryError::SerialInput(bytes.len()))
+            }
+            Input::SerialInput(bytes) => Record::SerialInput {
+                landmark,
+                sig,
+                bytes: bytes.clone(),
+            },
+            Input::VirtioUsed { slot } => Record::VirtioUsed {
+                landmark,
+                sig,
+                slot: slot16(*slot)?,
+            },
+            Input::Checkpoint { hash } => Record::Checkpoint {
+                landmark,
+                sig,
+                hash: *hash,
+            },
             Input::MemWrite { gpa, data } => Record::MemWrite {
                 landmark,
                 sig,
@@ -123,63 +104,70 @@ impl Entry {
             },
             Input::Output { at, digest } => Record::OutputDigest {
                 landmark,
-                device: at.pack().ok_or(EntryError::OutputLocation(*at))?,
+                slot: slot16(at.slot)?,
+                queue: at.queue,
+                head: at.head,
                 digest: *digest,
             },
         })
     }
 
-    /// The entry a landmark record carries (v1).
+    /// The entry a landmark record carries.
     pub fn from_record(record: Record) -> Result<Entry, EntryError> {
-        let entry = |landmark, sig, input| Entry {
-            landmark,
-            sig: Some(sig),
-            input,
-        };
-        Ok(match record {
-            Record::DeviceEvent {
+        let (landmark, sig, input) = match record {
+            Record::ClockRead { landmark, sig, ns } => (landmark, sig, Input::ClockRead { ns }),
+            Record::TimerTick { landmark, sig } => (landmark, sig, Input::TimerTick),
+            Record::SerialInput {
                 landmark,
                 sig,
-                device,
-                event,
-                arg,
-            } => {
-                let input = match (device, event) {
-                    (DEV_PIT, EV_PIT_CLOCK) => Input::ClockRead { ns: arg },
-                    (DEV_PIT, EV_PIT_TICK) => Input::TimerTick,
-                    (DEV_SERIAL, EV_SERIAL_INPUT) if arg <= 0xff => Input::SerialByte(arg as u8),
-                    (DEV_SIGNATURES, EV_SIGNATURE_HASH) => Input::Checkpoint { hash: arg },
-                    (n, EV_VIRTIO_USED) if n < DEV_PIT => Input::VirtioUsed {
-                        slot: usize::from(n),
-                    },
-                    _ => return Err(EntryError::UnknownEvent { device, event }),
-                };
-                entry(landmark, sig, input)
-            }
+                bytes,
+            } => (landmark, sig, Input::SerialInput(bytes)),
+            Record::VirtioUsed {
+                landmark,
+                sig,
+                slot,
+            } => (landmark, sig, Input::VirtioUsed { slot: slot.into() }),
+            Record::Checkpoint {
+                landmark,
+                sig,
+                hash,
+            } => (landmark, sig, Input::Checkpoint { hash }),
             Record::MemWrite {
                 landmark,
                 sig,
                 gpa,
                 data,
-            } => entry(landmark, sig, Input::MemWrite { gpa, data }),
+            } => (landmark, sig, Input::MemWrite { gpa, data }),
             Record::Interrupt {
                 landmark,
                 sig,
                 vector,
-            } => entry(landmark, sig, Input::Interrupt { vector }),
+            } => (landmark, sig, Input::Interrupt { vector }),
+            // An output is attributed to a landmark, but not to that exit: no signature.
             Record::OutputDigest {
                 landmark,
-                device,
+                slot,
+                queue,
+                head,
                 digest,
-            } => Entry {
-                landmark,
-                sig: None,
-                input: Input::Output {
-                    at: OutputAt::unpack(device),
-                    digest,
-                },
-            },
+            } => {
+                let at = OutputAt {
+                    slot: slot.into(),
+                    queue,
+                    head,
+                };
+                return Ok(Entry {
+                    landmark,
+                    sig: None,
+                    input: Input::Output { at, digest },
+                });
+            }
             other => return Err(EntryError::NotAnEntry(other.kind())),
+        };
+        Ok(Entry {
+            landmark,
+            sig: Some(sig),
+            input,
         })
     }
 }

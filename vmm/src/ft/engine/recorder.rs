@@ -9,6 +9,7 @@ use super::machine::{LogSink, Machine, MachineError};
 use super::trace::Trace;
 use super::Step;
 use crate::devices::virtio::ring::Written;
+use crate::ft::record::MAX_SERIAL;
 
 /// How often, at most, a landmark goes by without an entry: the backup may only run up to
 /// the newest landmark it has an entry for, so this bounds its lag while the log is quiet.
@@ -70,8 +71,8 @@ impl<S: LogSink> Recorder<S> {
 
     pub fn serial_input(&mut self, m: &mut impl Machine, bytes: &[u8]) {
         m.serial_input(bytes);
-        for b in bytes {
-            self.record(Input::SerialByte(*b));
+        for batch in bytes.chunks(MAX_SERIAL) {
+            self.record(Input::SerialInput(batch.to_vec()));
         }
     }
 

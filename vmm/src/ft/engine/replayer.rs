@@ -162,8 +162,8 @@ impl<S: LogSource> Replayer<S> {
                 m.pulse_timer(std::time::Instant::now());
                 Ok(())
             }
-            Input::SerialByte(b) => {
-                m.serial_input(&[b]);
+            Input::SerialInput(bytes) => {
+                m.serial_input(&bytes);
                 Ok(())
             }
             Input::MemWrite { gpa, data } => m.write_memory(gpa, &data),
