@@ -16,4 +16,4 @@ pub mod store;
 pub use error::{Error, Result};
 pub use protocol::{Decision, Flag, Request};
 pub use server::Server;
-pub use store::Store;
+pub use store::{Open, Store};

@@ -187,6 +187,7 @@ pub fn read_line_limited(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Open;
 
     #[test]
     fn line_limit() {
@@ -218,7 +219,7 @@ mod tests {
     #[test]
     fn handle_line_replies() {
         let t = tempfile::tempdir().unwrap();
-        let store = Mutex::new(Store::open(t.path()).unwrap());
+        let store = Mutex::new(Store::open_with(t.path(), Open::Init).unwrap());
         let h = |l: &str| handle_line(&store, l.as_bytes()).to_line();
         assert_eq!(
             h(r#"{"op":"test_and_set","vm":"ft-vm","epoch":1,"owner":"host-a"}"#),
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn concurrent_test_and_set_has_one_winner() {
         let t = tempfile::tempdir().unwrap();
-        let store = Arc::new(Mutex::new(Store::open(t.path()).unwrap()));
+        let store = Arc::new(Mutex::new(Store::open_with(t.path(), Open::Init).unwrap()));
         let winners: Vec<bool> = (0..8)
             .map(|i| {
                 let store = Arc::clone(&store);
