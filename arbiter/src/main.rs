@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use arbiter::limits::{check_epoch, now_ms, EPOCH_SLACK_MS};
 use arbiter::Open;
 
 #[derive(Parser)]
@@ -73,13 +74,27 @@ fn main() -> ExitCode {
 fn serve(listen: &str, state: &Path, init: bool) -> arbiter::Result<()> {
     let mode = if init { Open::Init } else { Open::Existing };
     let store = arbiter::Store::open_with(state, mode)?;
-    let n = store.flags().len();
+    let flags = store.flags();
     let server = arbiter::Server::bind(listen, store)?;
     let addr = server.local_addr()?;
     if init {
         log::info!("created an empty state file in {}", state.display());
     }
-    log::info!("{n} flag(s) loaded from {}", state.display());
+    log::info!("{} flag(s) loaded from {}", flags.len(), state.display());
+    let now = now_ms();
+    for f in flags.iter().filter(|f| check_epoch(f.epoch, now).is_err()) {
+        // Granted before epochs were bounded, or while the clock was far ahead: every
+        // genuine epoch of this vm is stale until an operator clears the flag.
+        log::warn!(
+            "flag vm={} epoch={} (owner {}) is more than {EPOCH_SLACK_MS} ms ahead of the clock: \
+             every failover of this vm will be refused as stale until `arbiter reset --state {} {}`",
+            f.vm,
+            f.epoch,
+            f.owner,
+            state.display(),
+            f.vm
+        );
+    }
     // On stdout so a supervisor or test can learn the port when listening on port 0.
     let mut out = std::io::stdout();
     writeln!(out, "listening on {addr}")

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::error::{Error, Result};
+use crate::limits::{check_epoch, now_ms};
 use crate::protocol::{parse_request, Reply, Request, MAX_LINE};
 use crate::store::Store;
 
@@ -131,24 +132,36 @@ pub fn handle_line(store: &Mutex<Store>, line: &[u8]) -> Reply {
         Err(_) => return Reply::error(Error::Poisoned.to_string()),
     };
     match req {
-        Request::TestAndSet { vm, epoch, owner } => match store.test_and_set(&vm, epoch, &owner) {
-            Ok(d) => {
-                log::info!(
-                    "test_and_set vm={vm} epoch={epoch} owner={owner}: {} (flag: {} @ {}{})",
-                    if d.granted { "granted" } else { "refused" },
-                    d.owner,
-                    d.epoch,
-                    if d.stale { ", stale" } else { "" }
-                );
-                Reply::decision(d)
+        Request::TestAndSet { vm, epoch, owner } => {
+            // Before the store: a far-future epoch, once granted, would make every genuine
+            // later epoch of this vm stale (limits::EPOCH_SLACK_MS).
+            if let Err(e) = check_epoch(epoch, now_ms()) {
+                log::warn!("test_and_set vm={vm} epoch={epoch} owner={owner}: refused ({e})");
+                return Reply::error(e);
             }
-            Err(e) => {
-                // Not granted: the client must retry (it cannot go live without a grant).
-                log::error!("test_and_set vm={vm} epoch={epoch} owner={owner}: {e}");
-                Reply::error(format!("storage error: {e}"))
-            }
-        },
+            tas_reply(&mut store, &vm, epoch, &owner)
+        }
         Request::Status => Reply::status(store.flags()),
+    }
+}
+
+fn tas_reply(store: &mut Store, vm: &str, epoch: u64, owner: &str) -> Reply {
+    match store.test_and_set(vm, epoch, owner) {
+        Ok(d) => {
+            log::info!(
+                "test_and_set vm={vm} epoch={epoch} owner={owner}: {} (flag: {} @ {}{})",
+                if d.granted { "granted" } else { "refused" },
+                d.owner,
+                d.epoch,
+                if d.stale { ", stale" } else { "" }
+            );
+            Reply::decision(d)
+        }
+        Err(e) => {
+            // Not granted: the client must retry (it cannot go live without a grant).
+            log::error!("test_and_set vm={vm} epoch={epoch} owner={owner}: {e}");
+            Reply::error(format!("storage error: {e}"))
+        }
     }
 }
 
@@ -231,6 +244,16 @@ mod tests {
         );
         assert!(h("nope").starts_with("{\"ok\":false,\"error\":\"bad JSON"));
         assert!(h(r#"{"op":"x"}"#).starts_with("{\"ok\":false,\"error\":\"bad request"));
+        // An epoch far in the future is an error reply, not a grant, and is not stored.
+        let far = format!(
+            r#"{{"op":"test_and_set","vm":"ft-vm","epoch":{},"owner":"host-b"}}"#,
+            u64::MAX
+        );
+        let reply = h(&far);
+        assert!(
+            reply.starts_with("{\"ok\":false,\"error\":\"epoch 18446744073709551615 is more than"),
+            "{reply}"
+        );
         let status: serde_json::Value = serde_json::from_str(&h(r#"{"op":"status"}"#)).unwrap();
         assert_eq!(status["ok"], true);
         assert_eq!(status["flags"][0]["vm"], "ft-vm");

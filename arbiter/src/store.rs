@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::now_ms;
 use crate::protocol::{validate_owner, validate_vm, Decision, Flag};
 
 /// All flags, in DIR.
@@ -239,13 +239,6 @@ fn write_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&tmp, dir.join(STATE_FILE))?;
     // The rename is a directory entry change: it is durable only once the directory is.
     File::open(dir)?.sync_all()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Integration tests against the real binary: grants, status, the state file's rules
-//! (`--init`, `reset`). Hostile connections: tests/hostile.rs.
+//! (`--init`, `reset`) and the epoch bound. Hostile connections: tests/hostile.rs.
 
 mod common;
 
@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
+use arbiter::client::ClientError;
+use arbiter::limits::EPOCH_SLACK_MS;
 use common::{now_ms, run, state_dir, status_cli, stderr, Arbiter, TIMEOUT};
 
 #[test]
@@ -277,9 +279,45 @@ fn a_missing_state_file_is_not_a_fresh_start() {
 }
 
 #[test]
+fn an_epoch_far_ahead_of_the_clock_is_refused_and_a_genuine_one_still_wins() {
+    let (_t, dir) = state_dir();
+    let mut a = Arbiter::init(&dir);
+    let mut c = a.client();
+    let now = now_ms();
+    for bogus in [u64::MAX, u64::MAX / 2, now + EPOCH_SLACK_MS + 60_000] {
+        match c.test_and_set("ft-vm", bogus, "intruder") {
+            Err(ClientError::Refused(e)) => {
+                assert!(e.contains("ahead of the arbiter's clock"), "{bogus}: {e}")
+            }
+            other => panic!("epoch {bogus}: expected a refusal, got {other:?}"),
+        }
+    }
+    // An explicit error reply on a connection that stays usable; nothing was stored.
+    assert!(c.status().unwrap().is_empty());
+    a.assert_alive();
+
+    // A genuine failover: the epoch is the primary's clock when the backup joined (here a
+    // host whose clock runs a minute ahead); one side wins, the other loses it.
+    let epoch = now_ms() + 60_000;
+    let d = c.test_and_set("ft-vm", epoch, "host-b").unwrap();
+    assert!(d.granted && d.epoch == epoch, "{d:?}");
+    let d = c.test_and_set("ft-vm", epoch, "host-a").unwrap();
+    assert!(!d.granted && d.owner == "host-b" && !d.stale, "{d:?}");
+    // The survivor re-protected: next_epoch = max(now, previous + 1).
+    let next = epoch + 1;
+    assert!(c.test_and_set("ft-vm", next, "host-b").unwrap().granted);
+    assert!(
+        a.log()
+            .contains("refused (epoch 18446744073709551615 is more than"),
+        "{}",
+        a.log()
+    );
+}
+
+#[test]
 fn reset_is_the_way_to_clear_a_flag_and_never_runs_beside_a_server() {
     let (_t, dir) = state_dir();
-    // A bogus flag far in the future: every genuine epoch is stale behind it.
+    // A flag granted before epochs were bounded: every genuine epoch is stale behind it.
     std::fs::write(
         dir.join("arbiter-state.json"),
         format!(
@@ -295,6 +333,13 @@ fn reset_is_the_way_to_clear_a_flag_and_never_runs_beside_a_server() {
         .test_and_set("ft-vm", now_ms(), "host-a")
         .unwrap();
     assert!(!d.granted && d.stale && d.owner == "intruder", "{d:?}");
+    assert!(
+        a.log()
+            .contains("is more than 600000 ms ahead of the clock")
+            && a.log().contains("arbiter reset --state"),
+        "startup warns about the flag: {}",
+        a.log()
+    );
 
     // Not while serving: the server would write the flag back.
     let out = run(&["reset", "ft-vm", "--state"], &dir);
