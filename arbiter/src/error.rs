@@ -30,8 +30,6 @@ pub enum Error {
     /// Two arbiters on one state directory would each grant the same flag once.
     #[error("state directory {0} is locked by another arbiter process")]
     Locked(PathBuf),
-    #[error("state lock poisoned (a request handler panicked); refusing to decide")]
-    Poisoned,
 }
 
 impl Error {

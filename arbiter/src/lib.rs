@@ -8,12 +8,15 @@
 //! Wire protocol: docs/PROTOCOL.md, "Arbiter (test-and-set)".
 
 pub mod client;
+pub mod conn;
 pub mod error;
 pub mod limits;
+pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod status;
 pub mod store;
+mod sys;
 
 pub use error::{Error, Result};
 pub use protocol::{Decision, Flag, Request};

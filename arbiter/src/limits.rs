@@ -1,7 +1,7 @@
-//! What the arbiter allows a client: how far ahead an epoch may be (docs/PROTOCOL.md,
-//! "Arbiter").
+//! What the arbiter allows a client: how far ahead an epoch may be, how long a connection
+//! may stay idle, how many connections it keeps (docs/PROTOCOL.md, "Arbiter").
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How far an epoch may be ahead of the arbiter's own clock, in ms.
 ///
@@ -20,6 +20,25 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// an error reply, never a grant), so a host whose clock is too far ahead waits instead of
 /// splitting the brain.
 pub const EPOCH_SLACK_MS: u64 = 10 * 60 * 1000;
+
+/// A connection that has not completed a request for this long is closed. A VMM sends its
+/// request as soon as it is connected and closes after the reply (a new connection per
+/// attempt), so a few seconds is generous; an idle or trickling socket cannot hold a slot.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections kept per client IP address. A new connection beyond this closes that
+/// address's longest-idle one: a flood from one address displaces only its own connections,
+/// and a genuine request from a shared address is still accepted (the VMM retries a
+/// connection that was closed under it every 200 ms).
+pub const MAX_PER_IP: usize = 128;
+
+/// Connections kept in all; beyond this the longest-idle one is closed (also lowered to
+/// what RLIMIT_NOFILE allows, see `server::connection_limit`).
+pub const MAX_CONNECTIONS: usize = 8192;
+
+/// Bytes of replies queued for a client that does not read them; until they drain the
+/// arbiter stops reading that connection's requests.
+pub const MAX_QUEUED_REPLY: usize = 64 * 1024;
 
 /// Refuses an epoch more than EPOCH_SLACK_MS ahead of `now_ms`. The error is the text of
 /// the `error` reply.

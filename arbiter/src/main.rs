@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use arbiter::limits::{check_epoch, now_ms, EPOCH_SLACK_MS};
+use arbiter::limits::{check_epoch, now_ms, EPOCH_SLACK_MS, IDLE_TIMEOUT, MAX_PER_IP};
 use arbiter::Open;
 
 #[derive(Parser)]
@@ -95,6 +95,12 @@ fn serve(listen: &str, state: &Path, init: bool) -> arbiter::Result<()> {
             f.vm
         );
     }
+    log::info!(
+        "at most {} connections ({MAX_PER_IP} per client address), closed after {} s without a \
+         request; epochs more than {EPOCH_SLACK_MS} ms ahead of the clock are refused",
+        server.max_connections(),
+        IDLE_TIMEOUT.as_secs()
+    );
     // On stdout so a supervisor or test can learn the port when listening on port 0.
     let mut out = std::io::stdout();
     writeln!(out, "listening on {addr}")

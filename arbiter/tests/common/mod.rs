@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -154,4 +155,76 @@ pub fn status_cli(state: &Path) -> String {
 pub fn now_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.expect("clock after 1970").as_millis() as u64
+}
+
+/// A TCP connection to `dst` from the local address `src` (any 127.x.y.z works on
+/// loopback), so that a test can play many client addresses. std cannot bind before
+/// connecting, hence libc.
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(dst) = dst else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a plain socket(2); the fd is owned by the TcpStream built below or closed.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket that nothing else owns; the stream closes it.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let local = sockaddr(src, 0);
+    let remote = sockaddr(*dst.ip(), dst.port());
+    // SAFETY: bind and connect read a sockaddr_in of `len` bytes, which these are.
+    let rc = unsafe { libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let rc = unsafe { libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// Whether the server still holds `s` open: nothing to read yet (a closed one has EOF, a
+/// reset, or its closing error line waiting).
+pub fn still_open(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).expect("nonblocking");
+    let mut b = [0u8; 1];
+    let open = matches!(
+        std::io::Read::read(&mut &*s, &mut b),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    );
+    s.set_nonblocking(false).expect("blocking");
+    open
+}
+
+/// Raises this process's soft open-file limit (the tests hold thousands of sockets).
+pub fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write one rlimit struct, which `lim` is.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= want,
+        "RLIMIT_NOFILE hard limit {} < {want}",
+        lim.rlim_max
+    );
 }
