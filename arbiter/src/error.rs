@@ -17,13 +17,19 @@ pub enum Error {
     /// grant would let a second side win the same epoch (split brain).
     #[error("corrupt state file {path}: {reason} (refusing to start; fix or remove it by hand)")]
     CorruptState { path: PathBuf, reason: String },
+    /// The state file is the only record of the epochs already won: without it an arbiter
+    /// could grant one of them again, so only `--init` starts with no flags.
+    #[error("no state file {0} (refusing to start: a missing file would forget the epochs already granted; `arbiter serve --init` creates a fresh one)")]
+    StateMissing(PathBuf),
+    #[error("state file {0} already exists (refusing --init: it holds the epochs already granted; start without --init)")]
+    StateExists(PathBuf),
+    #[error("no flag for vm {0}")]
+    NoFlag(String),
     #[error("state directory {0} does not exist or is not a directory")]
     StateDirMissing(PathBuf),
     /// Two arbiters on one state directory would each grant the same flag once.
     #[error("state directory {0} is locked by another arbiter process")]
     Locked(PathBuf),
-    #[error("state lock poisoned (a request handler panicked); refusing to decide")]
-    Poisoned,
 }
 
 impl Error {

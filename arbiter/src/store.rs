@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::now_ms;
 use crate::protocol::{validate_owner, validate_vm, Decision, Flag};
 
 /// All flags, in DIR.
@@ -44,9 +44,27 @@ pub struct Store {
     _lock: File,
 }
 
+/// How `Store::open_with` treats the state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Open {
+    /// The state file must exist (a normal start, and every restart).
+    Existing,
+    /// Create an empty state file; refuse if one exists (`arbiter serve --init`).
+    Init,
+}
+
 impl Store {
-    /// Open DIR for serving: take the directory lock and load the state file, if any.
+    /// Open DIR for serving: take the directory lock and load the state file, which must
+    /// exist.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with(dir, Open::Existing)
+    }
+
+    /// Take the directory lock, then load the state file or (`Open::Init`) create it.
+    /// Why a missing file is an error: the file is the only record of the epochs already won;
+    /// starting empty after it was deleted (or on a mistyped or unmounted path) would grant
+    /// such an epoch a second time (split brain). Only an explicit `--init` starts empty.
+    pub fn open_with(dir: &Path, mode: Open) -> Result<Self> {
         check_dir(dir)?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -62,12 +80,40 @@ impl Store {
                 return Err(Error::io(format!("lock {}", lock_path.display()), e))
             }
         }
-        let flags = load(dir)?.into_iter().map(|f| (f.vm.clone(), f)).collect();
-        Ok(Store {
+        // Under the lock, so two `--init`s cannot both find the file missing.
+        let flags = match mode {
+            Open::Existing => load(dir)?.into_iter().map(|f| (f.vm.clone(), f)).collect(),
+            Open::Init => BTreeMap::new(),
+        };
+        let store = Store {
             dir: dir.to_path_buf(),
             flags,
             _lock: lock,
-        })
+        };
+        if mode == Open::Init {
+            let path = dir.join(STATE_FILE);
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(_) => return Err(Error::StateExists(path)),
+                Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+            }
+            store.persist(&store.flags)?;
+        }
+        Ok(store)
+    }
+
+    /// Forget the flag of `vm` (`arbiter reset`), durably; returns the flag that stood.
+    /// The caller holds the directory lock (an open Store), so no arbiter is serving DIR:
+    /// a serving arbiter keeps its flags in memory and would write the flag back.
+    pub fn reset(&mut self, vm: &str) -> Result<Flag> {
+        let Some(old) = self.flags.get(vm).cloned() else {
+            return Err(Error::NoFlag(vm.to_string()));
+        };
+        let mut next = self.flags.clone();
+        next.remove(vm);
+        self.persist(&next)?;
+        self.flags = next;
+        Ok(old)
     }
 
     /// The atomic test-and-set. The caller serializes calls (the server holds a mutex), so
@@ -148,13 +194,14 @@ fn check_dir(dir: &Path) -> Result<()> {
 }
 
 /// Read the flags in DIR without taking the lock (for `arbiter status`; the file is only
-/// ever replaced by rename, so a reader sees either the old or the new version).
+/// ever replaced by rename, so a reader sees either the old or the new version). A missing
+/// file is an error (see `Store::open_with`).
 pub fn load(dir: &Path) -> Result<Vec<Flag>> {
     check_dir(dir)?;
     let path = dir.join(STATE_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::StateMissing(path)),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
     let corrupt = |reason: String| Error::CorruptState {
@@ -194,134 +241,5 @@ fn write_durably(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir() -> tempfile::TempDir {
-        tempfile::tempdir().expect("tempdir")
-    }
-
-    fn tas(s: &mut Store, vm: &str, epoch: u64, owner: &str) -> Decision {
-        s.test_and_set(vm, epoch, owner).expect("test_and_set")
-    }
-
-    fn d(granted: bool, owner: &str, epoch: u64, stale: bool) -> Decision {
-        Decision {
-            granted,
-            owner: owner.into(),
-            epoch,
-            stale,
-        }
-    }
-
-    #[test]
-    fn first_wins_second_refused_same_owner_idempotent() {
-        let t = dir();
-        let mut s = Store::open(t.path()).unwrap();
-        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
-        assert_eq!(tas(&mut s, "vm", 1, "host-b"), d(false, "host-a", 1, false));
-        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
-        assert_eq!(tas(&mut s, "vm", 1, "host-b"), d(false, "host-a", 1, false));
-        // Flags are per vm.
-        assert_eq!(
-            tas(&mut s, "other", 1, "host-b"),
-            d(true, "host-b", 1, false)
-        );
-    }
-
-    #[test]
-    fn stale_epoch_refused_higher_epoch_open_to_anyone() {
-        let t = dir();
-        let mut s = Store::open(t.path()).unwrap();
-        assert_eq!(tas(&mut s, "vm", 5, "host-a"), d(true, "host-a", 5, false));
-        assert_eq!(tas(&mut s, "vm", 6, "host-b"), d(true, "host-b", 6, false));
-        // Epoch 5 is now stale, even for its former winner.
-        assert_eq!(tas(&mut s, "vm", 5, "host-a"), d(false, "host-b", 6, true));
-        assert_eq!(tas(&mut s, "vm", 4, "host-c"), d(false, "host-b", 6, true));
-        assert_eq!(tas(&mut s, "vm", 6, "host-a"), d(false, "host-b", 6, false));
-        assert_eq!(tas(&mut s, "vm", 9, "host-a"), d(true, "host-a", 9, false));
-        assert_eq!(s.flags().len(), 1);
-    }
-
-    #[test]
-    fn grants_survive_reopen() {
-        let t = dir();
-        {
-            let mut s = Store::open(t.path()).unwrap();
-            tas(&mut s, "vm", 3, "host-a");
-            tas(&mut s, "vm2", 1, "host-b");
-        }
-        let mut s = Store::open(t.path()).unwrap();
-        assert_eq!(tas(&mut s, "vm", 3, "host-b"), d(false, "host-a", 3, false));
-        assert_eq!(tas(&mut s, "vm", 2, "host-b"), d(false, "host-a", 3, true));
-        let flags = load(t.path()).unwrap();
-        assert_eq!(flags.len(), 2);
-        assert_eq!(
-            (flags[1].vm.as_str(), flags[1].owner.as_str()),
-            ("vm2", "host-b")
-        );
-        assert!(flags[0].granted_at_unix_ms > 1_600_000_000_000);
-    }
-
-    #[test]
-    fn second_store_on_same_dir_is_refused() {
-        let t = dir();
-        let _s = Store::open(t.path()).unwrap();
-        assert!(matches!(Store::open(t.path()), Err(Error::Locked(_))));
-    }
-
-    #[test]
-    fn missing_dir_is_an_error() {
-        let t = dir();
-        let p = t.path().join("nope");
-        assert!(matches!(Store::open(&p), Err(Error::StateDirMissing(_))));
-        assert!(!p.exists());
-    }
-
-    #[test]
-    fn corrupt_state_is_a_startup_error() {
-        let t = dir();
-        {
-            let mut s = Store::open(t.path()).unwrap();
-            tas(&mut s, "vm", 1, "host-a");
-        }
-        let path = t.path().join(STATE_FILE);
-        let good = fs::read_to_string(&path).unwrap();
-        let cases = [
-            good[..good.len() / 2].to_string(),
-            String::new(),
-            "garbage".into(),
-            good.replace("\"version\": 1", "\"version\": 2"),
-            good.replace("host-a", "x\\u0007"),
-            good.replace("\"vm\": \"vm\"", "\"vm\": \"../vm\""),
-            good.replace("\"owner\"", "\"owner_\""),
-        ];
-        for bad in cases {
-            assert_ne!(bad, good);
-            fs::write(&path, &bad).unwrap();
-            match Store::open(t.path()) {
-                Err(Error::CorruptState { .. }) => {}
-                other => panic!("{bad:?}: expected CorruptState, got {other:?}"),
-            }
-            // Nothing was reset.
-            assert_eq!(fs::read_to_string(&path).unwrap(), bad);
-        }
-    }
-
-    #[test]
-    fn leftover_temp_file_is_ignored() {
-        let t = dir();
-        fs::write(t.path().join(TEMP_FILE), "half a wri").unwrap();
-        let mut s = Store::open(t.path()).unwrap();
-        assert_eq!(tas(&mut s, "vm", 1, "host-a"), d(true, "host-a", 1, false));
-        assert!(!t.path().join(TEMP_FILE).exists());
-    }
-}
+mod tests;

@@ -1,90 +1,26 @@
-//! Integration tests against the real binary, on loopback with ephemeral ports.
+//! Integration tests against the real binary: grants, status, the state file's rules
+//! (`--init`, `reset`) and the epoch bound. Hostile connections: tests/hostile.rs.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::Duration;
 
-use arbiter::client::Client;
-
-const BIN: &str = env!("CARGO_BIN_EXE_arbiter");
-const TIMEOUT: Option<Duration> = Some(Duration::from_secs(10));
-
-/// A running `arbiter serve`; killed (SIGKILL, by PID) and reaped on drop.
-struct Arbiter {
-    child: Child,
-    addr: String,
-}
-
-impl Arbiter {
-    fn start(state: &Path) -> Arbiter {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--state"])
-            .arg(state)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn arbiter");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read stdout");
-        let addr = match line.trim().strip_prefix("listening on ") {
-            Some(a) => a.to_string(),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("arbiter did not start: {line:?}");
-            }
-        };
-        Arbiter { child, addr }
-    }
-
-    fn client(&self) -> Client {
-        Client::connect(&self.addr, TIMEOUT).expect("connect")
-    }
-
-    /// kill -9, as a crash.
-    fn kill9(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
-    }
-}
-
-impl Drop for Arbiter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn status_cli(state: &Path) -> String {
-    let out = Command::new(BIN)
-        .args(["status", "--state"])
-        .arg(state)
-        .output()
-        .expect("run status");
-    assert!(
-        out.status.success(),
-        "status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf8")
-}
+use arbiter::client::ClientError;
+use arbiter::limits::EPOCH_SLACK_MS;
+use common::{now_ms, run, state_dir, status_cli, stderr, Arbiter, TIMEOUT};
 
 #[test]
 fn grant_survives_kill9_and_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arbiter::start(dir.path());
+    let (_t, dir) = state_dir();
+    let a = Arbiter::init(&dir);
     let d = a.client().test_and_set("ft-vm", 1, "host-a").unwrap();
     assert!(d.granted && d.owner == "host-a" && d.epoch == 1, "{d:?}");
     a.kill9();
 
-    let a = Arbiter::start(dir.path());
+    let a = Arbiter::start(&dir);
     let mut c = a.client();
     let d = c.test_and_set("ft-vm", 1, "host-b").unwrap();
     assert!(!d.granted && d.owner == "host-a" && d.epoch == 1, "{d:?}");
@@ -94,7 +30,7 @@ fn grant_survives_kill9_and_restart() {
     assert!(d.granted && d.owner == "host-b", "{d:?}");
     a.kill9();
 
-    let a = Arbiter::start(dir.path());
+    let a = Arbiter::start(&dir);
     let d = a.client().test_and_set("ft-vm", 1, "host-a").unwrap();
     assert!(
         !d.granted && d.stale && d.epoch == 2 && d.owner == "host-b",
@@ -105,8 +41,8 @@ fn grant_survives_kill9_and_restart() {
 #[test]
 fn concurrent_clients_one_winner_per_round() {
     const ROUNDS: u64 = 50;
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arbiter::start(dir.path());
+    let (_t, dir) = state_dir();
+    let a = Arbiter::init(&dir);
     let barrier = Arc::new(Barrier::new(2));
     let handles: Vec<_> = ["host-a", "host-b"]
         .into_iter()
@@ -166,8 +102,8 @@ fn concurrent_clients_one_winner_per_round() {
 
 #[test]
 fn garbage_then_valid_request_on_same_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arbiter::start(dir.path());
+    let (_t, dir) = state_dir();
+    let a = Arbiter::init(&dir);
     let mut c = a.client();
     for bad in [
         "this is not json",
@@ -207,8 +143,8 @@ fn garbage_then_valid_request_on_same_connection() {
 
 #[test]
 fn overlong_line_gets_error_and_close() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arbiter::start(dir.path());
+    let (_t, dir) = state_dir();
+    let a = Arbiter::init(&dir);
     let mut s = TcpStream::connect(&a.addr).unwrap();
     s.set_read_timeout(TIMEOUT).unwrap();
     // 4096 bytes + newline is still accepted (and rejected only as bad JSON).
@@ -238,18 +174,22 @@ fn overlong_line_gets_error_and_close() {
 
 #[test]
 fn status_command_prints_granted_owner() {
-    let dir = tempfile::tempdir().unwrap();
+    let (_t, dir) = state_dir();
+    // Never initialised: no state file is an error, not an empty table.
+    let out = run(&["status", "--state"], &dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no state file"), "{}", stderr(&out));
+    let a = Arbiter::init(&dir);
     assert_eq!(
-        status_cli(dir.path()).lines().count(),
+        status_cli(&dir).lines().count(),
         1,
         "header only when empty"
     );
-    let a = Arbiter::start(dir.path());
     let mut c = a.client();
     assert!(c.test_and_set("ft-vm", 7, "host-b").unwrap().granted);
     assert!(!c.test_and_set("ft-vm", 7, "host-a").unwrap().granted);
     assert!(c.test_and_set("other-vm", 1, "host-a").unwrap().granted);
-    let out = status_cli(dir.path());
+    let out = status_cli(&dir);
     let lines: Vec<Vec<&str>> = out
         .lines()
         .skip(1)
@@ -263,42 +203,176 @@ fn status_command_prints_granted_owner() {
 
 #[test]
 fn corrupt_state_and_second_instance_refuse_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Arbiter::start(dir.path());
+    let (_t, dir) = state_dir();
+    let a = Arbiter::init(&dir);
     assert!(a.client().test_and_set("vm", 1, "host-a").unwrap().granted);
 
     // A second arbiter on the same directory would grant the same flag again.
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = run(&["serve", "--listen", "127.0.0.1:0", "--state"], &dir);
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("locked"),
-        "{out:?}"
-    );
+    assert!(stderr(&out).contains("locked"), "{out:?}");
     a.kill9();
 
-    let state = dir.path().join("arbiter-state.json");
+    let state = dir.join("arbiter-state.json");
     std::fs::write(&state, "{\"version\":1,\"flags\":[{\"vm\":").unwrap();
     for args in [
         &["serve", "--listen", "127.0.0.1:0", "--state"][..],
         &["status", "--state"][..],
     ] {
-        let out = Command::new(BIN)
-            .args(args)
-            .arg(dir.path())
-            .output()
-            .unwrap();
+        let out = run(args, &dir);
         assert!(!out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("corrupt state file"),
-            "{out:?}"
-        );
+        assert!(stderr(&out).contains("corrupt state file"), "{out:?}");
     }
     assert_eq!(
         std::fs::read_to_string(&state).unwrap(),
         "{\"version\":1,\"flags\":[{\"vm\":"
     );
+}
+
+/// `serve` and `serve --init` in the wrong case both refuse, and change nothing.
+fn refused_start(dir: &std::path::Path, init: bool, why: &str) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    if init {
+        args.push("--init");
+    }
+    args.push("--state");
+    let out = run(&args, dir);
+    assert!(!out.status.success(), "{args:?} started");
+    assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{args:?} listened");
+}
+
+#[test]
+fn a_missing_state_file_is_not_a_fresh_start() {
+    let (_t, dir) = state_dir();
+    let state = dir.join("arbiter-state.json");
+    // Never initialised: refused, and nothing is created.
+    refused_start(&dir, false, "--init");
+    assert!(!state.exists());
+
+    let a = Arbiter::init(&dir);
+    assert!(
+        state.exists(),
+        "--init writes the (empty) state before serving"
+    );
+    let d = a.client().test_and_set("ft-vm", 5, "host-a").unwrap();
+    assert!(d.granted, "{d:?}");
+    a.kill9();
+
+    // --init never overwrites the epochs already granted.
+    refused_start(&dir, true, "already exists");
+    assert!(status_cli(&dir).contains("host-a"));
+
+    // A deleted state file must not let epoch 5 be won a second time.
+    std::fs::remove_file(&state).unwrap();
+    refused_start(&dir, false, "no state file");
+    assert!(!state.exists());
+
+    // Only an explicit --init starts afresh (the operator's decision).
+    let a = Arbiter::init(&dir);
+    assert!(
+        a.client()
+            .test_and_set("ft-vm", 5, "host-b")
+            .unwrap()
+            .granted
+    );
+}
+
+#[test]
+fn an_epoch_far_ahead_of_the_clock_is_refused_and_a_genuine_one_still_wins() {
+    let (_t, dir) = state_dir();
+    let mut a = Arbiter::init(&dir);
+    let mut c = a.client();
+    let now = now_ms();
+    for bogus in [u64::MAX, u64::MAX / 2, now + EPOCH_SLACK_MS + 60_000] {
+        match c.test_and_set("ft-vm", bogus, "intruder") {
+            Err(ClientError::Refused(e)) => {
+                assert!(e.contains("ahead of the arbiter's clock"), "{bogus}: {e}")
+            }
+            other => panic!("epoch {bogus}: expected a refusal, got {other:?}"),
+        }
+    }
+    // An explicit error reply on a connection that stays usable; nothing was stored.
+    assert!(c.status().unwrap().is_empty());
+    a.assert_alive();
+
+    // A genuine failover: the epoch is the primary's clock when the backup joined (here a
+    // host whose clock runs a minute ahead); one side wins, the other loses it.
+    let epoch = now_ms() + 60_000;
+    let d = c.test_and_set("ft-vm", epoch, "host-b").unwrap();
+    assert!(d.granted && d.epoch == epoch, "{d:?}");
+    let d = c.test_and_set("ft-vm", epoch, "host-a").unwrap();
+    assert!(!d.granted && d.owner == "host-b" && !d.stale, "{d:?}");
+    // The survivor re-protected: next_epoch = max(now, previous + 1).
+    let next = epoch + 1;
+    assert!(c.test_and_set("ft-vm", next, "host-b").unwrap().granted);
+    assert!(
+        a.log()
+            .contains("refused (epoch 18446744073709551615 is more than"),
+        "{}",
+        a.log()
+    );
+}
+
+#[test]
+fn reset_is_the_way_to_clear_a_flag_and_never_runs_beside_a_server() {
+    let (_t, dir) = state_dir();
+    // A flag granted before epochs were bounded: every genuine epoch is stale behind it.
+    std::fs::write(
+        dir.join("arbiter-state.json"),
+        format!(
+            r#"{{"version":1,"flags":[{{"vm":"ft-vm","epoch":{},"owner":"intruder","granted_at_unix_ms":0}},
+               {{"vm":"other-vm","epoch":3,"owner":"host-a","granted_at_unix_ms":0}}]}}"#,
+            u64::MAX
+        ),
+    )
+    .unwrap();
+    let a = Arbiter::start(&dir);
+    let d = a
+        .client()
+        .test_and_set("ft-vm", now_ms(), "host-a")
+        .unwrap();
+    assert!(!d.granted && d.stale && d.owner == "intruder", "{d:?}");
+    assert!(
+        a.log()
+            .contains("is more than 600000 ms ahead of the clock")
+            && a.log().contains("arbiter reset --state"),
+        "startup warns about the flag: {}",
+        a.log()
+    );
+
+    // Not while serving: the server would write the flag back.
+    let out = run(&["reset", "ft-vm", "--state"], &dir);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    a.kill9();
+    assert!(status_cli(&dir).contains("intruder"));
+
+    let out = run(&["reset", "no-such-vm", "--state"], &dir);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no flag for vm no-such-vm"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["reset", "ft-vm", "--state"], &dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("reset vm ft-vm") && said.contains("intruder"),
+        "{said}"
+    );
+    let table = status_cli(&dir);
+    assert!(
+        !table.contains("intruder") && table.contains("other-vm"),
+        "{table}"
+    );
+
+    // Failover works again; the other vm's flag still stands.
+    let a = Arbiter::start(&dir);
+    let mut c = a.client();
+    let epoch = now_ms();
+    assert!(c.test_and_set("ft-vm", epoch, "host-a").unwrap().granted);
+    assert!(!c.test_and_set("ft-vm", epoch, "host-b").unwrap().granted);
+    assert!(!c.test_and_set("other-vm", 3, "host-b").unwrap().granted);
 }

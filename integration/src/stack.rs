@@ -565,14 +565,15 @@ impl Arbiter {
         let dir = lab.dir.path().to_path_buf();
         std::fs::create_dir_all(dir.join("arbiter-state"))?;
         let ns = lab.topo.ns("storage");
-        let proc = Self::spawn(&dir, &ns)?;
+        // A fresh lab: `--init` creates the state file (a missing one is refused otherwise).
+        let proc = Self::spawn(&dir, &ns, true)?;
         let mut a = Arbiter { proc, ns, dir };
         a.wait_listening()?;
         Ok(a)
     }
 
-    fn spawn(dir: &Path, ns: &str) -> Result<Proc, StackError> {
-        let argv = [
+    fn spawn(dir: &Path, ns: &str, init: bool) -> Result<Proc, StackError> {
+        let mut argv = vec![
             bin("arbiter"),
             "serve".into(),
             "--listen".into(),
@@ -580,6 +581,9 @@ impl Arbiter {
             "--state".into(),
             dir.join("arbiter-state").display().to_string(),
         ];
+        if init {
+            argv.push("--init".into());
+        }
         Ok(Proc::spawn("arbiter", dir, Some(ns), &argv)?)
     }
 
@@ -599,10 +603,11 @@ impl Arbiter {
         self.proc.kill();
     }
 
-    /// Starts it again on the same state directory.
+    /// Starts it again on the same state directory (without `--init`: the flags it granted
+    /// before must still stand).
     pub fn restart(&mut self) -> Result<(), StackError> {
         self.proc.kill();
-        self.proc = Self::spawn(&self.dir, &self.ns)?;
+        self.proc = Self::spawn(&self.dir, &self.ns, false)?;
         self.wait_listening()
     }
 

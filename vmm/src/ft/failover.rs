@@ -12,7 +12,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arbiter::client::Client;
+use arbiter::client::{Client, ClientError};
 
 use crate::config::FailoverConfig;
 use crate::inbox::{DeviceEvent, Inbox};
@@ -66,8 +66,14 @@ pub fn arbitrate(cfg: &FailoverConfig, epoch: u64) -> Verdict {
             }
             Err(e) => {
                 if attempts.is_multiple_of(10) {
+                    // An error reply (e.g. an epoch ahead of the arbiter's clock, or its
+                    // storage failing) grants nothing either: wait and ask again.
+                    let what = match &e {
+                        ClientError::Refused(_) => "answers with an error",
+                        _ => "unreachable",
+                    };
                     log::error!(
-                        "ft: arbiter {addr} unreachable for {} ms ({e}); not going on alone; retrying",
+                        "ft: arbiter {addr} {what} for {} ms ({e}); not going on alone; retrying",
                         start.elapsed().as_millis()
                     );
                 }
