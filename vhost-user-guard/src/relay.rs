@@ -6,9 +6,9 @@
 //! regions they name ([`crate::regions`]) and forwards them with their descriptors.
 //! Waiting for the next message has no limit (a VMM may stay quiet for hours between
 //! negotiation and the guest driver starting the device), but a message once begun must be
-//! complete within [`crate::MESSAGE_TIMEOUT`]. A payload larger than the protocol's
-//! `MAX_MSG_SIZE` or a bad region ends the connection, as the library ends it for a message
-//! it refuses. Backend to frontend (replies), bytes and descriptors pass unchanged.
+//! complete within [`crate::MESSAGE_TIMEOUT`]. A bad region ends the connection, as the
+//! library ends it for a message it refuses; so does a payload size above the protocol's
+//! `MAX_MSG_SIZE` (the header is passed on first, for the library to refuse and log). Backend to frontend (replies), bytes and descriptors pass unchanged.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -200,6 +200,8 @@ fn inbound(f: &UnixStream, b: &UnixStream) -> Result<(), RelayError> {
         let word = |i: usize| u32::from_le_bytes([hdr[i], hdr[i + 1], hdr[i + 2], hdr[i + 3]]);
         let (request, size) = (word(0), word(8) as usize);
         if size > MAX_MSG_SIZE {
+            // The library judges the header (and logs its refusal) before the relay ends.
+            send_with_files(b, &[&hdr], &files)?;
             return Err(RelayError::TooLarge(size));
         }
         let mut body = vec![0u8; size];
