@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::ft::FtClient;
 use common::*;
 use ft_control::{Message, Role, VERSION};
-use vhost_harness::{connect_from_child, ChildIds, Desc, Harness, HarnessConfig};
+use vhost_harness::{closed_within, connect_from_child, ChildIds, Desc, Harness, HarnessConfig};
 use vm_memory::GuestAddress;
 
 const SIZE: u64 = 4 << 20;
@@ -173,7 +173,7 @@ fn a_socket_group_opens_the_sockets_to_it_and_peers_are_still_checked() {
     // In the group only as a supplementary group: the file lets it connect, but SO_PEERCRED
     // shows another user whose group is not the socket group: refused at once.
     let s = connect_from_child(&rig.vsock, Some(&nobody(&[4242]))).expect("file access");
-    assert!(closed_by_peer(&s, T), "refused by the peer check");
+    assert!(closed_within(&s, T).expect("read"), "refused by the peer check");
     rig.wait_log("refusing pid");
     rig.alive();
     genuine_round_trip(&rig, 4, 0x42);
@@ -242,7 +242,7 @@ fn silent_frontends_are_dropped_and_delay_nobody() {
         t0.elapsed()
     );
     for s in &silent {
-        assert!(closed_by_peer(s, T), "a silent connection is closed");
+        assert!(closed_within(s, T).expect("read"), "a silent connection is closed");
     }
     assert!(t0.elapsed() >= vhost_user_guard_handshake() - Duration::from_millis(500));
     rig.wait_log("said nothing");
@@ -270,13 +270,13 @@ fn ft_mode_is_only_for_the_process_of_the_vhost_user_frontend() {
     // Nobody owns the vhost-user connection yet: even our own Hello is refused.
     let mut s = common::ft::connect_retry(&rig.fsock);
     s.write_all(&hello(Role::Primary)).expect("hello");
-    assert!(closed_by_peer(&s, T), "refused without a frontend");
+    assert!(closed_within(&s, T).expect("read"), "refused without a frontend");
     rig.wait_log("no vhost-user frontend is connected");
     // A standalone VM: our harness is the frontend. Another process says Hello(Primary).
     let mut h = rig.harness();
     let mut s = connect_from_child(&rig.fsock, None).expect("child connects");
     s.write_all(&hello(Role::Primary)).expect("hello");
-    assert!(closed_by_peer(&s, T), "refused: not the frontend's process");
+    assert!(closed_within(&s, T).expect("read"), "refused: not the frontend's process");
     rig.wait_log("is not the vhost-user frontend");
     // The VM's writes are not captured: they complete and reach the disk.
     assert_eq!(request(&mut h, T_OUT, 8, &[0x88; 512], 0).0, S_OK);
@@ -316,14 +316,14 @@ fn the_ft_socket_bounds_frames_and_time() {
     // An oversized length before the Hello: closed at once, nothing allocated.
     let mut s = common::ft::connect_retry(&rig.fsock);
     s.write_all(&(1u32 << 30).to_le_bytes()).expect("length");
-    assert!(closed_by_peer(&s, T), "oversized frame");
+    assert!(closed_within(&s, T).expect("read"), "oversized frame");
     rig.wait_log("exceeds the limit");
     // A silent client does not delay the VMM, and is closed after the Hello timeout (2 s).
     let silent = common::ft::connect_retry(&rig.fsock);
     let t0 = Instant::now();
     let c = FtClient::connect(&rig.fsock, Role::Primary);
     assert!(t0.elapsed() < Duration::from_secs(1), "not delayed: {:?}", t0.elapsed());
-    assert!(closed_by_peer(&silent, T), "silent client closed");
+    assert!(closed_within(&silent, T).expect("read"), "silent client closed");
     rig.wait_log("said nothing");
     // After the Hello: a frame cut in the middle ends the connection within the frame
     // timeout (2 s), so that the next VMM can connect.

@@ -33,8 +33,9 @@ fn memfd(size: u64) -> Result<File, HarnessError> {
     Ok(f)
 }
 
-/// Waits up to `timeout` for the peer to close `s`; `true` if it did.
-fn closed_within(mut s: &UnixStream, timeout: Duration) -> Result<bool, HarnessError> {
+/// Waits up to `timeout` for the peer to close `s` (EOF or reset; bytes before are
+/// skipped); `true` if it did.
+pub fn closed_within(mut s: &UnixStream, timeout: Duration) -> Result<bool, HarnessError> {
     s.set_read_timeout(Some(timeout))?;
     let mut b = [0u8; 256];
     loop {

@@ -6,7 +6,7 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ft_control::{Message, Role, VERSION};
-use vhost_harness::{connect_from_child, ChildIds, Desc, Harness, HarnessConfig};
+use vhost_harness::{closed_within, connect_from_child, ChildIds, Desc, Harness, HarnessConfig};
 use vm_memory::GuestAddress;
 
 const T: Duration = Duration::from_secs(10);
@@ -93,18 +93,6 @@ impl Rig {
     }
 }
 
-fn closed_by_peer(mut s: &UnixStream, t: Duration) -> bool {
-    s.set_read_timeout(Some(t)).expect("timeout");
-    let mut b = [0u8; 64];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
-        }
-    }
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("socket").permissions().mode() & 0o777
 }
@@ -151,7 +139,7 @@ fn silent_frontends_are_dropped_and_delay_nobody() {
     rig.frame_leaves(&mut h, 72);
     assert!(t0.elapsed() < Duration::from_millis(2500), "delayed {:?}", t0.elapsed());
     for s in &silent {
-        assert!(closed_by_peer(s, T), "silent connection closed");
+        assert!(closed_within(s, T).expect("read"), "silent connection closed");
     }
     rig.wait_log("said nothing");
     assert!(rig.backend.alive());
@@ -171,7 +159,7 @@ fn ft_mode_is_only_for_the_process_of_the_vhost_user_frontend() {
     .encode();
     let mut s = connect_from_child(&rig.fsock, None).expect("child connects");
     s.write_all(&hello).expect("hello");
-    assert!(closed_by_peer(&s, T), "refused: not the frontend's process");
+    assert!(closed_within(&s, T).expect("read"), "refused: not the frontend's process");
     rig.wait_log("is not the vhost-user frontend");
     // Not captured: the frame leaves and the chain completes in the used ring.
     rig.frame_leaves(&mut h, 74);

@@ -245,19 +245,6 @@ pub fn wait_for_log(log: &Path, what: &str, timeout: Duration) {
     }
 }
 
-/// Waits up to `timeout` for the peer to close `s` (EOF or reset); bytes before are skipped.
-pub fn closed_by_peer(mut s: &UnixStream, timeout: Duration) -> bool {
-    s.set_read_timeout(Some(timeout)).expect("read timeout");
-    let mut b = [0u8; 256];
-    loop {
-        match s.read(&mut b) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
-        }
-    }
-}
-
 pub fn unix_uri(export: &str, sock: &Path) -> String {
     format!("nbd+unix:///{export}?socket={}", sock.display())
 }
