@@ -199,7 +199,10 @@ fn accept_all(listener: &UnixListener, rules: &AcceptRules, silent: &mut Vec<Sil
             continue;
         }
         if let Err(e) = stream.set_nonblocking(false) {
-            log::error!("{what} socket: {e}; closing the connection from pid {}", peer.pid);
+            log::error!(
+                "{what} socket: {e}; closing the connection from pid {}",
+                peer.pid
+            );
             continue;
         }
         silent.push(Silent {
@@ -237,12 +240,18 @@ mod tests {
         };
         let rx = spawn(crate::local::bind(&p, None).expect("bind"), rules).expect("spawn");
         // Four silent peers (the limit), then a fifth that is closed at once.
-        let mut silent: Vec<UnixStream> =
-            (0..4).map(|_| UnixStream::connect(&p).expect("c")).collect();
+        let mut silent: Vec<UnixStream> = (0..4)
+            .map(|_| UnixStream::connect(&p).expect("c"))
+            .collect();
         std::thread::sleep(Duration::from_millis(100));
         let mut over = UnixStream::connect(&p).expect("connect");
-        over.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        assert_eq!(over.read(&mut [0u8; 1]).expect("closed"), 0, "over the limit");
+        over.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        assert_eq!(
+            over.read(&mut [0u8; 1]).expect("closed"),
+            0,
+            "over the limit"
+        );
         // One that leaves makes room.
         drop(silent.pop());
         std::thread::sleep(Duration::from_millis(100));
@@ -250,16 +259,25 @@ mod tests {
         let t0 = Instant::now();
         let mut good = UnixStream::connect(&p).expect("connect");
         good.write_all(b"x").expect("speak");
-        let a = rx.recv_timeout(Duration::from_secs(5)).expect("handed over");
+        let a = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("handed over");
         assert!(t0.elapsed() < Duration::from_millis(500), "not delayed");
         assert_eq!(a.peer.pid, std::process::id() as i32);
         let mut b = [0u8; 1];
-        (&a.stream).read_exact(&mut b).expect("its byte is still there");
+        (&a.stream)
+            .read_exact(&mut b)
+            .expect("its byte is still there");
         assert_eq!(&b, b"x");
         // The silent ones are closed after their timeout.
         for mut s in silent {
-            s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-            assert_eq!(s.read(&mut [0u8; 1]).expect("closed"), 0, "silent one closed");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            assert_eq!(
+                s.read(&mut [0u8; 1]).expect("closed"),
+                0,
+                "silent one closed"
+            );
         }
         assert!(rx.try_recv().is_err(), "nothing else was handed over");
     }

@@ -56,7 +56,9 @@ pub fn read_vmm_message(r: &mut impl Read) -> Result<Option<Message>, ControlErr
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => return Err(e.into()),
         }
@@ -80,11 +82,14 @@ mod tests {
     #[test]
     fn frames_from_the_vmm_are_small_and_must_not_stall() {
         let (mut a, mut b) = UnixStream::pair().expect("pair");
-        b.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        b.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         // Waiting between frames is fine; a frame follows.
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(350));
-            Message::Release { id: 7 }.write_to(&mut a).expect("release");
+            Message::Release { id: 7 }
+                .write_to(&mut a)
+                .expect("release");
             // A frame cut after its first bytes.
             a.write_all(&[9, 0]).expect("partial");
             std::thread::sleep(Duration::from_millis(400));
@@ -94,13 +99,22 @@ mod tests {
             read_vmm_message(&mut b).expect("release"),
             Some(Message::Release { id: 7 })
         );
-        assert!(matches!(read_vmm_message(&mut b), Err(ControlError::Stalled)));
+        assert!(matches!(
+            read_vmm_message(&mut b),
+            Err(ControlError::Stalled)
+        ));
         let mut a = writer.join().expect("writer");
         // An oversized length is refused before anything is read or allocated.
         let (mut c, mut d) = UnixStream::pair().expect("pair");
         c.write_all(&(64u32 << 20).to_le_bytes()).expect("huge");
-        assert!(matches!(read_vmm_message(&mut d), Err(ControlError::TooLarge(_))));
-        assert!(matches!(read_hello(&mut &(1u32 << 30).to_le_bytes()[..]), Err(ControlError::TooLarge(_))));
+        assert!(matches!(
+            read_vmm_message(&mut d),
+            Err(ControlError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_hello(&mut &(1u32 << 30).to_le_bytes()[..]),
+            Err(ControlError::TooLarge(_))
+        ));
         // A Hello, checked.
         Message::Hello {
             version: VERSION,

@@ -82,7 +82,10 @@ pub enum ControlError {
     Malformed(&'static str),
     #[error("unsupported FT control version {0}")]
     Version(u32),
-    #[error("the peer stopped in the middle of a frame for more than {:?}", inbound::FRAME_TIMEOUT)]
+    #[error(
+        "the peer stopped in the middle of a frame for more than {:?}",
+        inbound::FRAME_TIMEOUT
+    )]
     Stalled,
 }
 

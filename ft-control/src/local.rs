@@ -34,8 +34,14 @@ pub enum SocketError {
     NotASocket(PathBuf),
     #[error("refusing to replace {0}: it is a symbolic link")]
     Symlink(PathBuf),
-    #[error("refusing to replace {path}: it belongs to uid {owner}, not to this process (uid {ours})")]
-    OtherOwner { path: PathBuf, owner: u32, ours: u32 },
+    #[error(
+        "refusing to replace {path}: it belongs to uid {owner}, not to this process (uid {ours})"
+    )]
+    OtherOwner {
+        path: PathBuf,
+        owner: u32,
+        ours: u32,
+    },
     #[error("socket path {0} is too long for a Unix socket address (at most 107 bytes)")]
     TooLong(PathBuf),
     #[error("cannot {what} {path}: {source}")]
@@ -206,8 +212,14 @@ pub fn bind_with_backlog(
     check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o600) })
         .map_err(|e| io_err("set the mode of", e))?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that lives across the call.
-    check(unsafe { libc::bind(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len) })
-        .map_err(|e| io_err("bind", e))?;
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    })
+    .map_err(|e| io_err("bind", e))?;
     let mode = match group {
         Some(gid) => {
             let cpath = CString::new(path.as_os_str().as_bytes())
@@ -244,7 +256,11 @@ pub fn connect_now(path: &Path) -> io::Result<UnixStream> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes that lives across the call.
     check(unsafe {
-        libc::connect(fd.as_raw_fd(), (&addr as *const libc::sockaddr_un).cast(), len)
+        libc::connect(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        )
     })?;
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false)?;
@@ -269,7 +285,11 @@ mod tests {
         Dir(d)
     }
     fn mode(p: &Path) -> u32 {
-        std::fs::symlink_metadata(p).expect("meta").permissions().mode() & 0o777
+        std::fs::symlink_metadata(p)
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]

@@ -42,11 +42,22 @@ impl Rig {
         let nsock = t.path("nbd.sock");
         let vsock = t.path("vhost.sock");
         let fsock = t.path("ft.sock");
-        let qemu = qemu_nbd(&img, "disk", Listen::Unix(&nsock), false, &t.path("qemu.log"));
+        let qemu = qemu_nbd(
+            &img,
+            "disk",
+            Listen::Unix(&nsock),
+            false,
+            &t.path("qemu.log"),
+        );
         let fs = fsock.to_str().expect("utf-8").to_string();
         let mut args = vec!["--ft-socket", fs.as_str()];
         args.extend_from_slice(extra);
-        let backend = backend(&vsock, &unix_uri("disk", &nsock), &args, &t.path("backend.log"));
+        let backend = backend(
+            &vsock,
+            &unix_uri("disk", &nsock),
+            &args,
+            &t.path("backend.log"),
+        );
         Rig {
             backend,
             qemu: Some(qemu),
@@ -128,11 +139,19 @@ fn request(h: &mut Harness, rtype: u32, sector: u64, out: &[u8], in_len: u32) ->
 #[track_caller]
 fn genuine_round_trip(rig: &Rig, sector: u64, byte: u8) {
     let mut h = rig.harness();
-    assert_eq!(request(&mut h, T_OUT, sector, &[byte; 512], 0).0, S_OK, "write");
+    assert_eq!(
+        request(&mut h, T_OUT, sector, &[byte; 512], 0).0,
+        S_OK,
+        "write"
+    );
     let (st, data) = request(&mut h, T_IN, sector, &[], 512);
     assert_eq!(st, S_OK, "read");
     assert_bytes(&data, &[byte; 512], "read back");
-    assert_bytes(&read_file_at(&rig.img, sector * 512, 512), &[byte; 512], "on disk");
+    assert_bytes(
+        &read_file_at(&rig.img, sector * 512, 512),
+        &[byte; 512],
+        "on disk",
+    );
 }
 
 fn mode(p: &Path) -> u32 {
@@ -154,7 +173,12 @@ fn sockets_are_owner_only() {
     assert_eq!(mode(&rig.fsock), 0o600, "FT socket");
     for p in [&rig.vsock, &rig.fsock] {
         let e = connect_from_child(p, Some(&nobody(&[]))).expect_err("another user");
-        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{}", p.display());
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{}",
+            p.display()
+        );
     }
     rig.alive();
     genuine_round_trip(&rig, 3, 0x31);
@@ -173,7 +197,10 @@ fn a_socket_group_opens_the_sockets_to_it_and_peers_are_still_checked() {
     // In the group only as a supplementary group: the file lets it connect, but SO_PEERCRED
     // shows another user whose group is not the socket group: refused at once.
     let s = connect_from_child(&rig.vsock, Some(&nobody(&[4242]))).expect("file access");
-    assert!(closed_within(&s, T).expect("read"), "refused by the peer check");
+    assert!(
+        closed_within(&s, T).expect("read"),
+        "refused by the peer check"
+    );
     rig.wait_log("refusing pid");
     rig.alive();
     genuine_round_trip(&rig, 4, 0x42);
@@ -181,19 +208,34 @@ fn a_socket_group_opens_the_sockets_to_it_and_peers_are_still_checked() {
 
 /// Starts the backend on `socket` (something already there) and expects it to refuse.
 fn expect_refusal(t: &TempDir, socket: &Path, want: &str) {
-    let name = socket.file_name().and_then(|n| n.to_str()).unwrap_or("x").to_string();
+    let name = socket
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("x")
+        .to_string();
     let nsock = t.path(&format!("mem-{name}.sock"));
-    let _nbd = nbdkit(&nsock, &["memory", "1M"], &t.path(&format!("nbdkit-{name}.log")));
+    let _nbd = nbdkit(
+        &nsock,
+        &["memory", "1M"],
+        &t.path(&format!("nbdkit-{name}.log")),
+    );
     let log = t.path(&format!("refused-{name}.log"));
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vhost-blk-remote"));
-    c.arg("--socket").arg(socket).arg("--nbd").arg(unix_uri("", &nsock));
+    c.arg("--socket")
+        .arg(socket)
+        .arg("--nbd")
+        .arg(unix_uri("", &nsock));
     let mut p = spawn(c, "vhost-blk-remote", &log);
     let deadline = Instant::now() + T;
     let status = loop {
         if let Ok(Some(st)) = p.child.try_wait() {
             break st;
         }
-        assert!(Instant::now() < deadline, "the backend did not refuse {}", socket.display());
+        assert!(
+            Instant::now() < deadline,
+            "the backend did not refuse {}",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(!status.success(), "exit status {status}");
@@ -242,7 +284,10 @@ fn silent_frontends_are_dropped_and_delay_nobody() {
         t0.elapsed()
     );
     for s in &silent {
-        assert!(closed_within(s, T).expect("read"), "a silent connection is closed");
+        assert!(
+            closed_within(s, T).expect("read"),
+            "a silent connection is closed"
+        );
     }
     assert!(t0.elapsed() >= vhost_user_guard_handshake() - Duration::from_millis(500));
     rig.wait_log("said nothing");
@@ -270,17 +315,27 @@ fn ft_mode_is_only_for_the_process_of_the_vhost_user_frontend() {
     // Nobody owns the vhost-user connection yet: even our own Hello is refused.
     let mut s = common::ft::connect_retry(&rig.fsock);
     s.write_all(&hello(Role::Primary)).expect("hello");
-    assert!(closed_within(&s, T).expect("read"), "refused without a frontend");
+    assert!(
+        closed_within(&s, T).expect("read"),
+        "refused without a frontend"
+    );
     rig.wait_log("no vhost-user frontend is connected");
     // A standalone VM: our harness is the frontend. Another process says Hello(Primary).
     let mut h = rig.harness();
     let mut s = connect_from_child(&rig.fsock, None).expect("child connects");
     s.write_all(&hello(Role::Primary)).expect("hello");
-    assert!(closed_within(&s, T).expect("read"), "refused: not the frontend's process");
+    assert!(
+        closed_within(&s, T).expect("read"),
+        "refused: not the frontend's process"
+    );
     rig.wait_log("is not the vhost-user frontend");
     // The VM's writes are not captured: they complete and reach the disk.
     assert_eq!(request(&mut h, T_OUT, 8, &[0x88; 512], 0).0, S_OK);
-    assert_bytes(&read_file_at(&rig.img, 8 * 512, 512), &[0x88; 512], "written");
+    assert_bytes(
+        &read_file_at(&rig.img, 8 * 512, 512),
+        &[0x88; 512],
+        "written",
+    );
     // The frontend's own process gets FT mode.
     let c = FtClient::connect(&rig.fsock, Role::Primary);
     let mut hdr = [0u8; 16];
@@ -304,7 +359,11 @@ fn ft_mode_is_only_for_the_process_of_the_vhost_user_frontend() {
     let (id, _, _) = c.output(T);
     c.send(&Message::Release { id });
     c.completion(T);
-    assert_bytes(&read_file_at(&rig.img, 9 * 512, 512), &[0x99; 512], "released");
+    assert_bytes(
+        &read_file_at(&rig.img, 9 * 512, 512),
+        &[0x99; 512],
+        "released",
+    );
     rig.alive();
 }
 
@@ -322,8 +381,15 @@ fn the_ft_socket_bounds_frames_and_time() {
     let silent = common::ft::connect_retry(&rig.fsock);
     let t0 = Instant::now();
     let c = FtClient::connect(&rig.fsock, Role::Primary);
-    assert!(t0.elapsed() < Duration::from_secs(1), "not delayed: {:?}", t0.elapsed());
-    assert!(closed_within(&silent, T).expect("read"), "silent client closed");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "not delayed: {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        closed_within(&silent, T).expect("read"),
+        "silent client closed"
+    );
     rig.wait_log("said nothing");
     // After the Hello: a frame cut in the middle ends the connection within the frame
     // timeout (2 s), so that the next VMM can connect.
@@ -353,7 +419,11 @@ fn an_export_that_changes_across_a_reconnect_is_refused_until_it_is_back() {
         .and_then(|f| f.set_len(SIZE / 2))
         .expect("shrink");
     rig.restart_nbd(&[], 2);
-    assert_eq!(request(&mut h, T_IN, 0, &[], 512).0, S_IOERR, "refused, not served");
+    assert_eq!(
+        request(&mut h, T_IN, 0, &[], 512).0,
+        S_IOERR,
+        "refused, not served"
+    );
     rig.wait_log("refusing the changed export");
     let last = SIZE / 512 - 1;
     assert_eq!(request(&mut h, T_IN, last, &[], 512).0, S_IOERR);
@@ -370,7 +440,10 @@ fn an_export_that_changes_across_a_reconnect_is_refused_until_it_is_back() {
     rig.restart_nbd(&[], 3);
     let deadline = Instant::now() + T;
     while request(&mut h, T_IN, 0, &[], 512).0 != S_OK {
-        assert!(Instant::now() < deadline, "the export as it was is served again");
+        assert!(
+            Instant::now() < deadline,
+            "the export as it was is served again"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     rig.wait_log("is back as it was");
@@ -406,15 +479,35 @@ fn requests_beyond_the_end_of_the_export_fail_before_they_are_sent() {
     let vsock = t.path("vhost.sock");
     let mut b = backend(&vsock, &unix_uri("", &nsock), &[], &t.path("backend.log"));
     let mut h = Harness::connect(&vsock, HarnessConfig::default()).expect("harness");
-    assert_eq!(request(&mut h, T_IN, 2047, &[], 512).0, S_OK, "the last whole sector");
-    assert_eq!(request(&mut h, T_IN, 2048, &[], 512).0, S_IOERR, "the partial one");
-    assert_eq!(request(&mut h, T_IN, 2047, &[], 1024).0, S_IOERR, "across the end");
-    assert_eq!(request(&mut h, T_OUT, 1 << 40, &[7; 512], 0).0, S_IOERR, "far beyond");
+    assert_eq!(
+        request(&mut h, T_IN, 2047, &[], 512).0,
+        S_OK,
+        "the last whole sector"
+    );
+    assert_eq!(
+        request(&mut h, T_IN, 2048, &[], 512).0,
+        S_IOERR,
+        "the partial one"
+    );
+    assert_eq!(
+        request(&mut h, T_IN, 2047, &[], 1024).0,
+        S_IOERR,
+        "across the end"
+    );
+    assert_eq!(
+        request(&mut h, T_OUT, 1 << 40, &[7; 512], 0).0,
+        S_IOERR,
+        "far beyond"
+    );
     assert_eq!(request(&mut h, T_OUT, 2040, &[7; 512], 0).0, S_OK, "inside");
     let sent = std::fs::read_to_string(&nlog).expect("request log");
     let reads: Vec<&str> = sent.lines().filter(|l| l.contains(" Read id=")).collect();
     assert_eq!(reads.len(), 1, "only the good read was sent:\n{sent}");
-    assert!(reads[0].contains("offset=0xffe00 "), "sector 2047: {}", reads[0]);
+    assert!(
+        reads[0].contains("offset=0xffe00 "),
+        "sector 2047: {}",
+        reads[0]
+    );
     let writes = sent.lines().filter(|l| l.contains(" Write id=")).count();
     assert_eq!(writes, 1, "only the good write was sent:\n{sent}");
     assert!(b.is_running());

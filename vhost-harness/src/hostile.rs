@@ -43,7 +43,12 @@ pub fn closed_within(mut s: &UnixStream, timeout: Duration) -> Result<bool, Harn
             Ok(0) => return Ok(true),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(true),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(false)
             }
             Err(e) => return Err(e.into()),

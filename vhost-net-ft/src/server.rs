@@ -103,7 +103,10 @@ impl Server {
             }
         };
         info!("connection {connection}: frontend connected");
-        debug!("connection {connection}: frontend pid {}", session.peer().pid);
+        debug!(
+            "connection {connection}: frontend pid {}",
+            session.peer().pid
+        );
         match daemon.wait() {
             Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected)) => {
                 info!("connection {connection}: frontend disconnected")

@@ -71,7 +71,11 @@ impl Rig {
     fn wait_log(&self, what: &str) {
         let deadline = Instant::now() + T;
         while !self.backend.log_text().contains(what) {
-            assert!(Instant::now() < deadline, "no {what:?} in:\n{}", self.backend.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in:\n{}",
+                self.backend.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -82,7 +86,8 @@ impl Rig {
         let frame = test_frame(BROADCAST, GUEST_MAC, tag, 64);
         let a = h.alloc(200, 16).expect("alloc");
         h.write(a, &[0u8; HDR]).expect("hdr");
-        h.write(GuestAddress(a.0 + HDR as u64), &frame).expect("frame");
+        h.write(GuestAddress(a.0 + HDR as u64), &frame)
+            .expect("frame");
         h.submit(TX, &[Desc::readable(a, (HDR + frame.len()) as u32)], T)
             .expect("TX completes");
         let got = self
@@ -137,9 +142,16 @@ fn silent_frontends_are_dropped_and_delay_nobody() {
     let t0 = Instant::now();
     let mut h = rig.harness();
     rig.frame_leaves(&mut h, 72);
-    assert!(t0.elapsed() < Duration::from_millis(2500), "delayed {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "delayed {:?}",
+        t0.elapsed()
+    );
     for s in &silent {
-        assert!(closed_within(s, T).expect("read"), "silent connection closed");
+        assert!(
+            closed_within(s, T).expect("read"),
+            "silent connection closed"
+        );
     }
     rig.wait_log("said nothing");
     assert!(rig.backend.alive());
@@ -159,7 +171,10 @@ fn ft_mode_is_only_for_the_process_of_the_vhost_user_frontend() {
     .encode();
     let mut s = connect_from_child(&rig.fsock, None).expect("child connects");
     s.write_all(&hello).expect("hello");
-    assert!(closed_within(&s, T).expect("read"), "refused: not the frontend's process");
+    assert!(
+        closed_within(&s, T).expect("read"),
+        "refused: not the frontend's process"
+    );
     rig.wait_log("is not the vhost-user frontend");
     // Not captured: the frame leaves and the chain completes in the used ring.
     rig.frame_leaves(&mut h, 74);

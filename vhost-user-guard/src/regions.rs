@@ -18,8 +18,7 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 
 use vhost::vhost_user::message::{
-    FrontendReq, VhostUserLog, VhostUserMemory, VhostUserMemoryRegion,
-    VhostUserSingleMemoryRegion,
+    FrontendReq, VhostUserLog, VhostUserMemory, VhostUserMemoryRegion, VhostUserSingleMemoryRegion,
 };
 use vm_memory::ByteValued;
 
@@ -69,7 +68,13 @@ fn kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
-fn check_one(index: usize, file: &File, gpa: u64, size: u64, offset: u64) -> Result<(), RegionError> {
+fn check_one(
+    index: usize,
+    file: &File,
+    gpa: u64,
+    size: u64,
+    offset: u64,
+) -> Result<(), RegionError> {
     let meta = file
         .metadata()
         .map_err(|source| RegionError::Stat { index, source })?;
@@ -142,9 +147,13 @@ mod tests {
     }
 
     fn table(regions: &[(u64, u64, u64)]) -> Vec<u8> {
-        let mut b = VhostUserMemory::new(regions.len() as u32).as_slice().to_vec();
+        let mut b = VhostUserMemory::new(regions.len() as u32)
+            .as_slice()
+            .to_vec();
         for &(gpa, size, offset) in regions {
-            b.extend_from_slice(VhostUserMemoryRegion::new(gpa, size, 0x7000_0000, offset).as_slice());
+            b.extend_from_slice(
+                VhostUserMemoryRegion::new(gpa, size, 0x7000_0000, offset).as_slice(),
+            );
         }
         b
     }
@@ -154,7 +163,12 @@ mod tests {
         let set = FrontendReq::SET_MEM_TABLE as u32;
         let f = memfd(1 << 20);
         check(set, &table(&[(0, 1 << 20, 0)]), std::slice::from_ref(&f)).expect("exact fit");
-        check(set, &table(&[(0, 1 << 19, 1 << 19)]), std::slice::from_ref(&f)).expect("tail");
+        check(
+            set,
+            &table(&[(0, 1 << 19, 1 << 19)]),
+            std::slice::from_ref(&f),
+        )
+        .expect("tail");
         let short = memfd(4096);
         let two = [f, short];
         match check(set, &table(&[(0, 1 << 20, 0), (1 << 20, 1 << 20, 0)]), &two) {
@@ -186,7 +200,11 @@ mod tests {
     fn a_region_must_be_a_regular_file() {
         let dev = File::open("/dev/zero").expect("/dev/zero");
         assert!(matches!(
-            check(FrontendReq::SET_MEM_TABLE as u32, &table(&[(0, 4096, 0)]), &[dev]),
+            check(
+                FrontendReq::SET_MEM_TABLE as u32,
+                &table(&[(0, 4096, 0)]),
+                &[dev]
+            ),
             Err(RegionError::NotAFile {
                 kind: "character device",
                 ..
