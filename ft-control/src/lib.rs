@@ -9,6 +9,14 @@
 //! them at a landmark, and announces each output, which the VMM releases once it is safe.
 //!
 //! Framing: `u32 length` (of what follows, little-endian) | `u8 type` | payload.
+//!
+//! Besides the messages: [`local`] (how the local sockets of the VMM and the backends are
+//! created, and who is on the other end), [`accept`] (new connections wait for their first
+//! message together) and [`inbound`] (the limits on what a backend reads from its VMM).
+
+pub mod accept;
+pub mod inbound;
+pub mod local;
 
 use std::io::{self, Read, Write};
 
@@ -74,6 +82,11 @@ pub enum ControlError {
     Malformed(&'static str),
     #[error("unsupported FT control version {0}")]
     Version(u32),
+    #[error(
+        "the peer stopped in the middle of a frame for more than {:?}",
+        inbound::FRAME_TIMEOUT
+    )]
+    Stalled,
 }
 
 /// SHA-256 of the readable bytes of a chain, in chain order.
@@ -217,6 +230,12 @@ impl Message {
 
     /// Reads one message; `Ok(None)` on a clean EOF between messages.
     pub fn read_from(r: &mut impl Read) -> Result<Option<Message>, ControlError> {
+        Self::read_limited(r, MAX_FRAME)
+    }
+
+    /// [`Message::read_from`] for frames of at most `max` bytes: a longer length field is an
+    /// error before anything is allocated.
+    pub fn read_limited(r: &mut impl Read, max: usize) -> Result<Option<Message>, ControlError> {
         let mut len = [0u8; 4];
         match r.read_exact(&mut len) {
             Ok(()) => {}
@@ -224,7 +243,7 @@ impl Message {
             Err(e) => return Err(e.into()),
         }
         let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
+        if len > max {
             return Err(ControlError::TooLarge(len));
         }
         // Read what arrives instead of allocating what the prefix claims: a peer that sends
@@ -267,16 +286,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The backend's side of the handshake: reads `Hello`, answers `HelloAck`.
+/// The backend's side of the handshake: reads `Hello` (see [`inbound::read_hello`]),
+/// answers `HelloAck`.
 pub fn accept_hello(stream: &mut (impl Read + Write)) -> Result<Role, ControlError> {
-    match Message::read_from(stream)? {
-        Some(Message::Hello { version, role }) if version == VERSION => {
-            Message::HelloAck { version: VERSION }.write_to(stream)?;
-            Ok(role)
-        }
-        Some(Message::Hello { version, .. }) => Err(ControlError::Version(version)),
-        _ => Err(ControlError::Malformed("expected Hello")),
-    }
+    let role = inbound::read_hello(stream)?;
+    Message::HelloAck { version: VERSION }.write_to(stream)?;
+    Ok(role)
 }
 
 #[cfg(test)]

@@ -5,15 +5,21 @@
 //! is thrown away and the next connection on the same socket gets a fresh daemon. The NBD
 //! client is shared by all connections and survives them.
 //!
+//! Frontends come through a `vhost_user_guard::Guard`: the socket is mode 0600 (0660 with
+//! `--socket-group`), a frontend must be our user or root (or of that group), say something
+//! within 5 s, and name memory regions that lie within their files; the library serves the
+//! relayed connection.
+//!
 //! With an FT socket, the FT server runs beside it on its own thread; the FT state (mode,
-//! held outputs) is process-wide and shared by every vhost-user connection.
+//! held outputs) is process-wide and shared by every vhost-user connection. Only the
+//! process of the frontend being served may open an FT connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
+use vhost_user_guard::{FrontendSlot, Guard, GuardError, GuardOptions};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::blk::{BackendOptions, BlkBackend, DeviceConfig, Executor};
@@ -24,10 +30,7 @@ use crate::nbd::Client;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("cannot listen on {path}: {source}")]
-    Listen {
-        path: PathBuf,
-        source: vhost::vhost_user::Error,
-    },
+    Listen { path: PathBuf, source: GuardError },
     #[error("cannot create the per-connection backend: {0}")]
     Backend(#[from] std::io::Error),
     #[error("cannot create the vhost-user daemon: {0}")]
@@ -45,6 +48,8 @@ pub struct DaemonConfig {
     pub backend: BackendOptions,
     /// FT control socket (`--ft-socket`); `None`: a plain vhost-user backend.
     pub ft_socket: Option<PathBuf>,
+    /// `--socket-group`: both sockets mode 0660 with this group, whose processes may connect.
+    pub socket_group: Option<u32>,
 }
 
 type Daemon = VhostUserDaemon<Arc<BlkBackend>>;
@@ -69,18 +74,24 @@ fn new_daemon(
 /// cannot be bound.
 pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
     // The FT socket first: once the vhost-user socket exists, both accept connections.
+    let frontend = FrontendSlot::new();
     let ft = match &cfg.ft_socket {
         Some(path) => {
             let ft = Ft::new();
-            server::spawn(path, ft.clone())?;
+            server::spawn(path, ft.clone(), frontend.clone(), cfg.socket_group)?;
             Some(ft)
         }
         None => None,
     };
-    let mut listener = Listener::new(&cfg.socket, true).map_err(|source| DaemonError::Listen {
-        path: cfg.socket.clone(),
-        source,
-    })?;
+    let opts = GuardOptions {
+        group: cfg.socket_group,
+        ..GuardOptions::default()
+    };
+    let mut guard =
+        Guard::bind(&cfg.socket, &opts, frontend).map_err(|source| DaemonError::Listen {
+            path: cfg.socket.clone(),
+            source,
+        })?;
     let dev = DeviceConfig::from_export(&nbd.info(), cfg.read_only, &cfg.serial);
     log::info!(
         "device: {} sectors, blk_size {}, read-only {}, flush {}, discard {}",
@@ -105,17 +116,19 @@ pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
             "waiting for a vhost-user frontend on {}",
             cfg.socket.display()
         );
-        match daemon.start(&mut listener) {
+        match guard.serve_next(|listener| daemon.start(listener)) {
             Err(e) => {
                 log::error!("accepting a frontend failed: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Ok(()) => {
+            Ok(session) => {
                 log::info!("frontend connected");
+                log::debug!("frontend: pid {}", session.peer().pid);
                 match daemon.wait() {
                     Ok(()) => log::info!("frontend disconnected"),
                     Err(e) => log::error!("frontend connection dropped: {e}"),
                 }
+                drop(session);
             }
         }
         backend.disconnect();

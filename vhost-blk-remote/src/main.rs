@@ -1,4 +1,5 @@
-//! `vhost-blk-remote --socket PATH --nbd URI [--readonly] [--ft-socket PATH]`
+//! `vhost-blk-remote --socket PATH --nbd URI [--readonly] [--ft-socket PATH]
+//! [--socket-group GROUP]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ft_control::local::parse_group;
 use vhost_blk_remote::blk::BackendOptions;
 use vhost_blk_remote::daemon::{serve, DaemonConfig};
 use vhost_blk_remote::nbd::{Client, ClientOptions, NbdError, NbdUri};
@@ -36,6 +38,10 @@ struct Cli {
     /// backend is a plain vhost-user backend.
     #[arg(long)]
     ft_socket: Option<PathBuf>,
+    /// Group (name or gid) that may also connect to the sockets: they are created mode 0660
+    /// with this group instead of 0600, and a peer whose gid is this group is accepted.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
 }
 
 fn connect(uri: &NbdUri, timeout: Duration) -> Result<Client, NbdError> {
@@ -64,6 +70,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let socket_group = match cli.socket_group.as_deref().map(parse_group).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            log::error!("--socket-group: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let client = match connect(&uri, Duration::from_secs(cli.connect_timeout)) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -83,6 +96,7 @@ fn main() -> ExitCode {
             drain_timeout: Duration::from_secs(cli.drain_timeout),
         },
         ft_socket: cli.ft_socket,
+        socket_group,
     };
     match serve(client, &cfg) {
         Ok(()) => ExitCode::SUCCESS,

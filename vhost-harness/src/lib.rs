@@ -22,6 +22,7 @@
 //! Everything returns [`HarnessError`]; nothing panics.
 
 mod garbage;
+mod hostile;
 mod memory;
 mod queue;
 
@@ -37,6 +38,7 @@ use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 pub use garbage::send_garbage;
+pub use hostile::{closed_within, connect_from_child, send_short_memory_table, ChildIds};
 pub use memory::GuestMem;
 pub use queue::{Desc, DriverQueue, UsedElem, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 

@@ -144,9 +144,9 @@ pub enum ServeError {
     Listen {
         /// Socket path.
         path: String,
-        /// vhost error.
+        /// Why (the socket rules of `ft_control::local`, or the guard's thread).
         #[source]
-        source: vhost::vhost_user::Error,
+        source: vhost_user_guard::GuardError,
     },
     /// Creating the vhost-user daemon (vrings, worker thread) failed.
     #[error("cannot create the vhost-user daemon: {0}")]
@@ -165,10 +165,14 @@ pub enum FtError {
     Bind {
         /// Socket path.
         path: String,
-        /// OS error.
+        /// Why (the socket rules of `ft_control::local`).
         #[source]
-        source: io::Error,
+        source: ft_control::local::SocketError,
     },
+    /// The connecting process is not the vhost-user frontend's: FT mode is only for the VMM
+    /// that owns the rings.
+    #[error("refused: {0}; FT mode is only for the process that owns the vhost-user connection")]
+    NotTheFrontend(vhost_user_guard::NotTheFrontend),
     /// Handshake or message error on the connection (garbage, wrong version, I/O).
     #[error("FT control: {0}")]
     Control(#[from] ft_control::ControlError),

@@ -1,4 +1,5 @@
-//! `vhost-net-ft --socket PATH --tap NAME [--mac MAC] [--ft-socket PATH]`
+//! `vhost-net-ft --socket PATH --tap NAME [--mac MAC] [--ft-socket PATH]
+//! [--socket-group GROUP]`
 //!
 //! Listens on the vhost-user socket `PATH` and serves one frontend at a time, forever
 //! (reconnecting frontends are accepted; a broken one is dropped). With `--ft-socket` it also
@@ -11,13 +12,16 @@ use std::sync::Arc;
 use std::{io, thread};
 
 use clap::Parser;
+use ft_control::local::parse_group;
 use log::{error, info};
 
+use vhost_net_ft::error::ServeError;
 use vhost_net_ft::ft::{FtLink, FtServer};
 use vhost_net_ft::net::config::{MacAddr, NetConfig};
 use vhost_net_ft::net::stats::NetStats;
 use vhost_net_ft::server::Server;
 use vhost_net_ft::tap::Tap;
+use vhost_user_guard::{FrontendSlot, Guard, GuardOptions};
 
 /// vhost-user virtio-net backend on a TAP device.
 #[derive(Debug, Parser)]
@@ -36,6 +40,10 @@ struct Cli {
     /// without it, or while no VMM is connected, a plain vhost-user backend).
     #[arg(long, value_name = "PATH")]
     ft_socket: Option<PathBuf>,
+    /// Group (name or gid) that may also connect to the sockets: they are created mode 0660
+    /// with this group instead of 0600, and a peer whose gid is this group is accepted.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread spawned later)
@@ -101,9 +109,34 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let group = match cli.socket_group.as_deref().map(parse_group).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            error!("--socket-group: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let frontend = FrontendSlot::new();
+    let opts = GuardOptions {
+        group,
+        ..GuardOptions::default()
+    };
+    let guard = match Guard::bind(&cli.socket, &opts, frontend.clone()) {
+        Ok(g) => g,
+        Err(source) => {
+            error!(
+                "{}",
+                ServeError::Listen {
+                    path: cli.socket.display().to_string(),
+                    source
+                }
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let link = Arc::new(FtLink::new(tap.clone(), stats.clone()));
     if let Some(path) = &cli.ft_socket {
-        let spawned = FtServer::bind(path, link.clone())
+        let spawned = FtServer::bind(path, link.clone(), frontend, group)
             .map_err(|e| e.to_string())
             .and_then(|srv| {
                 srv.spawn()
@@ -114,7 +147,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let server = Server::new(&cli.socket, NetConfig { mac: cli.mac }, tap, stats, link);
+    let mut server = Server::new(
+        guard,
+        cli.socket.clone(),
+        NetConfig { mac: cli.mac },
+        tap,
+        stats,
+        link,
+    );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,7 +1,10 @@
 //! Serving frontends one after another on one socket path.
 //!
-//! The socket is bound once and stays bound for the life of the process (connections that
-//! arrive while another frontend is served wait in the listen backlog). For every connection
+//! The socket is bound once and stays bound for the life of the process; frontends come
+//! through a `vhost_user_guard::Guard` (mode 0600 or 0660 with `--socket-group`, peer uid
+//! checked, first message within 5 s, memory regions checked against their files before the
+//! library maps them). Connections that arrive while another frontend is served wait in the
+//! guard (the silent ones are dropped after the handshake timeout). For every connection
 //! a fresh [`NetBackend`] and `VhostUserDaemon` (vrings, worker thread) are made, so no state
 //! leaks from one frontend to the next; the TAP, the counters and the FT link (the FT control
 //! connection and its held outputs, which outlive a frontend) are shared. When the
@@ -10,14 +13,15 @@
 //! logged, the worker thread is stopped and joined, and the next frontend is accepted. The
 //! process never exits because of a frontend.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::Duration;
 
-use log::{error, info, warn};
-use vhost::vhost_user::{Error as VhostUserError, Listener};
+use log::{debug, error, info, warn};
+use vhost::vhost_user::Error as VhostUserError;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
+use vhost_user_guard::Guard;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::error::ServeError;
@@ -29,6 +33,7 @@ use crate::tap::Tap;
 
 /// Everything needed to serve frontends.
 pub struct Server {
+    guard: Guard,
     socket: PathBuf,
     config: NetConfig,
     tap: Arc<Tap>,
@@ -37,16 +42,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server for `socket` (not yet bound).
+    /// A server for the frontends that come through `guard` (bound at `socket`).
     pub fn new(
-        socket: &Path,
+        guard: Guard,
+        socket: PathBuf,
         config: NetConfig,
         tap: Arc<Tap>,
         stats: Arc<NetStats>,
         link: Arc<FtLink>,
     ) -> Self {
         Server {
-            socket: socket.to_path_buf(),
+            guard,
+            socket,
             config,
             tap,
             stats,
@@ -54,14 +61,8 @@ impl Server {
         }
     }
 
-    /// Binds the socket (replacing a stale file) and serves frontends forever.
-    /// Returns only if the socket cannot be bound or the daemon cannot be created.
-    pub fn run(&self) -> Result<(), ServeError> {
-        let mut listener =
-            Listener::new(&self.socket, true).map_err(|source| ServeError::Listen {
-                path: self.socket.display().to_string(),
-                source,
-            })?;
+    /// Serves frontends forever. Returns only if the daemon cannot be created.
+    pub fn run(&mut self) -> Result<(), ServeError> {
         info!(
             "listening on {} (TAP {}, MAC {})",
             self.socket.display(),
@@ -71,12 +72,12 @@ impl Server {
         let mut connection: u64 = 0;
         loop {
             connection += 1;
-            self.serve_one(&mut listener, connection)?;
+            self.serve_one(connection)?;
         }
     }
 
     /// Accepts and serves one frontend until it goes away.
-    fn serve_one(&self, listener: &mut Listener, connection: u64) -> Result<(), ServeError> {
+    fn serve_one(&mut self, connection: u64) -> Result<(), ServeError> {
         let backend = Arc::new(RwLock::new(NetBackend::new(
             self.config,
             self.tap.clone(),
@@ -93,12 +94,19 @@ impl Server {
                 .attach_epoll(Arc::downgrade(handler));
         }
 
-        if let Err(e) = daemon.start(listener) {
-            error!("accepting a frontend failed: {e}");
-            thread::sleep(Duration::from_millis(100));
-            return Ok(());
-        }
+        let session = match self.guard.serve_next(|listener| daemon.start(listener)) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("accepting a frontend failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                return Ok(());
+            }
+        };
         info!("connection {connection}: frontend connected");
+        debug!(
+            "connection {connection}: frontend pid {}",
+            session.peer().pid
+        );
         match daemon.wait() {
             Ok(()) | Err(DaemonError::HandleRequest(VhostUserError::Disconnected)) => {
                 info!("connection {connection}: frontend disconnected")
@@ -109,6 +117,7 @@ impl Server {
             Err(e) => error!("connection {connection}: dropped: {e}"),
         }
         // Dropping the daemon stops and joins its worker thread; then the backend goes.
+        drop(session);
         drop(daemon);
         drop(backend);
         info!(

@@ -51,15 +51,14 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The rules of `ft_control::local`: mode 0600, only a stale socket of ours replaced.
     #[error("cannot listen on the API socket {path}: {source}")]
     Bind {
         path: PathBuf,
-        source: std::io::Error,
+        source: ft_control::local::SocketError,
     },
     #[error("cannot start the API thread: {0}")]
     Spawn(std::io::Error),
-    #[error("refusing to replace {0}: it exists and is not a socket")]
-    NotASocket(PathBuf),
 }
 
 pub fn error_reply(msg: impl std::fmt::Display) -> Value {
@@ -126,21 +125,13 @@ fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
 }
 
 /// Binds the control socket at `path`, mode 0600 (only its owner may control the VM). A
-/// stale socket there is replaced; anything else there (a file, a symlink) is refused.
+/// stale socket of ours there is replaced; anything else there (a file, a symlink, another
+/// user's socket) is refused (`ft_control::local::bind`).
 pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let bind_err = |source| ApiError::Bind {
+    ft_control::local::bind(path, None).map_err(|source| ApiError::Bind {
         path: path.to_path_buf(),
         source,
-    };
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(bind_err)?,
-        Ok(_) => return Err(ApiError::NotASocket(path.to_path_buf())),
-        Err(_) => {}
-    }
-    let listener = UnixListener::bind(path).map_err(bind_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-    Ok(listener)
+    })
 }
 
 /// Starts the API thread listening on `path` (see `bind`).
@@ -227,11 +218,24 @@ mod tests {
         drop(bind(&path).expect("a stale socket is replaced"));
         let file = dir.path().join("notes.txt");
         std::fs::write(&file, b"keep me").expect("write");
-        assert!(matches!(bind(&file), Err(ApiError::NotASocket(_))));
+        use ft_control::local::SocketError;
+        assert!(matches!(
+            bind(&file),
+            Err(ApiError::Bind {
+                source: SocketError::NotASocket(_),
+                ..
+            })
+        ));
         assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
         let link = dir.path().join("link.sock");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
-        assert!(matches!(bind(&link), Err(ApiError::NotASocket(_))));
+        assert!(matches!(
+            bind(&link),
+            Err(ApiError::Bind {
+                source: SocketError::Symlink(_),
+                ..
+            })
+        ));
     }
 
     #[test]

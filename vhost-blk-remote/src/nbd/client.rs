@@ -8,6 +8,10 @@
 //!   a protocol violation, `ESHUTDOWN`), the reader reconnects with exponential backoff and
 //!   re-queues every request that has not been answered yet. Callers only see a delay.
 //!
+//! A reconnection that finds the export changed (size, flags or block sizes differ from the
+//! first handshake, on which the device was set up) is refused: every request fails with
+//! [`NbdError::ExportChanged`] until a later attempt finds the export as it was.
+//!
 //! Every request carries the *generation* (connection number) it was last sent on, so a
 //! request is never sent twice on the same connection. Re-sending READ, WRITE, FLUSH and TRIM
 //! is idempotent, so a request that the old server had executed but not acknowledged is safe
@@ -95,6 +99,7 @@ impl Client {
             sleep_cv: Condvar::new(),
             closed: AtomicBool::new(false),
             connected: AtomicBool::new(true),
+            changed: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             max_inflight: AtomicUsize::new(0),
         });
@@ -132,8 +137,18 @@ impl Client {
         self.shared.max_inflight.load(Ordering::Acquire)
     }
 
-    /// Checks a command against the export's size, flags and block size constraints.
+    /// Whether the server's export differs from the first handshake's (requests then fail
+    /// with [`NbdError::ExportChanged`] until it is back as it was).
+    pub fn export_changed(&self) -> bool {
+        self.shared.changed.load(Ordering::Acquire)
+    }
+
+    /// Checks a command against the export's size, flags and block size constraints (those
+    /// of the first handshake: a changed export is refused) before anything is sent.
     pub fn check(&self, cmd: &Command) -> Result<(), NbdError> {
+        if self.export_changed() {
+            return Err(NbdError::ExportChanged);
+        }
         let info = &self.shared.info;
         let (offset, len) = match cmd {
             Command::Flush if !info.can_flush() => return Err(NbdError::Unsupported("flush")),

@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub(super) sleep_cv: Condvar,
     pub(super) closed: AtomicBool,
     pub(super) connected: AtomicBool,
+    /// The server's export no longer matches the first handshake (see `reconnect`).
+    pub(super) changed: AtomicBool,
     pub(super) reconnects: AtomicU64,
     pub(super) max_inflight: AtomicUsize,
 }
@@ -209,16 +211,41 @@ impl Shared {
             }
             attempts += 1;
             match dial(&self.uri, &self.opts) {
-                Ok((stream, info)) => {
-                    if info.size != self.info.size || info.flags != self.info.flags {
-                        log::warn!(
-                            "export {} changed across reconnect: size {} -> {}, flags {:#x} -> {:#x}",
+                Ok((stream, info)) if info != self.info => {
+                    // The device was set up from the first handshake (capacity, read-only,
+                    // flush, discard, block sizes) and the guest relies on it: serving a
+                    // smaller export would send requests past its end, a read-only one
+                    // would refuse the writes the guest was told it may do. So the
+                    // connection is refused, every request fails (EIO to the guest), and
+                    // the client keeps trying until the export is back as it was.
+                    log::warn!(
+                        "export {} changed across reconnect: size {} -> {}, flags {:#x} -> {:#x}",
+                        self.uri,
+                        self.info.size,
+                        info.size,
+                        self.info.flags,
+                        info.flags
+                    );
+                    if !self.changed.swap(true, Ordering::AcqRel) {
+                        log::error!(
+                            "refusing the changed export {}: requests fail with EIO until it is \
+                             back to {} bytes, flags {:#x}, block sizes {}/{}/{}",
                             self.uri,
                             self.info.size,
-                            info.size,
                             self.info.flags,
-                            info.flags
+                            self.info.min_block,
+                            self.info.preferred_block,
+                            self.info.max_payload
                         );
+                    }
+                    stream.shutdown();
+                    self.fail_pending();
+                    let g = lock(&self.sleep);
+                    let _ = self.sleep_cv.wait_timeout(g, self.opts.backoff_max);
+                }
+                Ok((stream, _)) => {
+                    if self.changed.swap(false, Ordering::AcqRel) {
+                        log::info!("export {} is back as it was; serving it again", self.uri);
                     }
                     let stream = Arc::new(stream);
                     let (gen, resent) = {
@@ -256,6 +283,16 @@ impl Shared {
                     delay = (delay * 2).min(self.opts.backoff_max);
                 }
             }
+        }
+    }
+
+    /// Fails every request waiting for the server with [`NbdError::ExportChanged`] (the
+    /// client stays open).
+    fn fail_pending(&self) {
+        lock(&self.writer).queue.clear();
+        let map = std::mem::take(&mut lock(&self.inflight).map);
+        for (_, p) in map {
+            run_callback(p.done, Err(NbdError::ExportChanged));
         }
     }
 

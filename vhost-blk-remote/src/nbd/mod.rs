@@ -55,6 +55,8 @@ pub enum NbdError {
     Server { code: u32 },
     #[error("the NBD client is closed")]
     Closed,
+    #[error("the export changed since the device was set up; refused until it is back")]
+    ExportChanged,
 }
 
 impl NbdError {

@@ -230,6 +230,21 @@ pub fn backend(socket: &Path, nbd_uri: &str, extra: &[&str], log: &Path) -> Proc
     p
 }
 
+/// Waits until the log file `log` contains `what`.
+#[track_caller]
+pub fn wait_for_log(log: &Path, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !fs::read_to_string(log).unwrap_or_default().contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} in {}:\n{}",
+            log.display(),
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn unix_uri(export: &str, sock: &Path) -> String {
     format!("nbd+unix:///{export}?socket={}", sock.display())
 }
