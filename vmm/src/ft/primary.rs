@@ -301,16 +301,18 @@ impl LogSink for Primary {
 
     /// With a link (even one that just died) or an arbitration under way the output waits:
     /// for the backup's ack, or for the arbiter's verdict.
-    fn send_output(&mut self, landmark: u64, record: Record, slot: usize, id: u64) {
+    fn send_output(&mut self, landmark: u64, record: Record, slot: usize, id: u64) -> bool {
         self.stats.outputs += 1;
         if let Some(last) = self.last_output.get_mut(slot) {
             *last = (*last).max(id);
         }
         let may_wait = self.link.is_some() || self.arbitration.is_some();
-        if !self.send_with(landmark, record, Some((slot, id))) && !may_wait {
+        let sent = self.send_with(landmark, record, Some((slot, id)));
+        if !sent && !may_wait {
             // No backup, and none that could take over: nothing to wait for.
             self.release_now(slot, id);
         }
+        sent
     }
 
     fn wrote(&self, gpa: u64, len: usize) {

@@ -14,6 +14,7 @@ use crate::devices::legacy::pit::TimerRequest;
 use crate::devices::legacy::{LegacyDevices, VmClock, PIT_IRQ};
 use crate::devices::virtio::ring::{push_used, readable_bytes, Written};
 use crate::devices::virtio::slots::VirtioDevices;
+use crate::devices::virtio::QueueConfig;
 use crate::event_loop::PitTimerHandle;
 use crate::ft::engine::{Machine, MachineError, OutputAt};
 use crate::stats::Stats;
@@ -112,6 +113,24 @@ impl VcpuMachine {
         Ok(())
     }
 
+    /// Queue `queue` of virtio device `slot`, as the driver configured it.
+    fn queue(&self, slot: usize, queue: u16) -> Result<QueueConfig, MachineError> {
+        self.virtio
+            .slots
+            .get(slot)
+            .ok_or(MachineError::NoDevice(slot))?
+            .transport
+            .state()
+            .queues
+            .get(usize::from(queue))
+            .copied()
+            .ok_or_else(|| MachineError::Queue {
+                slot,
+                queue,
+                reason: "no such queue".into(),
+            })
+    }
+
     pub fn vhost_user(
         &mut self,
         n: usize,
@@ -188,21 +207,7 @@ impl Machine for VcpuMachine {
         writes: Vec<Written>,
         wrote: &mut Vec<Written>,
     ) -> Result<(), MachineError> {
-        let q = self
-            .virtio
-            .slots
-            .get(slot)
-            .ok_or(MachineError::NoDevice(slot))?
-            .transport
-            .state()
-            .queues
-            .get(usize::from(queue))
-            .copied()
-            .ok_or_else(|| MachineError::Queue {
-                slot,
-                queue,
-                reason: "no such queue".into(),
-            })?;
+        let q = self.queue(slot, queue)?;
         for w in writes {
             self.write_memory(w.gpa, &w.data)?;
             wrote.push(w);
@@ -240,23 +245,12 @@ impl Machine for VcpuMachine {
     }
 
     fn output_digest(&self, at: OutputAt) -> Result<[u8; 32], MachineError> {
-        let queue = |reason: String| MachineError::Queue {
+        let q = self.queue(at.slot, at.queue)?;
+        let bytes = readable_bytes(&self.mem, &q, at.head).map_err(|e| MachineError::Queue {
             slot: at.slot,
             queue: at.queue,
-            reason,
-        };
-        let q = self
-            .virtio
-            .slots
-            .get(at.slot)
-            .ok_or(MachineError::NoDevice(at.slot))?
-            .transport
-            .state()
-            .queues
-            .get(usize::from(at.queue))
-            .copied()
-            .ok_or_else(|| queue("no such queue".into()))?;
-        let bytes = readable_bytes(&self.mem, &q, at.head).map_err(|e| queue(e.to_string()))?;
+            reason: e.to_string(),
+        })?;
         Ok(Sha256::digest(&bytes).into())
     }
 

@@ -70,6 +70,19 @@ fn is_pit_port(port: u16) -> bool {
     matches!(port, 0x40..=0x43 | 0x61)
 }
 
+/// A port access at this exit: if it reaches the PIT, the time the PIT sees comes from the
+/// engine (the clock on a primary, which logs it; the log on a backup).
+fn pit_clock(
+    engine: &mut Engine,
+    devices: &mut crate::devices::legacy::LegacyDevices,
+    port: u16,
+) -> Result<(), EngineStop> {
+    if is_pit_port(port) {
+        devices.pit_now = Some(engine.clock_read(|| devices.clock.now_ns())?);
+    }
+    Ok(())
+}
+
 /// Whether two timer requests fire at the same instants: equal, or periodic with the same
 /// period and a phase that differs by whole periods (within 1 us of rounding).
 fn same_schedule(a: &TimerRequest, b: &TimerRequest) -> bool {
@@ -313,11 +326,8 @@ impl Vcpu {
             VcpuExit::IoIn(port, data) => {
                 stats.count(LandmarkKind::PioIn);
                 engine.exit(read_sig(ExitKind::PioIn, u64::from(port), data.len()));
-                if is_pit_port(port) {
-                    match engine.clock_read(|| devices.clock.now_ns()) {
-                        Ok(now) => devices.pit_now = Some(now),
-                        Err(stop) => return Ok(Outcome::Stop(stop.into())),
-                    }
+                if let Err(stop) = pit_clock(engine, devices, port) {
+                    return Ok(Outcome::Stop(stop.into()));
                 }
                 devices.pio_read(port, data);
                 Outcome::Continue
@@ -325,11 +335,8 @@ impl Vcpu {
             VcpuExit::IoOut(port, data) => {
                 stats.count(LandmarkKind::PioOut);
                 engine.exit(write_sig(ExitKind::PioOut, u64::from(port), data));
-                if is_pit_port(port) {
-                    match engine.clock_read(|| devices.clock.now_ns()) {
-                        Ok(now) => devices.pit_now = Some(now),
-                        Err(stop) => return Ok(Outcome::Stop(stop.into())),
-                    }
+                if let Err(stop) = pit_clock(engine, devices, port) {
+                    return Ok(Outcome::Stop(stop.into()));
                 }
                 match devices.pio_write(port, data) {
                     PioAction::None => Outcome::Continue,

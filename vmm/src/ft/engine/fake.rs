@@ -205,9 +205,10 @@ impl LogSink for VecSink {
         true
     }
 
-    fn send_output(&mut self, _landmark: u64, record: Record, slot: usize, id: u64) {
+    fn send_output(&mut self, _landmark: u64, record: Record, slot: usize, id: u64) -> bool {
         self.records.push(record);
         self.outputs.push((slot, id));
+        true
     }
 
     fn wrote(&self, gpa: u64, len: usize) {

@@ -102,8 +102,8 @@ pub trait LogSink {
     /// Queues an entry; false if nothing was sent (no backup).
     fn send(&mut self, landmark: u64, record: Record) -> bool;
     /// Logs output `id` of virtio device `slot`, to be released once the backup has the log
-    /// up to it (at once when no backup could take over).
-    fn send_output(&mut self, landmark: u64, record: Record, slot: usize, id: u64);
+    /// up to it (at once when no backup could take over); false if nothing was sent.
+    fn send_output(&mut self, landmark: u64, record: Record, slot: usize, id: u64) -> bool;
     /// The VMM wrote guest memory that KVM's dirty log does not see (pre-copy sends it).
     fn wrote(&self, _gpa: u64, _len: usize) {}
     /// Hands what is queued to the channel (before the vCPU runs or blocks).

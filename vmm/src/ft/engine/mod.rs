@@ -15,7 +15,7 @@
 //! |---|---|---|
 //! | [`Input::ClockRead`] | the VM clock, read by a PIT access | inside that exit |
 //! | [`Input::TimerTick`] | the PIT's host timerfd (event loop) | at the next landmark |
-//! | [`Input::SerialByte`] | bytes typed on the console (event loop) | at the next landmark |
+//! | [`Input::SerialInput`] | bytes typed on the console (event loop) | at the next landmark |
 //! | [`Input::MemWrite`] | a backend's completion, and the used ring the VMM writes for it | at the next landmark |
 //! | [`Input::VirtioUsed`] | a backend's used-buffer signal | at the next landmark |
 //! | [`Input::Interrupt`] | the PIC's choice, when KVM can take a vector | before the vCPU enters the guest |

@@ -47,8 +47,7 @@ impl<S: LogSink> Recorder<S> {
         match entry.to_record() {
             Ok(record) => {
                 if self.sink.send(entry.landmark, record) {
-                    self.last_entry_landmark = entry.landmark;
-                    self.last_entry_at = Instant::now();
+                    self.sent(entry.landmark);
                 }
             }
             // The backup will diverge at this landmark: it is missing an input.
@@ -57,6 +56,12 @@ impl<S: LogSink> Recorder<S> {
                 entry.landmark
             ),
         }
+    }
+
+    /// An entry went to the backup: no checkpoint is due before the log is quiet again.
+    fn sent(&mut self, landmark: u64) {
+        self.last_entry_landmark = landmark;
+        self.last_entry_at = Instant::now();
     }
 
     pub fn clock_read(&mut self, now: u64) -> u64 {
@@ -115,9 +120,9 @@ impl<S: LogSink> Recorder<S> {
         };
         match entry.to_record() {
             Ok(record) => {
-                self.sink.send_output(entry.landmark, record, at.slot, id);
-                self.last_entry_landmark = entry.landmark;
-                self.last_entry_at = Instant::now();
+                if self.sink.send_output(entry.landmark, record, at.slot, id) {
+                    self.sent(entry.landmark);
+                }
             }
             Err(e) => log::error!("ft: output {id} not logged, so never released: {e}"),
         }
@@ -176,5 +181,7 @@ impl LogSink for NoBackup {
         false
     }
 
-    fn send_output(&mut self, _: u64, _: crate::ft::record::Record, _: usize, _: u64) {}
+    fn send_output(&mut self, _: u64, _: crate::ft::record::Record, _: usize, _: u64) -> bool {
+        false
+    }
 }
