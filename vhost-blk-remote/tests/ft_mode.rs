@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::ft::{connect_retry, vmm_apply, FtClient};
+use common::ft::{connect_retry, vmm_apply, FtClient, FtRig};
 use common::*;
 use ft_control::{output_digest, MemWrite, Message, Role, VERSION};
 use vhost_harness::{Desc, Harness, HarnessConfig};
@@ -23,47 +22,10 @@ const T_OUT: u32 = 1;
 const T_FLUSH: u32 = 4;
 const T_GET_ID: u32 = 8;
 
-/// qemu-nbd + backend with an FT socket. Fields drop in order: processes before the dir.
-struct Setup {
-    img: PathBuf,
-    vsock: PathBuf,
-    fsock: PathBuf,
-    _qemu: Proc,
-    backend: Proc,
-    _t: TempDir,
-}
+type Setup = FtRig;
 
 fn setup(tag: &str, extra: &[&str]) -> Setup {
-    let t = TempDir::new(tag);
-    let img = t.path("disk.img");
-    make_image(&img, SIZE);
-    let nsock = t.path("nbd.sock");
-    let vsock = t.path("vhost.sock");
-    let fsock = t.path("ft.sock");
-    let qemu = qemu_nbd(
-        &img,
-        "disk",
-        Listen::Unix(&nsock),
-        false,
-        &t.path("qemu.log"),
-    );
-    let fs = fsock.to_str().expect("utf-8 path").to_string();
-    let mut args = vec!["--ft-socket", &fs];
-    args.extend_from_slice(extra);
-    let backend = backend(
-        &vsock,
-        &unix_uri("disk", &nsock),
-        &args,
-        &t.path("backend.log"),
-    );
-    Setup {
-        img,
-        vsock,
-        fsock,
-        _qemu: qemu,
-        backend,
-        _t: t,
-    }
+    FtRig::start(tag, SIZE, extra)
 }
 
 fn harness(s: &Setup) -> Harness {
@@ -77,7 +39,7 @@ fn disk(s: &Setup, sector: u64, len: usize) -> Vec<u8> {
 /// Waits until the backend's log contains `what`.
 #[track_caller]
 fn wait_log(s: &Setup, what: &str) {
-    let log = s._t.path("backend.log");
+    let log = s.t.path("backend.log");
     let deadline = Instant::now() + T;
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::ft::FtClient;
+use common::ft::{FtClient, FtRig};
 use common::*;
 use ft_control::{Message, Role, VERSION};
 use vhost_harness::{closed_within, connect_from_child, ChildIds, Desc, Harness, HarnessConfig};
@@ -23,50 +23,25 @@ const S_OK: u8 = 0;
 const S_IOERR: u8 = 1;
 const NOBODY: u32 = 65534;
 
-/// qemu-nbd + backend (with an FT socket). Fields drop in order: processes, then the dir.
-struct Rig {
-    backend: Proc,
-    qemu: Option<Proc>,
-    img: PathBuf,
-    nsock: PathBuf,
-    vsock: PathBuf,
-    fsock: PathBuf,
-    t: TempDir,
+/// The FT rig of the common module, with what these tests do to it.
+struct Rig(FtRig);
+
+impl std::ops::Deref for Rig {
+    type Target = FtRig;
+    fn deref(&self) -> &FtRig {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut FtRig {
+        &mut self.0
+    }
 }
 
 impl Rig {
     fn new(tag: &str, extra: &[&str]) -> Rig {
-        let t = TempDir::new(tag);
-        let img = t.path("disk.img");
-        make_image(&img, SIZE as usize);
-        let nsock = t.path("nbd.sock");
-        let vsock = t.path("vhost.sock");
-        let fsock = t.path("ft.sock");
-        let qemu = qemu_nbd(
-            &img,
-            "disk",
-            Listen::Unix(&nsock),
-            false,
-            &t.path("qemu.log"),
-        );
-        let fs = fsock.to_str().expect("utf-8").to_string();
-        let mut args = vec!["--ft-socket", fs.as_str()];
-        args.extend_from_slice(extra);
-        let backend = backend(
-            &vsock,
-            &unix_uri("disk", &nsock),
-            &args,
-            &t.path("backend.log"),
-        );
-        Rig {
-            backend,
-            qemu: Some(qemu),
-            img,
-            nsock,
-            vsock,
-            fsock,
-            t,
-        }
+        Rig(FtRig::start(tag, SIZE as usize, extra))
     }
 
     fn log(&self) -> PathBuf {

@@ -1,9 +1,10 @@
 //! Sending garbage to a vhost-user socket (robustness tests).
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::hostile::closed_within;
 use crate::{connect_stream, HarnessError};
 
 /// Connects to `socket`, writes `bytes`, and waits up to `timeout` for the peer to close
@@ -15,26 +16,5 @@ pub fn send_garbage(
 ) -> Result<bool, HarnessError> {
     let mut s = connect_stream(socket.as_ref(), timeout)?;
     s.write_all(bytes)?;
-    s.set_read_timeout(Some(timeout))?;
-    let mut buf = [0u8; 256];
-    let deadline = Instant::now() + timeout;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return Ok(true),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(true),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(false)
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-    }
+    closed_within(&s, timeout)
 }

@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::Frontend;
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -34,10 +34,11 @@ fn memfd(size: u64) -> Result<File, HarnessError> {
 }
 
 /// Waits up to `timeout` for the peer to close `s` (EOF or reset; bytes before are
-/// skipped); `true` if it did.
+/// skipped); `true` if it did. A peer that keeps sending does not extend the wait.
 pub fn closed_within(mut s: &UnixStream, timeout: Duration) -> Result<bool, HarnessError> {
     s.set_read_timeout(Some(timeout))?;
     let mut b = [0u8; 256];
+    let deadline = Instant::now() + timeout;
     loop {
         match s.read(&mut b) {
             Ok(0) => return Ok(true),
@@ -52,6 +53,9 @@ pub fn closed_within(mut s: &UnixStream, timeout: Duration) -> Result<bool, Harn
                 return Ok(false)
             }
             Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -188,4 +188,53 @@ pub fn vmm_apply(h: &mut Harness, m: &Message) {
         .expect("used element");
     h.write(GuestAddress(used.0 + 2), &idx.wrapping_add(1).to_le_bytes())
         .expect("used idx");
+}
+
+/// qemu-nbd serving a fresh image + the backend with an FT socket. Fields drop in order:
+/// processes before the directory.
+pub struct FtRig {
+    pub backend: super::Proc,
+    pub qemu: Option<super::Proc>,
+    pub img: PathBuf,
+    pub nsock: PathBuf,
+    pub vsock: PathBuf,
+    pub fsock: PathBuf,
+    pub t: super::TempDir,
+}
+
+impl FtRig {
+    /// A `size`-byte image; `extra` are more backend arguments.
+    pub fn start(tag: &str, size: usize, extra: &[&str]) -> FtRig {
+        let t = super::TempDir::new(tag);
+        let img = t.path("disk.img");
+        super::make_image(&img, size);
+        let nsock = t.path("nbd.sock");
+        let vsock = t.path("vhost.sock");
+        let fsock = t.path("ft.sock");
+        let qemu = super::qemu_nbd(
+            &img,
+            "disk",
+            super::Listen::Unix(&nsock),
+            false,
+            &t.path("qemu.log"),
+        );
+        let fs = fsock.to_str().expect("utf-8 path").to_string();
+        let mut args = vec!["--ft-socket", fs.as_str()];
+        args.extend_from_slice(extra);
+        let backend = super::backend(
+            &vsock,
+            &super::unix_uri("disk", &nsock),
+            &args,
+            &t.path("backend.log"),
+        );
+        FtRig {
+            backend,
+            qemu: Some(qemu),
+            img,
+            nsock,
+            vsock,
+            fsock,
+            t,
+        }
+    }
 }
