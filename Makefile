@@ -8,7 +8,7 @@ VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
 APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3
 
-.PHONY: help deps build guest run demo test test-long bench fuzz clean
+.PHONY: help deps build guest run demo test test-long bench bench-compare fuzz clean
 
 help:
 	@echo "make deps    install what the build and the tests need (idempotent; apt-get + cargo)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test    every test: unit, guest boots, end-to-end"
 	@echo "make test-long  long tests (minutes): twenty joins of a 1 GiB guest under load"
 	@echo "make bench   measure and write docs/BENCHMARKS.md"
+	@echo "make bench-compare BASE=rev  the FT benchmark against another revision, in one run"
 	@echo "make fuzz    fuzz the decoders peers reach: log records, FT control, API (FUZZ_SECONDS=30 each)"
 	@echo "make clean   remove build outputs"
 
@@ -64,6 +65,12 @@ test-long: build guest
 
 bench: build guest
 	python3 resources/bench/bench.py
+
+# The FT benchmark of this checkout against BASE (a git revision), alternated in one run.
+BASE ?= main
+ROUNDS ?= 2
+bench-compare: build guest
+	python3 resources/bench/compare.py $(BASE) $(ROUNDS)
 
 FUZZ_SECONDS ?= 30
 fuzz:

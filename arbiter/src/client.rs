@@ -18,6 +18,35 @@ pub enum ClientError {
     Refused(String),
 }
 
+/// The request line of a test-and-set (without its newline), for clients that do their own
+/// I/O (the VMM asks from its event loop without blocking).
+pub fn test_and_set_line(vm: &str, epoch: u64, owner: &str) -> Result<String, ClientError> {
+    let req = Request::TestAndSet {
+        vm: vm.into(),
+        epoch,
+        owner: owner.into(),
+    };
+    serde_json::to_string(&req).map_err(|e| ClientError::BadReply(e.to_string()))
+}
+
+/// The answer in a reply line: a decision, or the arbiter's error.
+pub fn parse_decision(line: &str) -> Result<Decision, ClientError> {
+    let v = parse_reply(line)?;
+    serde_json::from_value(v).map_err(|e| ClientError::BadReply(e.to_string()))
+}
+
+/// A reply line as JSON; `ok: false` is the arbiter's refusal.
+fn parse_reply(line: &str) -> Result<serde_json::Value, ClientError> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| ClientError::BadReply(format!("{e}: {line:?}")))?;
+    if v["ok"] != true {
+        return Err(ClientError::Refused(
+            v["error"].as_str().unwrap_or("?").to_string(),
+        ));
+    }
+    Ok(v)
+}
+
 pub struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
@@ -52,23 +81,18 @@ impl Client {
 
     /// Send one raw line (a newline is added) and return the raw reply line.
     pub fn call_raw(&mut self, line: &str) -> Result<serde_json::Value, ClientError> {
+        let reply = self.exchange(line)?;
+        serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(format!("{e}: {reply:?}")))
+    }
+
+    /// Sends `line` and returns the reply line, without its newline.
+    fn exchange(&mut self, line: &str) -> Result<String, ClientError> {
         self.writer.write_all(format!("{line}\n").as_bytes())?;
         let mut reply = String::new();
         if self.reader.read_line(&mut reply)? == 0 {
             return Err(ClientError::Closed);
         }
-        serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(format!("{e}: {reply:?}")))
-    }
-
-    fn call(&mut self, req: &Request) -> Result<serde_json::Value, ClientError> {
-        let line = serde_json::to_string(req).map_err(|e| ClientError::BadReply(e.to_string()))?;
-        let v = self.call_raw(&line)?;
-        if v["ok"] != true {
-            return Err(ClientError::Refused(
-                v["error"].as_str().unwrap_or("?").to_string(),
-            ));
-        }
-        Ok(v)
+        Ok(reply)
     }
 
     /// Ask for the flag of (vm, epoch). Go live only if `granted`.
@@ -78,17 +102,14 @@ impl Client {
         epoch: u64,
         owner: &str,
     ) -> Result<Decision, ClientError> {
-        let req = Request::TestAndSet {
-            vm: vm.into(),
-            epoch,
-            owner: owner.into(),
-        };
-        let v = self.call(&req)?;
-        serde_json::from_value(v).map_err(|e| ClientError::BadReply(e.to_string()))
+        let line = test_and_set_line(vm, epoch, owner)?;
+        parse_decision(&self.exchange(&line)?)
     }
 
     pub fn status(&mut self) -> Result<Vec<Flag>, ClientError> {
-        let mut v = self.call(&Request::Status)?;
+        let line = serde_json::to_string(&Request::Status)
+            .map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let mut v = parse_reply(&self.exchange(&line)?)?;
         serde_json::from_value(v["flags"].take()).map_err(|e| ClientError::BadReply(e.to_string()))
     }
 }

@@ -15,6 +15,8 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 VMM = os.path.join(ROOT, "target", "release", "vmm")
+# Written by resources/bench/compare.py (make bench-compare); kept across make bench runs.
+COMPARE_HEADING = "## This checkout against a baseline"
 GUEST = os.path.join(ROOT, "build", "guest.elf")
 OUT = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 
@@ -86,6 +88,14 @@ def main():
     extra_join = os.path.join(ROOT, "build", "bench-join.md")
     subprocess.run(["cargo", "run", "--release", "--locked", "-q", "-p", "integration", "--bin", "bench_join",
                     extra_join], cwd=ROOT, check=True, timeout=1800)
+    # The baseline comparison (make bench-compare) is a run of its own, dated in its text.
+    kept = ""
+    if os.path.exists(OUT):
+        old = open(OUT).read()
+        start = old.find(COMPARE_HEADING)
+        if start >= 0:
+            end = old.find("\n## ", start + len(COMPARE_HEADING))
+            kept = old[start:end + 1] if end >= 0 else old[start:]
     with open(OUT, "w") as f:
         f.write("# Benchmarks\n\n")
         f.write("Written by `make bench` (resources/bench/bench.py); every number below was measured by\n")
@@ -102,6 +112,8 @@ def main():
         for part in (extra_ft, extra_fo, extra_join):
             if os.path.exists(part):
                 f.write("\n" + open(part).read())
+        if kept:
+            f.write("\n" + kept.rstrip("\n") + "\n")
     print(open(OUT).read())
 
 

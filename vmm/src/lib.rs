@@ -108,7 +108,7 @@ fn virtio_devices(
     mem: &GuestMemoryMmap,
     vm: &Vm,
     inbox: &Arc<Inbox>,
-    subscribers: &mut Vec<event_loop::Subscriber>,
+    host_events: &mut event_loop::EventLoop,
 ) -> Result<(VirtioDevices, FtLinks, FtSockets), Error> {
     use devices::virtio::{TYPE_BLOCK, TYPE_NET};
     let mut wanted = Vec::new();
@@ -171,12 +171,12 @@ fn virtio_devices(
             let _ = transport.hold_backend(true);
         }
         let index = devices.add(transport)?;
-        subscribers.push(Box::new(event_loop::CallWatch::new(
+        host_events.add(Box::new(event_loop::CallWatch::new(
             index,
             calls,
             inbox.clone(),
         )));
-        subscribers.push(Box::new(event_loop::BackendMonitor::new(
+        host_events.add(Box::new(event_loop::BackendMonitor::new(
             index,
             link,
             inbox.clone(),
@@ -202,7 +202,9 @@ pub struct Vmm {
     _guest_memory: GuestMemoryMmap,
     _vm: Vm,
     vcpu: Vcpu,
-    event_subscribers: Vec<event_loop::Subscriber>,
+    /// Taken when the VMM runs (its thread starts then).
+    event_loop: Option<event_loop::EventLoop>,
+    events: event_loop::Registrar,
     inbox: Arc<Inbox>,
     api_sock: Option<std::path::PathBuf>,
     /// FT backup: where the primary connects, and how to go live later.
@@ -215,9 +217,10 @@ impl Vmm {
         let guest_memory = memory::create_guest_memory(mem_size)?;
         let vm = Vm::new(&guest_memory)?;
         let inbox = Arc::new(Inbox::new());
-        let mut event_subscribers: Vec<event_loop::Subscriber> = Vec::new();
+        let mut host_events = event_loop::EventLoop::new()?;
+        let events = host_events.registrar();
         let (virtio, ft_links, ft_sockets) =
-            virtio_devices(config, &guest_memory, &vm, &inbox, &mut event_subscribers)?;
+            virtio_devices(config, &guest_memory, &vm, &inbox, &mut host_events)?;
         let mut cmdline = config.cmdline.clone();
         for word in virtio.cmdline_words() {
             cmdline.push(' ');
@@ -243,9 +246,9 @@ impl Vmm {
             }
         };
         let (pit_timer, pit_handle) = event_loop::pit_timer(inbox.clone())?;
-        event_subscribers.push(Box::new(pit_timer));
+        host_events.add(Box::new(pit_timer));
         if config.serial == SerialOutput::Stdout {
-            event_subscribers.push(Box::new(event_loop::StdinInput::new(inbox.clone())));
+            host_events.add(Box::new(event_loop::StdinInput::new(inbox.clone())));
         }
         // Every FT VMM may have to send its state one day (a backup once it is live).
         let dirty = match config.ft {
@@ -259,6 +262,7 @@ impl Vmm {
                     ft_links,
                     config.failover.clone(),
                     inbox.clone(),
+                    events.clone(),
                     dirty,
                 );
                 primary.start_joiner(Some(*peer));
@@ -278,6 +282,7 @@ impl Vmm {
                     ft_sockets,
                     peer: *peer,
                     dirty,
+                    events: events.clone(),
                 };
                 (Engine::default(), Some((listener, plan)))
             }
@@ -298,7 +303,8 @@ impl Vmm {
             _guest_memory: guest_memory,
             _vm: vm,
             vcpu,
-            event_subscribers,
+            event_loop: Some(host_events),
+            events,
             inbox,
             api_sock,
             backup,
@@ -331,9 +337,13 @@ impl Vmm {
             let closer = stream
                 .try_clone()
                 .map_err(|e| Error::FtBackup(e.to_string()))?;
-            let shared =
-                ft::channel::start_backup(stream, self.inbox.clone(), plan.failover.timeout)
-                    .map_err(|e| Error::FtBackup(e.to_string()))?;
+            let shared = ft::channel::start_backup(
+                stream,
+                self.inbox.clone(),
+                plan.failover.timeout,
+                &self.events,
+            )
+            .map_err(|e| Error::FtBackup(e.to_string()))?;
             let mut backup = ft::backup::Backup::new(shared, plan.clone());
             match backup.load_state(&mut self.vcpu.machine) {
                 Ok(()) => {
@@ -352,7 +362,9 @@ impl Vmm {
 
     /// Starts the event loop and runs the vCPU on its own thread until the guest stops.
     pub fn run(mut self) -> Result<(VmExit, Stats), Error> {
-        event_loop::spawn(std::mem::take(&mut self.event_subscribers))?;
+        if let Some(host_events) = self.event_loop.take() {
+            host_events.spawn()?;
+        }
         if let Some(path) = &self.api_sock {
             api::spawn(path, self.inbox.clone())?;
         }

@@ -28,18 +28,8 @@ pub struct PitTimerHandle {
 pub fn pit_timer(inbox: Arc<Inbox>) -> Result<(PitTimer, PitTimerHandle), EventLoopError> {
     let timer = TimerFd::new().map_err(|e| EventLoopError::Timer(e.into()))?;
     let fd = timer.as_raw_fd();
-    // SAFETY: fcntl on an fd we own; only the O_NONBLOCK status flag changes. Non-blocking, so
-    // that a re-arm racing with the event loop's read cannot block the loop.
-    let rc = unsafe {
-        libc::fcntl(
-            fd,
-            libc::F_SETFL,
-            libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
-        )
-    };
-    if rc < 0 {
-        return Err(EventLoopError::Timer(std::io::Error::last_os_error()));
-    }
+    // Non-blocking, so that a re-arm racing with the event loop's read cannot block the loop.
+    super::timer::set_nonblocking(fd).map_err(EventLoopError::Timer)?;
     // SAFETY: dup of a valid fd; the new fd is owned by the TimerFd built from it.
     let dup = unsafe { libc::dup(fd) };
     if dup < 0 {
@@ -99,13 +89,15 @@ impl MutEventSubscriber for PitTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event_loop::spawn;
+    use crate::event_loop::EventLoop;
 
     #[test]
     fn periodic_timer_posts_ticks() {
         let inbox = Arc::new(Inbox::new());
         let (timer, mut handle) = pit_timer(inbox.clone()).expect("timer");
-        let _thread = spawn(vec![Box::new(timer)]).expect("event loop");
+        let mut event_loop = EventLoop::new().expect("event manager");
+        event_loop.add(Box::new(timer));
+        let _thread = event_loop.spawn().expect("event loop");
         handle.arm(
             &TimerRequest::Periodic {
                 first_deadline_ns: 1_000_000,

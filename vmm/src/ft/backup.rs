@@ -23,6 +23,9 @@ pub struct TakeoverPlan {
     pub peer: Option<SocketAddr>,
     /// The dirty log a re-protecting join uses once live.
     pub dirty: Option<Arc<super::dirty::DirtyLog>>,
+    /// The event loop, where the channel's heartbeat and watchdog, the arbiter's questions
+    /// and (once live) the joiner run.
+    pub events: crate::event_loop::Registrar,
 }
 
 /// The receive queue of the logging channel, as the replayer's log.

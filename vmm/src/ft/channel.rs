@@ -9,13 +9,15 @@
 use std::collections::VecDeque;
 use std::io::BufWriter;
 use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::failover::spawn_watchdog;
 use super::record::{Record, RecordReader, RecordWriter};
+use super::timers;
+use crate::event_loop::{writable_now, Registrar};
 use crate::inbox::{DeviceEvent, Inbox};
 use crate::sync::lock;
 
@@ -56,9 +58,42 @@ pub struct PrimaryShared {
     pub backup_landmark: AtomicU64,
     /// How far behind the backup was, in time, at each of its heartbeats.
     pub lag: Mutex<crate::stats::Samples>,
+    /// Flow control: signalled when an ack arrives or the link dies (`wait_for_acks`).
+    flow: Mutex<()>,
+    acks: Condvar,
 }
 
 impl PrimaryShared {
+    fn unacked(&self) -> u64 {
+        self.sent
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.acked.load(Ordering::SeqCst))
+    }
+
+    /// Flow control: blocks while more than `max` records are unacknowledged and the link is
+    /// up. The ack reader wakes it; `timeout` bounds one wait in case a wake-up is missed.
+    pub fn wait_for_acks(&self, max: u64, timeout: Duration) {
+        let mut guard = lock(&self.flow);
+        while self.alive.load(Ordering::SeqCst) && self.unacked() > max {
+            guard = match self.acks.wait_timeout(guard, timeout) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    /// Wakes a vCPU waiting in `wait_for_acks` (an ack arrived, or the link died).
+    fn wake_flow(&self) {
+        drop(lock(&self.flow));
+        self.acks.notify_all();
+    }
+
+    /// Marks the link dead and wakes whoever waits on it.
+    fn die(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.wake_flow();
+    }
+
     /// A one-line summary for logs and `--stats`.
     pub fn summary(&self, since: Instant) -> String {
         let secs = since.elapsed().as_secs_f64().max(1e-9);
@@ -112,13 +147,14 @@ pub struct PendingLink {
 }
 
 impl PendingLink {
-    /// Starts the ack-reader and watchdog threads on `stream`. When the link dies, `inbox`
-    /// gets an `FtWake`.
+    /// Starts the ack-reader thread and the watchdog (on the event loop) on `stream`. When
+    /// the link dies, `inbox` gets an `FtWake`.
     pub fn open(
         stream: TcpStream,
         release: ReleaseFn,
         timeout: Duration,
         inbox: Arc<Inbox>,
+        events: &Registrar,
     ) -> std::io::Result<Self> {
         stream.set_nodelay(true)?;
         let shared = Arc::new(PrimaryShared {
@@ -134,6 +170,8 @@ impl PendingLink {
             history: Mutex::new(VecDeque::new()),
             backup_landmark: AtomicU64::new(0),
             lag: Mutex::new(crate::stats::Samples::default()),
+            flow: Mutex::new(()),
+            acks: Condvar::new(),
         });
         let reader = stream.try_clone()?;
         let watched = stream.try_clone()?;
@@ -143,17 +181,19 @@ impl PendingLink {
             .name("ft-ack-reader".into())
             .spawn(move || {
                 ack_loop(reader, &r, &release);
-                r.alive.store(false, Ordering::SeqCst);
+                r.die();
                 reader_inbox.post(DeviceEvent::FtWake);
             })?;
         let (heard, up) = (shared.clone(), shared.clone());
-        spawn_watchdog(
+        timers::watch(
+            events,
             "backup",
             watched,
             timeout,
             move || *lock(&heard.last_heard),
             move || up.alive.load(Ordering::SeqCst),
-        )?;
+        )
+        .map_err(std::io::Error::other)?;
         Ok(PendingLink {
             stream,
             shared,
@@ -177,7 +217,7 @@ impl PendingLink {
 
     /// Ends the link (a failed join): the reader and watchdog threads end with it.
     pub fn close(&self) {
-        self.shared.alive.store(false, Ordering::SeqCst);
+        self.shared.die();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
@@ -197,7 +237,7 @@ impl PendingLink {
             .name("ft-log-writer".into())
             .spawn(move || {
                 writer_loop(stream, last_seq + 1, &rx, &w);
-                w.alive.store(false, Ordering::SeqCst);
+                w.die();
                 inbox.post(DeviceEvent::FtWake);
             })?;
         Ok(PrimaryLink {
@@ -234,10 +274,7 @@ impl PrimaryLink {
 
     /// Records sent but not yet acknowledged.
     pub fn unacked(&self) -> u64 {
-        self.shared
-            .sent
-            .load(Ordering::SeqCst)
-            .saturating_sub(self.shared.acked.load(Ordering::SeqCst))
+        self.shared.unacked()
     }
 }
 
@@ -344,6 +381,7 @@ fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
                     return;
                 }
                 shared.acked.fetch_max(seq, Ordering::SeqCst);
+                shared.wake_flow();
                 *lock(&shared.last_heard) = Instant::now();
                 release_acked(shared, release);
             }
@@ -406,16 +444,31 @@ impl BackupShared {
         let mut w = lock(&self.writer);
         w.write(record).and_then(|_| w.flush()).is_ok()
     }
+
+    /// `reply` for the event loop, which must not block: skipped (true) while the reader is
+    /// writing an ack (which tells the primary as much) or the socket has no room (the
+    /// primary is not reading; its watchdog will tell). False once a write failed.
+    pub fn try_reply(&self, record: &Record) -> bool {
+        let Ok(mut w) = self.writer.try_lock() else {
+            return true;
+        };
+        if !writable_now(w.get_ref().as_raw_fd()) {
+            return true;
+        }
+        w.write(record).and_then(|_| w.flush()).is_ok()
+    }
 }
 
-/// Starts the backup's reader (which also wakes the vCPU thread through `inbox` whenever
-/// records arrive), heartbeat and watchdog threads. Only the reader marks the channel dead,
+/// Starts the backup's reader thread (which also wakes the vCPU thread through `inbox` whenever
+/// records arrive), and its heartbeat and watchdog on the event loop. Only the reader marks
+/// the channel dead,
 /// after its last record is queued: a vCPU that sees it dead with an empty queue has
 /// everything the primary's acknowledged outputs depend on.
 pub fn start_backup(
     stream: TcpStream,
     inbox: Arc<Inbox>,
     timeout: Duration,
+    events: &Registrar,
 ) -> std::io::Result<Arc<BackupShared>> {
     stream.set_nodelay(true)?;
     let reader = stream.try_clone()?;
@@ -441,28 +494,16 @@ pub fn start_backup(
             inbox.post(DeviceEvent::FtWake);
         })?;
     let (heard, up) = (shared.clone(), shared.clone());
-    spawn_watchdog(
+    timers::watch(
+        events,
         "primary",
         watched,
         timeout,
         move || *lock(&heard.last_heard),
         move || up.alive.load(Ordering::SeqCst),
-    )?;
-    let h = shared.clone();
-    std::thread::Builder::new()
-        .name("ft-heartbeat".into())
-        .spawn(move || {
-            while h.alive.load(Ordering::SeqCst) {
-                std::thread::sleep(HEARTBEAT);
-                let hb = Record::Heartbeat {
-                    landmark: h.applied_landmark.load(Ordering::SeqCst),
-                    unix_ms: unix_ms(),
-                };
-                if !h.reply(&hb) {
-                    break;
-                }
-            }
-        })?;
+    )
+    .map_err(std::io::Error::other)?;
+    timers::backup_heartbeat(events, shared.clone()).map_err(std::io::Error::other)?;
     Ok(shared)
 }
 
@@ -532,11 +573,13 @@ mod tests {
         let released = Arc::new(AtomicBool::new(false));
         let r = released.clone();
         let release: ReleaseFn = Arc::new(move |_, _| r.store(true, Ordering::SeqCst));
+        let events = crate::event_loop::running();
         let link = PendingLink::open(
             primary,
             release,
             Duration::from_secs(10),
             Arc::new(Inbox::new()),
+            &events,
         )
         .expect("open");
         (link, RecordWriter::new(backup), released)

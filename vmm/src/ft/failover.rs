@@ -1,27 +1,21 @@
 //! Failure detection and the split-brain guard (docs/ARCHITECTURE.md, "Failover").
 //!
 //! Each side of an FT pair watches the logging channel: when nothing (record, ack or
-//! heartbeat) has arrived for the configured timeout, the watchdog shuts the connection down
-//! and the channel's threads mark it dead. A dead channel cannot tell "the peer crashed" from
+//! heartbeat) has arrived for the configured timeout, the watchdog (ft::timers) shuts the
+//! connection down and the channel's threads mark it dead. A dead channel cannot tell "the peer crashed" from
 //! "the network between us failed", so before going on alone each side asks the arbiter to
 //! test-and-set the flag of (vm id, epoch): exactly one side wins. The epoch names one
 //! primary/backup pairing (chosen by the primary when the backup joins, sent in the
 //! state transfer's `Hello`), so a survivor that is later re-protected competes for a new flag.
 
-use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use arbiter::client::{Client, ClientError};
-
+use super::arbiter_ask;
 use crate::config::FailoverConfig;
-use crate::inbox::{DeviceEvent, Inbox};
+use crate::event_loop::Registrar;
+use crate::inbox::Inbox;
 use crate::sync::lock;
-
-/// How long one arbiter attempt may take, and the pause between attempts while it cannot be
-/// reached (neither side goes live meanwhile).
-const ARBITER_TIMEOUT: Duration = Duration::from_millis(500);
-const ARBITER_RETRY: Duration = Duration::from_millis(200);
 
 /// The arbiter's answer for this VMM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,74 +35,37 @@ pub fn next_epoch(previous: u64) -> u64 {
     now.max(previous + 1)
 }
 
-/// Asks the arbiter until it answers; blocks meanwhile.
-pub fn arbitrate(cfg: &FailoverConfig, epoch: u64) -> Verdict {
-    let Some(addr) = cfg.arbiter.as_deref() else {
-        // Config validation requires an arbiter in FT mode; without one nobody may go live.
-        log::error!("ft: no arbiter configured; this side halts");
-        return Verdict::Lost {
-            owner: "(no arbiter configured)".into(),
-            epoch,
-        };
-    };
-    let start = Instant::now();
-    let mut attempts = 0u64;
-    loop {
-        let answer = Client::connect(addr, Some(ARBITER_TIMEOUT))
-            .and_then(|mut c| c.test_and_set(&cfg.vm_id, epoch, &cfg.node));
-        match answer {
-            Ok(d) if d.granted => return Verdict::Won,
-            Ok(d) => {
-                return Verdict::Lost {
-                    owner: d.owner,
-                    epoch: d.epoch,
-                }
-            }
-            Err(e) => {
-                if attempts.is_multiple_of(10) {
-                    // An error reply (e.g. an epoch ahead of the arbiter's clock, or its
-                    // storage failing) grants nothing either: wait and ask again.
-                    let what = match &e {
-                        ClientError::Refused(_) => "answers with an error",
-                        _ => "unreachable",
-                    };
-                    log::error!(
-                        "ft: arbiter {addr} {what} for {} ms ({e}); not going on alone; retrying",
-                        start.elapsed().as_millis()
-                    );
-                }
-                attempts += 1;
-                std::thread::sleep(ARBITER_RETRY);
-            }
-        }
-    }
-}
-
-/// An arbitration running on its own thread, so that the vCPU keeps going meanwhile (its
-/// outputs stay held). The vCPU is woken through its inbox when the answer arrives.
+/// An arbitration under way on the event loop (ft::arbiter_ask), so that the vCPU keeps
+/// going meanwhile (its outputs stay held). The vCPU is woken through its inbox when the
+/// answer arrives.
 pub struct Arbitration {
     verdict: Arc<Mutex<Option<Verdict>>>,
     pub started: Instant,
 }
 
 impl Arbitration {
-    pub fn start(cfg: FailoverConfig, epoch: u64, inbox: Arc<Inbox>) -> Self {
+    pub fn start(cfg: &FailoverConfig, epoch: u64, inbox: Arc<Inbox>, events: &Registrar) -> Self {
         let verdict = Arc::new(Mutex::new(None));
-        let slot = verdict.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ft-arbiter".into())
-            .spawn(move || {
-                let v = arbitrate(&cfg, epoch);
-                *lock(&slot) = Some(v);
-                inbox.post(DeviceEvent::FtWake);
-            });
-        if let Err(e) = spawned {
-            // Without the thread nobody asks: this side must not go on alone.
-            log::error!("ft: cannot start the arbiter thread: {e}");
-            *lock(&verdict) = Some(Verdict::Lost {
-                owner: "(arbiter thread failed)".into(),
+        let lost = |owner: &str| {
+            Some(Verdict::Lost {
+                owner: owner.into(),
                 epoch,
-            });
+            })
+        };
+        match cfg.arbiter.clone() {
+            // Config validation requires an arbiter in FT mode; without one nobody may go live.
+            None => {
+                log::error!("ft: no arbiter configured; this side halts");
+                *lock(&verdict) = lost("(no arbiter configured)");
+            }
+            Some(addr) => {
+                let asked = arbiter_ask::start(events, addr, cfg, epoch, verdict.clone(), inbox);
+                if let Err(e) = asked {
+                    // Nobody asks: this side must not go on alone.
+                    log::error!("ft: cannot ask the arbiter: {e}");
+                    *lock(&verdict) = lost("(cannot ask the arbiter)");
+                }
+            }
         }
         Arbitration {
             verdict,
@@ -122,40 +79,11 @@ impl Arbitration {
     }
 }
 
-/// Watches `last_heard`: once it is older than `timeout` the connection is shut down, which
-/// ends the channel's reader and writer threads (they mark the channel dead). Ends by itself
-/// once `alive()` turns false for another reason.
-pub fn spawn_watchdog(
-    name: &'static str,
-    stream: TcpStream,
-    timeout: Duration,
-    last_heard: impl Fn() -> Instant + Send + 'static,
-    alive: impl Fn() -> bool + Send + 'static,
-) -> std::io::Result<()> {
-    let tick = (timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(20));
-    std::thread::Builder::new()
-        .name("ft-watchdog".into())
-        .spawn(move || {
-            while alive() {
-                let silent = last_heard().elapsed();
-                if silent > timeout {
-                    log::error!(
-                        "ft: nothing from the {name} for {} ms (timeout {} ms): declaring it lost",
-                        silent.as_millis(),
-                        timeout.as_millis()
-                    );
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
-                }
-                std::thread::sleep(tick);
-            }
-        })?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbox::DeviceEvent;
+    use std::time::Duration;
 
     #[test]
     fn epochs_only_grow() {
@@ -166,41 +94,106 @@ mod tests {
         assert_eq!(next_epoch(far), far + 1);
     }
 
-    #[test]
-    fn without_an_arbiter_nobody_wins() {
-        let cfg = FailoverConfig::default();
-        assert!(matches!(arbitrate(&cfg, 5), Verdict::Lost { .. }));
+    /// A scripted arbiter: answers the n-th connection's request line with `replies[n]`
+    /// (a connection beyond the script is closed at once). Returns its address and the
+    /// request lines it got.
+    fn fake_arbiter(replies: Vec<&'static str>) -> (String, Arc<Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let log = got.clone();
+        std::thread::spawn(move || {
+            for reply in replies {
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let _ = reader.read_line(&mut line);
+                lock(&log).push(line.trim_end().to_string());
+                let _ = (&stream).write_all(reply.as_bytes());
+            }
+        });
+        (addr, got)
+    }
+
+    fn ask(addr: Option<String>, epoch: u64) -> Option<Verdict> {
+        let events = crate::event_loop::running();
+        let cfg = FailoverConfig {
+            arbiter: addr,
+            vm_id: "vm1".into(),
+            node: "node-a".into(),
+            ..FailoverConfig::default()
+        };
+        let inbox = Arc::new(Inbox::new());
+        let a = Arbitration::start(&cfg, epoch, inbox.clone(), &events);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.verdict().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let v = a.verdict();
+        if v.is_some() && cfg.arbiter.is_some() {
+            assert!(
+                inbox
+                    .drain()
+                    .iter()
+                    .any(|e| matches!(e, DeviceEvent::FtWake)),
+                "the vCPU is woken"
+            );
+        }
+        v
     }
 
     #[test]
-    fn watchdog_shuts_a_silent_connection_down() {
-        use std::io::Read;
+    fn without_an_arbiter_nobody_wins() {
+        assert!(matches!(ask(None, 5), Some(Verdict::Lost { .. })));
+    }
+
+    #[test]
+    fn a_granted_flag_wins_and_the_request_names_vm_epoch_and_owner() {
+        let (addr, got) = fake_arbiter(vec![
+            "{\"ok\":true,\"granted\":true,\"owner\":\"node-a\",\"epoch\":7}\n",
+        ]);
+        assert_eq!(ask(Some(addr), 7), Some(Verdict::Won));
+        let req: serde_json::Value = serde_json::from_str(&lock(&got)[0]).expect("json request");
+        assert_eq!(req["op"], "test_and_set");
+        assert_eq!(req["vm"], "vm1");
+        assert_eq!(req["epoch"], 7);
+        assert_eq!(req["owner"], "node-a");
+    }
+
+    #[test]
+    fn error_replies_garbage_and_hang_ups_are_retried_until_a_decision() {
+        let (addr, got) = fake_arbiter(vec![
+            "{\"ok\":false,\"error\":\"epoch ahead of the arbiter's clock\"}\n",
+            "not json\n",
+            "",
+            "{\"ok\":true,\"granted\":false,\"owner\":\"node-b\",\"epoch\":9}\n",
+        ]);
+        assert_eq!(
+            ask(Some(addr), 9),
+            Some(Verdict::Lost {
+                owner: "node-b".into(),
+                epoch: 9
+            })
+        );
+        assert_eq!(lock(&got).len(), 4, "one request per attempt");
+    }
+
+    #[test]
+    fn an_arbiter_that_never_answers_decides_nothing() {
+        // Accepts (the kernel's backlog) but never reads nor replies.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect(addr).expect("connect");
-        let (_server, _) = listener.accept().expect("accept");
-        let start = Instant::now();
-        let watched = client.try_clone().expect("clone");
-        spawn_watchdog(
-            "test peer",
-            watched,
-            Duration::from_millis(100),
-            move || start,
-            || true,
-        )
-        .expect("spawn");
-        let mut reader = client;
-        reader
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut buf = [0u8; 1];
-        // The peer never writes: only the watchdog's shutdown can end this read (with EOF).
-        let n = reader
-            .read(&mut buf)
-            .expect("read ends with EOF, not a timeout");
-        assert_eq!(n, 0);
-        let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(100), "{waited:?}");
-        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let events = crate::event_loop::running();
+        let cfg = FailoverConfig {
+            arbiter: Some(addr),
+            ..FailoverConfig::default()
+        };
+        let a = Arbitration::start(&cfg, 3, Arc::new(Inbox::new()), &events);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(a.verdict(), None, "no answer, no verdict: nobody goes live");
+        drop(listener);
     }
 }

@@ -89,6 +89,7 @@ impl Recorder<Primary> {
             inbox: inbox.clone(),
             state: state.clone(),
             progress: progress.clone(),
+            events: p.events.clone(),
         });
         p.join = Some(Join {
             link,

@@ -4,12 +4,14 @@
 //! logging channel, joins, failover and the arbiter client (docs/ARCHITECTURE.md, "Fault
 //! tolerance"; wire format in docs/PROTOCOL.md).
 
+mod arbiter_ask;
 pub mod backup;
 pub mod channel;
 pub mod dirty;
 pub mod engine;
 pub mod failover;
 pub mod join;
+pub mod joiner;
 pub mod precopy;
 pub mod primary;
 pub mod record;
@@ -17,3 +19,4 @@ pub mod signature;
 pub mod state;
 mod status;
 mod takeover;
+pub mod timers;

@@ -17,6 +17,7 @@
 
 use std::io::BufWriter;
 use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ use super::channel::{PrimaryShared, HEARTBEAT};
 use super::dirty::{DirtyError, DirtyLog, DirtyPages};
 use super::record::{Record, RecordError, RecordWriter};
 use super::state::StateError;
+use super::timers;
+use crate::event_loop::Registrar;
 use crate::inbox::{DeviceEvent, Inbox};
 use crate::memory::{data_extents, PAGE_SIZE};
 use crate::sync::lock;
@@ -59,6 +62,12 @@ pub enum JoinError {
     Io(#[from] std::io::Error),
     #[error("the pre-copy thread ended without a result")]
     Vanished,
+}
+
+impl AsRawFd for TransferWriter {
+    fn as_raw_fd(&self) -> RawFd {
+        self.w.get_ref().get_ref().as_raw_fd()
+    }
 }
 
 /// The write side of a state transfer: counts what it sent and heartbeats when idle.
@@ -236,6 +245,8 @@ pub struct PrecopyJob {
     pub inbox: Arc<Inbox>,
     pub state: Arc<Mutex<JoinState>>,
     pub progress: Arc<JoinProgress>,
+    /// Where the heartbeats that wait for the vCPU's stop-and-copy run.
+    pub events: Registrar,
 }
 
 /// Starts the `ft-precopy` thread. When it is ready for the stop-and-copy (or has failed) it
@@ -252,24 +263,15 @@ pub fn spawn(job: PrecopyJob) -> std::io::Result<()> {
                 Ok(h) => JoinState::Ready(Box::new(h)),
                 Err(e) => JoinState::Failed(e),
             };
-            job.inbox.post(DeviceEvent::FtJoinReady);
-            if failed {
-                return;
-            }
-            // Until the vCPU takes the stream, keep the backup's watchdog fed.
-            loop {
-                std::thread::sleep(HEARTBEAT / 5);
-                let mut state = lock(&job.state);
-                let JoinState::Ready(h) = &mut *state else {
-                    return;
-                };
-                if let Err(e) = h.writer.heartbeat_if_due() {
-                    *state = JoinState::Failed(e);
-                    drop(state);
-                    job.inbox.post(DeviceEvent::FtJoinReady);
-                    return;
+            if !failed {
+                // Until the vCPU takes the stream, keep the backup's watchdog fed.
+                let keepalive =
+                    timers::transfer_keepalive(&job.events, job.state.clone(), job.inbox.clone());
+                if let Err(e) = keepalive {
+                    log::warn!("ft: no heartbeats until the stop-and-copy: {e}");
                 }
             }
+            job.inbox.post(DeviceEvent::FtJoinReady);
         })?;
     Ok(())
 }

@@ -13,10 +13,12 @@ use super::channel::{release_acked, PendingLink, PrimaryLink, ReleaseFn};
 use super::dirty::DirtyLog;
 use super::engine::{EngineStop, LogSink};
 use super::failover::{next_epoch, Arbitration, Verdict};
+use super::joiner;
 use super::precopy::{JoinProgress, JoinState};
 use super::record::Record;
 use crate::config::FailoverConfig;
 use crate::devices::virtio::ft_link::FtLink;
+use crate::event_loop::Registrar;
 use crate::inbox::Inbox;
 use crate::sync::lock;
 
@@ -49,6 +51,8 @@ pub struct Primary {
     last_output: Vec<u64>,
     pub failover: FailoverConfig,
     inbox: Arc<Inbox>,
+    /// The event loop, where the link's watchdog, the joiner and the arbiter's questions run.
+    pub events: Registrar,
     /// FT control links to the backends, by virtio slot.
     pub backends: Arc<Vec<Option<Arc<FtLink>>>>,
     pub stats: PrimaryStats,
@@ -84,6 +88,7 @@ impl Primary {
         backends: Vec<Option<Arc<FtLink>>>,
         failover: FailoverConfig,
         inbox: Arc<Inbox>,
+        events: Registrar,
         dirty: Option<Arc<DirtyLog>>,
     ) -> Self {
         Primary {
@@ -96,6 +101,7 @@ impl Primary {
             last_output: vec![0; backends.len()],
             failover,
             inbox,
+            events,
             backends: Arc::new(backends),
             stats: PrimaryStats::default(),
             join_wanted: Arc::new(AtomicBool::new(true)),
@@ -151,6 +157,7 @@ impl Primary {
             self.release_fn(),
             self.failover.timeout,
             self.inbox.clone(),
+            &self.events,
         )
     }
 
@@ -198,14 +205,18 @@ impl Primary {
         self.link.is_some()
     }
 
-    /// Starts the joiner thread, looking for a backup at `peer` if given.
+    /// Starts the joiner (ft::joiner), looking for a backup at `peer` if given.
     pub fn start_joiner(&self, peer: Option<SocketAddr>) {
         *lock(&self.join_target) = peer;
-        spawn_joiner(
+        let started = joiner::start(
+            &self.events,
             self.join_target.clone(),
             self.join_wanted.clone(),
             self.inbox.clone(),
         );
+        if let Err(e) = started {
+            log::error!("ft: cannot start the joiner: {e}; no backup can join");
+        }
     }
 
     /// The control socket's `protect`: look for a backup at `peer` from now on (a survivor
@@ -239,9 +250,10 @@ impl Primary {
             );
             self.link = None;
             self.arbitration = Some(Arbitration::start(
-                self.failover.clone(),
+                &self.failover,
                 self.epoch,
                 self.inbox.clone(),
+                &self.events,
             ));
         }
         let Some(verdict) = self.arbitration.as_ref().and_then(|a| a.verdict()) else {
@@ -277,11 +289,13 @@ impl Primary {
     pub fn throttle(&mut self) {
         LogSink::flush(self);
         let Some(link) = &self.link else { return };
-        let start = Instant::now();
-        while link.is_alive() && link.unacked() > MAX_UNACKED {
-            std::thread::sleep(Duration::from_micros(200));
+        if link.unacked() > MAX_UNACKED {
+            let start = Instant::now();
+            // Woken by the ack reader; the bound is for a wake-up lost to a dying link.
+            link.shared
+                .wait_for_acks(MAX_UNACKED, Duration::from_millis(100));
+            self.stats.throttled += start.elapsed();
         }
-        self.stats.throttled += start.elapsed();
         release_acked(&link.shared, &self.release_fn());
     }
 
@@ -349,31 +363,5 @@ impl Primary {
             self.stats.records += 1;
         }
         sent
-    }
-}
-
-/// Tries to reach a backup at `target` every 200 ms while `wanted` is set; a connection goes
-/// to the vCPU thread, which transfers the state at its next landmark.
-fn spawn_joiner(
-    target: Arc<Mutex<Option<SocketAddr>>>,
-    wanted: Arc<AtomicBool>,
-    inbox: Arc<Inbox>,
-) {
-    let spawned = std::thread::Builder::new()
-        .name("ft-joiner".into())
-        .spawn(move || loop {
-            let peer = *lock(&target);
-            if let (Some(peer), true) = (peer, wanted.load(Ordering::SeqCst)) {
-                if let Ok(stream) =
-                    std::net::TcpStream::connect_timeout(&peer, Duration::from_millis(500))
-                {
-                    wanted.store(false, Ordering::SeqCst);
-                    inbox.post(crate::inbox::DeviceEvent::BackupConnected(stream));
-                }
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        });
-    if let Err(e) = spawned {
-        log::error!("ft: cannot start the joiner thread: {e}");
     }
 }

@@ -32,9 +32,10 @@ impl Engine {
             "ft: primary lost ({silent_ms} ms since its last message); all {applied} received entries applied, at landmark {landmark}; asking the arbiter for epoch {epoch}"
         );
         Some(Arbitration::start(
-            b.plan.failover.clone(),
+            &b.plan.failover,
             epoch,
             inbox.clone(),
+            &b.plan.events,
         ))
     }
 
@@ -67,6 +68,7 @@ impl Engine {
             links,
             b.plan.failover.clone(),
             inbox.clone(),
+            b.plan.events.clone(),
             b.plan.dirty.clone(),
         );
         primary.epoch = epoch;
