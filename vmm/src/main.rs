@@ -48,7 +48,8 @@ struct Cli {
     /// A virtio-blk device served by the vhost-user backend at PATH.
     #[arg(long, value_name = "socket=PATH")]
     block: Option<BlockConfig>,
-    /// Control socket: JSON lines (status, pause [at landmark N], resume, digest).
+    /// Control socket: JSON lines (status, pause [at landmark N], resume, digest, snapshot,
+    /// protect; docs/PROTOCOL.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
     /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
