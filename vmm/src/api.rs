@@ -8,6 +8,7 @@
 //! | `{"cmd":"pause"}` / `{"cmd":"pause","landmark":N}` | `{"ok":true,...}` once paused at N (or at the next landmark) |
 //! | `{"cmd":"resume"}` | `{"ok":true}` |
 //! | `{"cmd":"digest"}` (paused only) | `{"ok":true,"landmark":N,"memory":"<sha256>","vcpu":"<sha256>"}` |
+//! | `{"cmd":"snapshot","path":"/abs/file"}` (paused only) | `{"ok":true,"landmark":N,"path":"...","bytes":B}`; the file is new (never overwritten), mode 0600 (persist::file; read it with `vmm --snapshot-info FILE`) |
 //! | `{"cmd":"protect","peer":"HOST:PORT"}` (FT primary) | `{"ok":true}`; the joiner looks for a backup there |
 //! Errors: `{"ok":false,"error":"..."}`.
 
@@ -33,6 +34,10 @@ pub enum ApiRequest {
     },
     Resume,
     Digest,
+    /// Paused only: write a snapshot file of the VM to `path` (absolute, must not exist).
+    Snapshot {
+        path: PathBuf,
+    },
     /// FT primary without a backup: look for one at `peer` (HOST:PORT) from now on.
     Protect {
         peer: std::net::SocketAddr,
@@ -182,6 +187,12 @@ mod tests {
         assert_eq!(parse_request(r#"{"cmd":"resume"}"#), Ok(ApiRequest::Resume));
         assert_eq!(parse_request(r#"{"cmd":"digest"}"#), Ok(ApiRequest::Digest));
         assert_eq!(
+            parse_request(r#"{"cmd":"snapshot","path":"/tmp/vm.snap"}"#),
+            Ok(ApiRequest::Snapshot {
+                path: "/tmp/vm.snap".into()
+            })
+        );
+        assert_eq!(
             parse_request(r#"{"cmd":"protect","peer":"10.78.0.5:7001"}"#),
             Ok(ApiRequest::Protect {
                 peer: "10.78.0.5:7001".parse().expect("addr")
@@ -246,6 +257,7 @@ mod tests {
             r#"{"cmd":"reboot"}"#,
             r#"{"cmd":"pause","landmark":"x"}"#,
             r#"{"cmd":"protect","peer":"nowhere"}"#,
+            r#"{"cmd":"snapshot"}"#,
         ] {
             let reply = parse_request(bad).expect_err(bad);
             assert_eq!(reply["ok"], json!(false), "{bad}");

@@ -11,6 +11,7 @@ pub mod ft;
 pub mod inbox;
 pub mod loader;
 pub mod memory;
+pub mod persist;
 pub mod stats;
 pub mod sync;
 pub mod vstate;

@@ -3,6 +3,7 @@
 //! 5 guest-reported failure, 6 guest halted with interrupts disabled, 7 FT backup diverged,
 //! 8 FT backup lost its primary before it could take over, 9 lost the arbiter's
 //! test-and-set (the other side of the FT pair is live; this one halts).
+//! `vmm --snapshot-info FILE` prints a snapshot file's summary instead (0, or 1 if refused).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +24,12 @@ use vmm::Vmm;
 )]
 struct Cli {
     /// Guest kernel: an x86_64 ELF (vmlinux, build/guest.elf) or a bzImage.
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "snapshot_info")]
+    kernel: Option<PathBuf>,
+    /// Instead of booting: verify the snapshot file FILE (written by the control socket's
+    /// `snapshot`) and print its landmark, signature hash, devices and RAM digest as JSON.
+    #[arg(long, value_name = "FILE", exclusive = true)]
+    snapshot_info: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -43,7 +48,8 @@ struct Cli {
     /// A virtio-blk device served by the vhost-user backend at PATH.
     #[arg(long, value_name = "socket=PATH")]
     block: Option<BlockConfig>,
-    /// Control socket: JSON lines (status, pause [at landmark N], resume, digest).
+    /// Control socket: JSON lines (status, pause [at landmark N], resume, digest, snapshot,
+    /// protect; docs/PROTOCOL.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
     /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
@@ -77,9 +83,30 @@ struct Cli {
     stats: bool,
 }
 
+/// `--snapshot-info FILE`: 0 and the summary on stdout, or 1 and why the file is refused.
+fn snapshot_info(path: &std::path::Path) -> ExitCode {
+    match vmm::persist::file::SnapshotFile::load(path) {
+        Ok(snap) => {
+            println!("{:#}", snap.summary());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vmm: error: {}: {e}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    if let Some(path) = &cli.snapshot_info {
+        return snapshot_info(path);
+    }
+    let Some(kernel) = cli.kernel else {
+        eprintln!("vmm: error: --kernel is required");
+        return ExitCode::from(2);
+    };
     let ft = match (cli.ft.as_deref(), cli.peer, cli.listen) {
         (None, _, _) => FtConfig::Off,
         (Some("primary"), Some(peer), None) => FtConfig::Primary { peer },
@@ -106,7 +133,7 @@ fn main() -> ExitCode {
         failover.node = node;
     }
     let config = VmmConfig {
-        kernel: cli.kernel,
+        kernel,
         initrd: cli.initrd,
         cmdline: cli.cmdline,
         mem_mib: cli.mem_mib,

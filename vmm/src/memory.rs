@@ -25,6 +25,15 @@ pub enum MemoryError {
     Map(vm_memory::mmap::FromRangesError),
 }
 
+/// An access to guest RAM by the VMM itself (digests, zeroing, snapshots) that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RamError {
+    #[error("range {gpa:#x}+{len:#x} is not inside guest RAM")]
+    Outside { gpa: u64, len: u64 },
+    #[error("cannot access guest memory: {0}")]
+    Access(#[from] vm_memory::GuestMemoryError),
+}
+
 /// Creates `size` bytes of guest RAM laid out by `layout::ram_ranges`, backed by a memfd.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size == 0 || !size.is_multiple_of(2 << 20) {
@@ -108,11 +117,11 @@ pub fn data_extents(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
 /// Calls `f(gpa, bytes)` for every piece of guest RAM of at most `chunk` bytes, in address
 /// order (digests). Pieces that lie in a hole of the memfd are passed as zeros without being
 /// read.
-pub fn for_each_chunk(
+pub fn for_each_chunk<E: From<RamError>>(
     mem: &GuestMemoryMmap,
     chunk: usize,
-    mut f: impl FnMut(u64, &[u8]) -> Result<(), String>,
-) -> Result<(), String> {
+    mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     let mut buf = vec![0u8; chunk];
     let zeros = vec![0u8; chunk];
     for region in mem.iter() {
@@ -125,7 +134,7 @@ pub fn for_each_chunk(
             let bytes = if has_data {
                 region
                     .read_slice(&mut buf[..n], MemoryRegionAddress(off))
-                    .map_err(|e| format!("cannot read guest memory: {e}"))?;
+                    .map_err(RamError::from)?;
                 &buf[..n]
             } else {
                 &zeros[..n]
@@ -138,11 +147,11 @@ pub fn for_each_chunk(
 }
 
 /// SHA-256 of all guest RAM in address order.
-pub fn ram_digest(mem: &GuestMemoryMmap) -> Result<[u8; 32], String> {
+pub fn ram_digest(mem: &GuestMemoryMmap) -> Result<[u8; 32], RamError> {
     let mut digest = Sha256::new();
     for_each_chunk(mem, 1 << 20, |_, bytes| {
         digest.update(bytes);
-        Ok(())
+        Ok::<(), RamError>(())
     })?;
     Ok(digest.finalize().into())
 }
@@ -150,11 +159,11 @@ pub fn ram_digest(mem: &GuestMemoryMmap) -> Result<[u8; 32], String> {
 /// Sets `len` bytes of guest RAM at `gpa` to zero; the range must lie in one region. Whole
 /// pages are punched out of the memfd (`fallocate(PUNCH_HOLE)`: they read as zero and take
 /// no host memory); a partial page at either end is written with zeros.
-pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), String> {
+pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), RamError> {
     if len == 0 {
         return Ok(());
     }
-    let bad = || format!("zero range {gpa:#x}+{len:#x} is not inside guest RAM");
+    let bad = || RamError::Outside { gpa, len };
     let region = mem.find_region(GuestAddress(gpa)).ok_or_else(bad)?;
     let off = gpa - region.start_addr().raw_value();
     if off.checked_add(len).is_none_or(|end| end > region.len()) {
@@ -179,14 +188,12 @@ pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), Strin
         }
         _ => false,
     };
-    let write_zeros = |from: u64, to: u64| -> Result<(), String> {
+    let write_zeros = |from: u64, to: u64| -> Result<(), RamError> {
         let zeros = vec![0u8; (1usize << 20).min((to - from) as usize)];
         let mut at = from;
         while at < to {
             let n = zeros.len().min((to - at) as usize);
-            region
-                .write_slice(&zeros[..n], MemoryRegionAddress(at))
-                .map_err(|e| format!("cannot write guest memory: {e}"))?;
+            region.write_slice(&zeros[..n], MemoryRegionAddress(at))?;
             at += n as u64;
         }
         Ok(())
@@ -201,7 +208,7 @@ pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), Strin
 }
 
 /// Sets all guest RAM to zero.
-pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), String> {
+pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), RamError> {
     for region in mem.iter() {
         zero_range(mem, region.start_addr().raw_value(), region.len())?;
     }
@@ -242,7 +249,7 @@ mod tests {
         for_each_chunk(&mem, 3 << 20, |gpa, bytes| {
             assert_eq!(gpa, seen);
             seen += bytes.len() as u64;
-            Ok(())
+            Ok::<(), RamError>(())
         })
         .expect("chunks");
         assert_eq!(seen, ram_size(&mem));

@@ -2,65 +2,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
-
-struct Vmm(Child);
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Api(BufReader<UnixStream>);
-
-impl Api {
-    fn connect(path: &std::path::Path) -> Api {
-        let start = Instant::now();
-        loop {
-            match UnixStream::connect(path) {
-                Ok(s) => return Api(BufReader::new(s)),
-                Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("cannot connect to the API socket: {e}"),
-            }
-        }
-    }
-
-    fn call(&mut self, request: Value) -> Value {
-        let stream = self.0.get_mut();
-        stream
-            .write_all(format!("{request}\n").as_bytes())
-            .expect("send");
-        let mut line = String::new();
-        self.0.read_line(&mut line).expect("reply");
-        serde_json::from_str(&line).expect("reply is JSON")
-    }
-}
+use common::Api;
+use serde_json::json;
 
 #[test]
 fn pause_at_landmark_digest_and_resume() {
     common::require_kvm();
     let dir = tempfile::tempdir().expect("temp dir");
     let sock = dir.path().join("api.sock");
-    let _vmm = Vmm(Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(["--kernel", common::guest_elf().to_str().expect("path")])
-        .args([
-            "--cmdline",
-            "guest.mode=ticks guest.hz=1000 guest.ticks=1000000",
-        ])
-        .args(["--api-sock", sock.to_str().expect("path")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn vmm"));
+    let _vmm = common::spawn_with_api("guest.mode=ticks guest.hz=1000 guest.ticks=1000000", &sock);
     let mut api = Api::connect(&sock);
     let status = api.call(json!({"cmd": "status"}));
     assert_eq!(status["ok"], json!(true), "{status}");

@@ -14,11 +14,14 @@ use super::backup::Backup;
 use super::engine::{Engine, Recorder, Trace};
 use super::precopy::{self, Handoff, JoinError, JoinProgress, JoinState, PrecopyJob};
 use super::primary::{Join, Primary};
-use super::record::{ExitKind, ExitSignature, Record};
+use super::record::{ExitKind, ExitSignature, Kind, Record};
 use super::signature::RunningHash;
-use super::state::{from_blob, to_blob, MachineState, VcpuState};
+use super::state::{from_blob, to_blob, MachineState, StateError, VcpuState};
+use crate::devices::legacy::serial::SerialError;
+use crate::devices::virtio::slots::VirtioStateError;
 use crate::inbox::Inbox;
-use crate::memory::{ram_size, zero_ram, zero_range};
+use crate::memory::{ram_size, zero_ram, zero_range, RamError};
+use crate::persist::envelope::{MAGIC_MACHINE, MAGIC_VCPU};
 use crate::sync::lock;
 
 /// The machine's side of a state transfer: what is captured at the stop-and-copy and what a
@@ -27,7 +30,50 @@ pub trait Snapshot {
     fn memory(&self) -> &GuestMemoryMmap;
     /// The vCPU is stopped at the landmark `trace` describes: its state and the devices'.
     fn capture(&mut self, trace: &Trace) -> Result<(VcpuState, MachineState), JoinError>;
-    fn restore(&mut self, vcpu: &VcpuState, machine: &MachineState) -> Result<(), String>;
+    fn restore(&mut self, vcpu: &VcpuState, machine: &MachineState) -> Result<(), RestoreError>;
+}
+
+/// A state the machine refused (`Snapshot::restore`).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Vcpu(#[from] StateError),
+    #[error(transparent)]
+    Legacy(#[from] SerialError),
+    #[error(transparent)]
+    Virtio(#[from] VirtioStateError),
+}
+
+/// Why a backup discarded a state transfer (`Backup::load_state`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the primary went away during the state transfer")]
+    PrimaryGone,
+    #[error("the primary runs VM {theirs}, this backup is for {ours}")]
+    OtherVm { theirs: String, ours: String },
+    #[error("primary {vm_id} has {theirs} bytes of memory, this VM {ours}")]
+    MemorySize {
+        vm_id: String,
+        theirs: u64,
+        ours: u64,
+    },
+    #[error("memory record at {gpa:#x}: {source}")]
+    Memory { gpa: u64, source: RamError },
+    #[error("unknown device state {0}")]
+    UnknownDevice(String),
+    #[error("{name} state: {source}")]
+    Blob {
+        name: &'static str,
+        source: StateError,
+    },
+    #[error("unexpected record {0:?} during the state transfer")]
+    Unexpected(Kind),
+    #[error("no {0} state in the transfer")]
+    Missing(&'static str),
+    #[error("bad exit kind {0} in the transfer")]
+    ExitKind(u8),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
 }
 
 /// (kind, addr, size, data): how `MachineState` carries a signature.
@@ -179,11 +225,11 @@ impl Recorder<Primary> {
         writer.send_dirty(m.memory(), &pending)?;
         writer.write(&Record::DeviceState {
             name: "vcpu".into(),
-            blob: to_blob(&vcpu)?,
+            blob: to_blob(&MAGIC_VCPU, &vcpu)?,
         })?;
         writer.write(&Record::DeviceState {
             name: "machine".into(),
-            blob: to_blob(&machine)?,
+            blob: to_blob(&MAGIC_MACHINE, &machine)?,
         })?;
         writer.write(&Record::StateEnd {
             landmark: self.trace.landmark,
@@ -196,13 +242,15 @@ impl Recorder<Primary> {
 
 impl Backup {
     /// Receives the primary's state and makes `m` a copy of it.
-    pub fn load_state(&mut self, m: &mut impl Snapshot) -> Result<(), String> {
+    pub fn load_state(&mut self, m: &mut impl Snapshot) -> Result<(), LoadError> {
         let mut vcpu: Option<VcpuState> = None;
         let mut machine: Option<MachineState> = None;
         let mem = m.memory().clone();
+        let at = |gpa| move |source| LoadError::Memory { gpa, source };
+        let blob = |name| move |source| LoadError::Blob { name, source };
         let landmark = loop {
             let Some(record) = self.next_record() else {
-                return Err("the primary went away during the state transfer".into());
+                return Err(LoadError::PrimaryGone);
             };
             match record {
                 Record::Hello {
@@ -211,49 +259,44 @@ impl Backup {
                     epoch,
                 } => {
                     if vm_id != self.plan.failover.vm_id {
-                        return Err(format!(
-                            "the primary runs VM {vm_id}, this backup is for {}",
-                            self.plan.failover.vm_id
-                        ));
+                        return Err(LoadError::OtherVm {
+                            theirs: vm_id,
+                            ours: self.plan.failover.vm_id.clone(),
+                        });
                     }
                     self.epoch = epoch;
                     let ours = ram_size(&mem);
                     if mem_size != ours {
-                        return Err(format!(
-                            "primary {vm_id} has {mem_size} bytes of memory, this VM {ours}"
-                        ));
+                        return Err(LoadError::MemorySize {
+                            vm_id,
+                            theirs: mem_size,
+                            ours,
+                        });
                     }
                 }
-                Record::StateBegin { .. } => zero_ram(&mem)?,
-                Record::MemoryZero { gpa, len } => zero_range(&mem, gpa, len)?,
+                Record::StateBegin { .. } => zero_ram(&mem).map_err(at(0))?,
+                Record::MemoryZero { gpa, len } => zero_range(&mem, gpa, len).map_err(at(gpa))?,
                 Record::MemoryChunk { gpa, data } => {
                     mem.write_slice(&data, GuestAddress(gpa))
-                        .map_err(|e| format!("memory chunk at {gpa:#x}: {e}"))?;
+                        .map_err(|e| at(gpa)(RamError::from(e)))?;
                 }
-                Record::DeviceState { name, blob } if name == "vcpu" => {
-                    vcpu = Some(from_blob(&blob).map_err(|e| e.to_string())?)
+                Record::DeviceState { name, blob: b } if name == "vcpu" => {
+                    vcpu = Some(from_blob(&MAGIC_VCPU, &b).map_err(blob("vCPU"))?)
                 }
-                Record::DeviceState { name, blob } if name == "machine" => {
-                    machine = Some(from_blob(&blob).map_err(|e| e.to_string())?)
+                Record::DeviceState { name, blob: b } if name == "machine" => {
+                    machine = Some(from_blob(&MAGIC_MACHINE, &b).map_err(blob("machine"))?)
                 }
-                Record::DeviceState { name, .. } => {
-                    return Err(format!("unknown device state {name}"))
-                }
+                Record::DeviceState { name, .. } => return Err(LoadError::UnknownDevice(name)),
                 // The digest is reserved (zeros): pre-copy has no moment at which the primary's
                 // RAM could be hashed without pausing the guest for it.
                 Record::StateEnd { landmark, .. } => break landmark,
-                other => {
-                    return Err(format!(
-                        "unexpected record {:?} during the state transfer",
-                        other.kind()
-                    ))
-                }
+                other => return Err(LoadError::Unexpected(other.kind())),
             }
         };
-        let vcpu = vcpu.ok_or("no vCPU state in the transfer")?;
-        let state = machine.ok_or("no machine state in the transfer")?;
+        let vcpu = vcpu.ok_or(LoadError::Missing("vCPU"))?;
+        let state = machine.ok_or(LoadError::Missing("machine"))?;
         let (kind, addr, size, data) = state.last_sig;
-        let kind = ExitKind::from_u8(kind).ok_or("bad exit kind in the transfer")?;
+        let kind = ExitKind::from_u8(kind).ok_or(LoadError::ExitKind(kind))?;
         m.restore(&vcpu, &state)?;
         self.replayer.trace = Trace {
             landmark,
@@ -265,7 +308,7 @@ impl Backup {
                 data,
             },
         };
-        self.replayer.last_clock_ns = state.clock_ns;
+        self.replayer.last_clock_ns = state.legacy.clock_ns;
         log::warn!("ft: backup loaded the primary's state at landmark {landmark}; replaying");
         Ok(())
     }

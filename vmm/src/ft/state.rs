@@ -1,7 +1,8 @@
 //! What a backup needs to become a copy of the primary at one landmark: the vCPU's
 //! architectural state, the device models' state and the VM clock. Guest memory travels
-//! separately, in chunks (ft::transfer). Blobs are JSON (serde) inside the log records, so a
-//! newer VMM can tell a field it does not know from a corrupted blob.
+//! separately, in chunks (ft::precopy). Blobs are JSON (serde) in a state envelope
+//! (persist::envelope: magic, version, length, checksum) inside the log records, so that a
+//! foreign or corrupted blob, or one of another format version, is refused before parsing.
 
 use kvm_bindings::{
     kvm_debugregs, kvm_mp_state, kvm_msr_entry, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
@@ -9,11 +10,10 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VcpuFd;
 use serde::{Deserialize, Serialize};
-use vm_superio::serial::SerialState;
 
-use crate::devices::legacy::pic::PicState;
-use crate::devices::legacy::pit::PitState;
+use crate::devices::legacy::LegacyState;
 use crate::devices::virtio::mmio::MmioState;
+use crate::persist::envelope::{self, EnvelopeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -23,6 +23,8 @@ pub enum StateError {
     Msrs { got: usize, wanted: usize },
     #[error("state blob: {0}")]
     Blob(#[from] serde_json::Error),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
 }
 
 /// The vCPU state KVM exposes (the same set Firecracker snapshots; FPU/SSE state is in xsave).
@@ -102,46 +104,37 @@ impl VcpuState {
     }
 }
 
-/// vm-superio's `SerialState` has no serde support: serde's remote derive serializes it
-/// through this copy of its (public) fields.
-#[derive(Serialize, Deserialize)]
-#[serde(remote = "SerialState")]
-struct SerialStateDef {
-    baud_divisor_low: u8,
-    baud_divisor_high: u8,
-    interrupt_enable: u8,
-    interrupt_identification: u8,
-    line_control: u8,
-    line_status: u8,
-    modem_control: u8,
-    modem_status: u8,
-    scratch: u8,
-    in_buffer: Vec<u8>,
-}
-
 /// Everything else the guest can observe, at the landmark of the transfer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MachineState {
     pub landmark: u64,
-    /// The primary's VM clock (ns) at the transfer; the backup's clock continues from it.
-    pub clock_ns: u64,
     /// Running hash of every landmark signature so far (ft::signature).
     pub signature_hash: u64,
     /// The signature of the landmark the transfer happened at: (kind, addr, size, data).
     pub last_sig: (u8, u64, u8, u64),
-    pub pic: PicState,
-    pub pit: PitState,
-    #[serde(with = "SerialStateDef")]
-    pub uart: SerialState,
+    /// The PIC, PIT, UART and VM clock (`clock_ns`: the backup's clock continues from it).
+    #[serde(flatten)]
+    pub legacy: LegacyState,
+    /// One register file per virtio-mmio transport, in slot order.
     pub virtio: Vec<MmioState>,
 }
 
-pub fn to_blob<T: Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
-    Ok(serde_json::to_vec(value)?)
+/// Largest blob a join carries: a `DeviceState` record's (ft::record::MAX_DATA).
+pub const MAX_BLOB: u64 = crate::ft::record::MAX_DATA as u64;
+
+/// `value` as JSON in an envelope with `magic` (persist::envelope).
+pub fn to_blob<T: Serialize>(magic: &[u8; 8], value: &T) -> Result<Vec<u8>, StateError> {
+    Ok(envelope::seal(magic, &serde_json::to_vec(value)?))
 }
 
-pub fn from_blob<T: for<'de> Deserialize<'de>>(blob: &[u8]) -> Result<T, StateError> {
-    Ok(serde_json::from_slice(blob)?)
+/// The value in an envelope with `magic` of at most `MAX_BLOB` bytes.
+pub fn from_blob<T: for<'de> Deserialize<'de>>(
+    magic: &[u8; 8],
+    blob: &[u8],
+) -> Result<T, StateError> {
+    Ok(serde_json::from_slice(envelope::open(
+        magic, MAX_BLOB, blob,
+    )?)?)
 }
 
 #[cfg(test)]
@@ -149,28 +142,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uart_state_round_trips() {
-        #[derive(Serialize, Deserialize)]
-        struct Wrapper(#[serde(with = "SerialStateDef")] SerialState);
-        let s = SerialState {
-            baud_divisor_low: 1,
-            baud_divisor_high: 2,
-            interrupt_enable: 3,
-            interrupt_identification: 4,
-            line_control: 5,
-            line_status: 6,
-            modem_control: 7,
-            modem_status: 8,
-            scratch: 9,
-            in_buffer: vec![10, 11],
-        };
-        let back: Wrapper = from_blob(&to_blob(&Wrapper(s.clone())).expect("blob")).expect("parse");
-        assert_eq!(back.0, s);
-    }
-
-    #[test]
     fn corrupted_blobs_are_errors() {
-        assert!(from_blob::<MachineState>(b"{\"landmark\":").is_err());
-        assert!(from_blob::<MachineState>(b"[1,2]").is_err());
+        use envelope::{seal, MAGIC_MACHINE, MAGIC_VCPU};
+        let bad = |b: &[u8]| from_blob::<MachineState>(&MAGIC_MACHINE, b);
+        assert!(matches!(
+            bad(&seal(&MAGIC_MACHINE, b"{\"landmark\":")),
+            Err(StateError::Blob(_))
+        ));
+        assert!(matches!(
+            bad(&seal(&MAGIC_MACHINE, b"[1,2]")),
+            Err(StateError::Blob(_))
+        ));
+        assert!(matches!(
+            bad(b"{\"landmark\":1}"),
+            Err(StateError::Envelope(_))
+        ));
+        assert!(matches!(
+            bad(&seal(&MAGIC_VCPU, b"{}")),
+            Err(StateError::Envelope(EnvelopeError::Magic { .. }))
+        ));
     }
 }

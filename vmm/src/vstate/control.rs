@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use super::vcpu::{State, Vcpu};
 use crate::api::{error_reply, ApiCall, ApiRequest};
 use crate::inbox::DeviceEvent;
+use crate::persist::{hex, Persist};
 
 /// A pause may be requested at most this many landmarks ahead (hours of guest time on these
 /// machines): a request further out would only hold a client and its reply forever.
@@ -36,18 +37,6 @@ impl Control {
     }
 }
 
-fn pic_summary(s: &crate::devices::legacy::pic::PicState) -> Value {
-    json!({
-        "irr": [s.master.irr, s.slave.irr],
-        "isr": [s.master.isr, s.slave.isr],
-        "imr": [s.master.imr, s.slave.imr],
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Vcpu {
     fn status(&self) -> Value {
         let mut v = self.basic_status();
@@ -70,7 +59,7 @@ impl Vcpu {
             "hlt": stats.hlt,
             "interrupts_injected": stats.interrupts_injected,
             // The 8259A pair (master, slave): requests, in service, masked.
-            "pic": pic_summary(&self.machine.devices.pic.state()),
+            "pic": self.machine.devices.pic.save().summary(),
         })
     }
 
@@ -131,7 +120,18 @@ impl Vcpu {
                 Err(e) => error_reply(e),
             },
             ApiRequest::Digest if self.control.paused => self.digest(),
-            ApiRequest::Digest => error_reply("pause the vCPU first"),
+            ApiRequest::Snapshot { path } if self.control.paused => {
+                match self.machine.write_snapshot(&path, self.engine.trace()) {
+                    Ok(bytes) => json!({
+                        "ok": true,
+                        "landmark": now,
+                        "path": path.display().to_string(),
+                        "bytes": bytes,
+                    }),
+                    Err(e) => error_reply(e),
+                }
+            }
+            ApiRequest::Digest | ApiRequest::Snapshot { .. } => error_reply("pause the vCPU first"),
         };
         let _ = call.reply.send(reply);
     }

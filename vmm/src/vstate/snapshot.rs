@@ -1,15 +1,18 @@
-//! Capturing and restoring the machine for a state transfer (ft::join::Snapshot).
+//! Capturing and restoring the machine for a state transfer (ft::join::Snapshot) and for
+//! snapshot files (persist::file). The vCPU's state needs KVM (`VcpuState`); the rest is
+//! the KVM-free parts' `Persist` states, which `MachineState` aggregates.
+
+use std::path::Path;
 
 use vm_memory::GuestMemoryMmap;
 
 use super::machine::VcpuMachine;
-use crate::devices::legacy::pic::Pic;
-use crate::devices::legacy::pit::Pit;
-use crate::devices::legacy::VmClock;
 use crate::ft::engine::Trace;
-use crate::ft::join::{sig_parts, Snapshot};
+use crate::ft::join::{sig_parts, RestoreError, Snapshot};
 use crate::ft::precopy::JoinError;
 use crate::ft::state::{MachineState, VcpuState};
+use crate::persist::file::{self, SnapshotError};
+use crate::persist::Persist;
 
 impl VcpuMachine {
     /// An `in` or MMIO read is finished by KVM only on the next KVM_RUN (it copies the data
@@ -43,35 +46,33 @@ impl Snapshot for VcpuMachine {
         let vcpu = VcpuState::capture(&self.fd, &self.msr_index)?;
         let machine = MachineState {
             landmark: trace.landmark,
-            clock_ns: self.devices.clock.now_ns(),
             signature_hash: trace.hash.0,
             last_sig: sig_parts(&trace.last_sig),
-            pic: self.devices.pic.state(),
-            pit: self.devices.pit.state(),
-            uart: self.devices.serial.state(),
-            virtio: self
-                .virtio
-                .slots
-                .iter()
-                .map(|s| s.transport.state().clone())
-                .collect(),
+            legacy: self.devices.save(),
+            virtio: self.virtio.save(),
         };
         Ok((vcpu, machine))
     }
 
-    fn restore(&mut self, vcpu: &VcpuState, m: &MachineState) -> Result<(), String> {
-        vcpu.restore(&self.fd).map_err(|e| e.to_string())?;
-        self.devices.pic = Pic::restore(&m.pic);
-        self.devices.pit = Pit::restore(&m.pit);
-        self.devices
-            .serial
-            .restore(&m.uart)
-            .map_err(|e| format!("serial state: {e}"))?;
-        self.devices.clock = VmClock::starting_at(m.clock_ns);
-        for (slot, state) in self.virtio.slots.iter_mut().zip(m.virtio.iter()) {
-            slot.transport.restore_state(state.clone());
-        }
+    fn restore(&mut self, vcpu: &VcpuState, m: &MachineState) -> Result<(), RestoreError> {
+        vcpu.restore(&self.fd)?;
+        self.devices.reload(&m.legacy)?;
+        self.virtio.reload(&m.virtio)?;
         self.fresh_state = true;
         Ok(())
+    }
+}
+
+impl VcpuMachine {
+    /// Writes a snapshot file of the machine, stopped at the landmark `trace` describes
+    /// (the control socket's `snapshot`). The state is captured as for a join, pending I/O
+    /// completion included, so a snapshot of a primary and one of its backup at the same
+    /// landmark compare equal. Returns the file's size.
+    pub fn write_snapshot(&mut self, path: &Path, trace: &Trace) -> Result<u64, SnapshotError> {
+        if !path.is_absolute() {
+            return Err(SnapshotError::Relative(path.to_path_buf()));
+        }
+        let (vcpu, machine) = self.capture(trace).map_err(SnapshotError::Capture)?;
+        file::write(path, &vcpu, &machine, &self.mem)
     }
 }

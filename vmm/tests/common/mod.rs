@@ -3,9 +3,13 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// Path of the test guest built by `make guest`.
 pub fn guest_elf() -> PathBuf {
@@ -106,4 +110,54 @@ pub fn stat(run: &Run, key: &str) -> u64 {
         .find_map(|w| w.strip_prefix(&pattern))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in stats:\n{}", run.stderr))
+}
+
+/// A VMM process, killed when the test ends (also when it fails).
+pub struct Vmm(pub Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A client of the VMM's control socket.
+pub struct Api(BufReader<UnixStream>);
+
+impl Api {
+    pub fn connect(path: &std::path::Path) -> Api {
+        let start = Instant::now();
+        loop {
+            match UnixStream::connect(path) {
+                Ok(s) => return Api(BufReader::new(s)),
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("cannot connect to the API socket: {e}"),
+            }
+        }
+    }
+
+    pub fn call(&mut self, request: Value) -> Value {
+        let stream = self.0.get_mut();
+        stream
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("send");
+        let mut line = String::new();
+        self.0.read_line(&mut line).expect("reply");
+        serde_json::from_str(&line).expect("reply is JSON")
+    }
+}
+
+/// Starts the VMM on the test guest with `cmdline` and its control socket at `sock`.
+pub fn spawn_with_api(cmdline: &str, sock: &std::path::Path) -> Vmm {
+    Vmm(Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(["--kernel", guest_elf().to_str().expect("path")])
+        .args(["--cmdline", cmdline])
+        .args(["--api-sock", sock.to_str().expect("path")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn vmm"))
 }

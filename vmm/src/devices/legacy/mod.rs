@@ -16,11 +16,13 @@ pub mod serial;
 
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use vm_superio::I8042Device;
 
-use pic::Pic;
-use pit::Pit;
-use serial::{ConsoleOut, FlagTrigger, SerialConsole, COM1_BASE, COM1_IRQ};
+use crate::persist::Persist;
+use pic::{Pic, PicState};
+use pit::{Pit, PitState};
+use serial::{ConsoleOut, FlagTrigger, SerialConsole, SerialError, UartState, COM1_BASE, COM1_IRQ};
 
 pub const PIT_IRQ: u8 = 0;
 pub const GUEST_FAILURE_PORT: u16 = 0x501;
@@ -72,6 +74,31 @@ impl Default for VmClock {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The clock's state is the time it reads; a restored clock goes on from there.
+impl Persist for VmClock {
+    type State = u64;
+    type ConstructorArgs = ();
+    type Error = std::convert::Infallible;
+
+    fn save(&self) -> u64 {
+        self.now_ns()
+    }
+
+    fn restore((): (), ns: &u64) -> Result<Self, Self::Error> {
+        Ok(VmClock::starting_at(*ns))
+    }
+}
+
+/// The legacy devices' part of a saved machine (ft::state::MachineState).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyState {
+    /// The VM clock (ns); a restored machine's clock continues from it.
+    pub clock_ns: u64,
+    pub pic: PicState,
+    pub pit: PitState,
+    pub uart: UartState,
 }
 
 pub struct LegacyDevices {
@@ -168,6 +195,44 @@ impl LegacyDevices {
     }
 }
 
+/// The PC platform as one part: the PIC, PIT, UART and VM clock. Not saved: the i8042 (it
+/// holds nothing between accesses the guests rely on; a restored one starts at power-on,
+/// as it did before this trait), and `pit_now` (empty at every landmark).
+impl Persist for LegacyDevices {
+    type State = LegacyState;
+    type ConstructorArgs = ConsoleOut;
+    type Error = SerialError;
+
+    fn save(&self) -> LegacyState {
+        LegacyState {
+            clock_ns: self.clock.save(),
+            pic: self.pic.save(),
+            pit: self.pit.save(),
+            uart: self.serial.save(),
+        }
+    }
+
+    fn restore(console: ConsoleOut, state: &LegacyState) -> Result<Self, SerialError> {
+        let mut d = LegacyDevices::new(console);
+        d.reload(state)?;
+        Ok(d)
+    }
+}
+
+impl LegacyDevices {
+    /// Replaces the devices' state with `state`, keeping the console output. The UART, the
+    /// only part that can refuse a state, goes first: a refused state changes nothing.
+    pub fn reload(&mut self, state: &LegacyState) -> Result<(), SerialError> {
+        self.serial.reload(&state.uart)?;
+        let Ok(pic) = Pic::restore((), &state.pic);
+        let Ok(pit) = Pit::restore((), &state.pit);
+        let Ok(clock) = VmClock::restore((), &state.clock_ns);
+        (self.pic, self.pit, self.clock) = (pic, pit, clock);
+        self.pit_now = None;
+        Ok(())
+    }
+}
+
 /// OCW2 with the EOI bit (bit 5) set and bits 3-4 clear (8259A datasheet, "OCW2").
 fn is_eoi(value: u8) -> bool {
     value & 0x18 == 0 && value & 0x20 != 0
@@ -179,6 +244,22 @@ mod tests {
 
     fn devices() -> LegacyDevices {
         LegacyDevices::new(Box::new(std::io::sink()))
+    }
+
+    /// Devices whose master PIC is initialised: ICW1 (edge, cascade, ICW4), ICW2 base 0x20,
+    /// ICW3, ICW4 8086, then all inputs unmasked.
+    fn devices_with_pic() -> LegacyDevices {
+        let mut d = devices();
+        for (port, v) in [
+            (0x20, 0x11),
+            (0x21, 0x20),
+            (0x21, 0x04),
+            (0x21, 0x01),
+            (0x21, 0x00),
+        ] {
+            d.pio_write(port, &[v]);
+        }
+        d
     }
 
     #[test]
@@ -219,20 +300,65 @@ mod tests {
 
     #[test]
     fn serial_interrupt_reaches_the_pic() {
-        let mut d = devices();
-        // Initialise the master PIC: ICW1 (edge, cascade, ICW4), ICW2 base 0x20, ICW3, ICW4 8086.
-        for (port, v) in [
-            (0x20, 0x11),
-            (0x21, 0x20),
-            (0x21, 0x04),
-            (0x21, 0x01),
-            (0x21, 0x00),
-        ] {
-            d.pio_write(port, &[v]);
-        }
+        let mut d = devices_with_pic();
         d.pio_write(COM1_BASE + 1, &[0x02]); // IER: transmitter holding register empty
         d.pio_write(COM1_BASE, b"a");
         assert!(d.pic.has_pending());
         assert_eq!(d.pic.acknowledge(), Some(0x20 + COM1_IRQ));
+    }
+
+    #[test]
+    fn legacy_state_round_trips_and_the_copy_behaves_the_same() {
+        let mut d = devices_with_pic();
+        d.pio_write(0x43, &[0x34]); // counter 0, lobyte/hibyte, mode 2
+        d.pit_now = Some(1_000);
+        d.pio_write(0x40, &[0x9c]);
+        d.pit_now = Some(1_000);
+        d.pio_write(0x40, &[0x2e]);
+        d.pio_write(COM1_BASE + 7, &[0x42]); // scratch
+        d.pic.pulse_irq(PIT_IRQ);
+        let state = d.save();
+        let json = serde_json::to_vec(&state).expect("serialize");
+        let back: LegacyState = serde_json::from_slice(&json).expect("parse");
+        assert_eq!(back, state);
+        let mut copy = LegacyDevices::restore(Box::new(std::io::sink()), &back).expect("restore");
+        assert!(
+            copy.clock.now_ns() >= state.clock_ns,
+            "the clock goes on, never back"
+        );
+        let again = copy.save();
+        assert_eq!(
+            (&again.pic, &again.pit, &again.uart),
+            (&state.pic, &state.pit, &state.uart)
+        );
+        let mut counts = Vec::new();
+        for dev in [&mut d, &mut copy] {
+            // The counter latched at the same guest time is the same on both.
+            dev.pit_now = Some(2_000_000);
+            dev.pio_write(0x43, &[0x00]); // latch counter 0
+            let mut lo = [0u8];
+            let mut hi = [0u8];
+            dev.pit_now = Some(2_000_000);
+            dev.pio_read(0x40, &mut lo);
+            dev.pit_now = Some(2_000_000);
+            dev.pio_read(0x40, &mut hi);
+            counts.push(u16::from_le_bytes([lo[0], hi[0]]));
+            let mut scratch = [0u8];
+            dev.pio_read(COM1_BASE + 7, &mut scratch);
+            assert_eq!(scratch[0], 0x42);
+            assert_eq!(dev.pic.acknowledge(), Some(0x20));
+        }
+        assert_eq!(counts[0], counts[1]);
+        assert!(
+            counts[0] < 11932 && counts[0] > 9000,
+            "counted down: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn vm_clock_restores_to_the_saved_time() {
+        let Ok(c) = VmClock::restore((), &5_000_000_000);
+        let t = c.save();
+        assert!((5_000_000_000..6_000_000_000).contains(&t), "{t}");
     }
 }

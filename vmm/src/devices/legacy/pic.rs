@@ -17,6 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::persist::Persist;
+
 /// Master command port (A0 = 0).
 pub const MASTER_CMD: u16 = 0x20;
 /// Master data port (A0 = 1).
@@ -88,6 +90,17 @@ pub struct PicChipState {
 pub struct PicState {
     pub master: PicChipState,
     pub slave: PicChipState,
+}
+
+impl PicState {
+    /// Requests, in service and masked, (master, slave): what status reports show.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "irr": [self.master.irr, self.slave.irr],
+            "isr": [self.master.isr, self.slave.isr],
+            "imr": [self.master.imr, self.slave.imr],
+        })
+    }
 }
 
 impl PicChipState {
@@ -308,6 +321,27 @@ impl Default for Pic {
     }
 }
 
+/// Both chips' registers are the whole state: nothing on the host side.
+impl Persist for Pic {
+    type State = PicState;
+    type ConstructorArgs = ();
+    type Error = std::convert::Infallible;
+
+    fn save(&self) -> PicState {
+        PicState {
+            master: self.master.clone(),
+            slave: self.slave.clone(),
+        }
+    }
+
+    fn restore((): (), state: &PicState) -> Result<Self, Self::Error> {
+        Ok(Pic {
+            master: state.master.clone(),
+            slave: state.slave.clone(),
+        })
+    }
+}
+
 impl Pic {
     /// Power-on state: both chips uninitialized with all inputs masked.
     pub fn new() -> Self {
@@ -412,22 +446,6 @@ impl Pic {
         self.master.ack(ir);
         self.update_cascade();
         vector
-    }
-
-    /// Snapshot of both chips.
-    pub fn state(&self) -> PicState {
-        PicState {
-            master: self.master.clone(),
-            slave: self.slave.clone(),
-        }
-    }
-
-    /// Rebuild a PIC from a snapshot.
-    pub fn restore(state: &PicState) -> Self {
-        Pic {
-            master: state.master.clone(),
-            slave: state.slave.clone(),
-        }
     }
 
     /// "Cascade Mode": the master expects a slave on IR2 when it is not in single mode and

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::persist::Persist;
+
 /// Input clock of the PC's 8254 (14.31818 MHz / 12).
 pub const PIT_HZ: u64 = 1_193_182;
 /// Data port of counter 0; counters 1 and 2 follow.
@@ -391,6 +393,23 @@ impl Default for Pit {
     }
 }
 
+/// The counters and port B (times are guest times, as passed to `pio_read`/`pio_write`).
+impl Persist for Pit {
+    type State = PitState;
+    type ConstructorArgs = ();
+    type Error = std::convert::Infallible;
+
+    fn save(&self) -> PitState {
+        self.state.clone()
+    }
+
+    fn restore((): (), state: &PitState) -> Result<Self, Self::Error> {
+        Ok(Pit {
+            state: state.clone(),
+        })
+    }
+}
+
 impl Pit {
     /// Power-on state: no counter programmed (the firmware normally sets counter 0 to mode 3;
     /// the guests of this VMM program it themselves), counter 2 gate low.
@@ -475,18 +494,6 @@ impl Pit {
             0 if ch.write_lsb.is_none() => one_shot(edge(n)),
             4 => one_shot(edge(n + 1)),
             _ => TimerRequest::Disarmed,
-        }
-    }
-
-    /// Snapshot (times are guest times, as passed to `pio_read`/`pio_write`).
-    pub fn state(&self) -> PitState {
-        self.state.clone()
-    }
-
-    /// Rebuild a PIT from a snapshot.
-    pub fn restore(state: &PitState) -> Self {
-        Pit {
-            state: state.clone(),
         }
     }
 

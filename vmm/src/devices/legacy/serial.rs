@@ -8,7 +8,11 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
+
+use crate::persist::Persist;
 
 pub const COM1_BASE: u16 = 0x3f8;
 pub const COM1_IRQ: u8 = 4;
@@ -34,6 +38,35 @@ impl Trigger for FlagTrigger {
 
 /// Where the guest's console output goes.
 pub type ConsoleOut = Box<dyn Write + Send>;
+
+/// vm-superio's `SerialState` has no serde support: serde's remote derive serializes it
+/// through this copy of its (public) fields.
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SerialState")]
+struct SerialStateDef {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+/// The UART's registers and receive FIFO, serializable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UartState(#[serde(with = "SerialStateDef")] pub SerialState);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    /// vm-superio refuses a receive FIFO longer than its own.
+    #[error("UART state refused: {0}")]
+    Refused(String),
+}
 
 /// The UART plus its interrupt flag.
 pub struct SerialConsole {
@@ -70,23 +103,39 @@ impl SerialConsole {
         }
     }
 
-    pub fn state(&self) -> vm_superio::serial::SerialState {
-        self.uart.state()
-    }
-
-    /// Replaces the UART's registers and FIFO with `state`, keeping the output.
-    pub fn restore(&mut self, state: &vm_superio::serial::SerialState) -> Result<(), String> {
-        let placeholder = Serial::new(self.irq.clone(), Box::new(std::io::sink()) as ConsoleOut);
-        let old = std::mem::replace(&mut self.uart, placeholder);
-        let out = old.into_writer();
-        self.uart = Serial::from_state(state, self.irq.clone(), vm_superio::serial::NoEvents, out)
-            .map_err(|e| format!("{e:?}"))?;
+    /// Replaces the UART's registers and FIFO with `state`, keeping the output. A state the
+    /// UART refuses leaves it as it was (the output is not given up for a refused state).
+    pub fn reload(&mut self, state: &UartState) -> Result<(), SerialError> {
+        let sink = Box::new(std::io::sink()) as ConsoleOut;
+        let checked = Self::restore(sink, state)?;
+        let old = std::mem::replace(self, checked);
+        *self = Self::restore(old.uart.into_writer(), state)?;
         Ok(())
     }
 
     /// Whether the UART raised its interrupt since the last call.
     pub fn take_irq(&mut self) -> bool {
         self.irq.take()
+    }
+}
+
+/// The registers and FIFO are the state; the output (stdout, a file) is the host's and is
+/// passed in. A pending interrupt is not part of it: the vCPU forwards the flag to the PIC
+/// after every access, so it is clear at a landmark.
+impl Persist for SerialConsole {
+    type State = UartState;
+    type ConstructorArgs = ConsoleOut;
+    type Error = SerialError;
+
+    fn save(&self) -> UartState {
+        UartState(self.uart.state())
+    }
+
+    fn restore(out: ConsoleOut, state: &UartState) -> Result<Self, SerialError> {
+        let irq = FlagTrigger::default();
+        let uart = Serial::from_state(&state.0, irq.clone(), NoEvents, out)
+            .map_err(|e| SerialError::Refused(e.to_string()))?;
+        Ok(SerialConsole { uart, irq })
     }
 }
 
@@ -147,5 +196,55 @@ mod tests {
         assert_eq!(s.read(THR), b'x');
         assert_eq!(s.read(THR), b'y');
         assert_eq!(s.read(LSR) & 0x01, 0x00);
+    }
+
+    #[test]
+    fn state_round_trips_and_the_restored_uart_behaves_the_same() {
+        let cap = Capture::default();
+        let mut s = SerialConsole::new(Box::new(cap.clone()));
+        s.write(IER, 0x01);
+        s.write(3, 0x83); // LCR: DLAB set, 8 bits
+        s.write(0, 0x0c); // divisor 12 (9600 baud)
+        s.write(3, 0x03);
+        s.enqueue_input(b"ab");
+        let state = s.save();
+        let json = serde_json::to_vec(&state).expect("serialize");
+        let state: UartState = serde_json::from_slice(&json).expect("parse");
+        assert_eq!(state, s.save());
+        let copy_out = Capture::default();
+        let mut copy = SerialConsole::restore(Box::new(copy_out.clone()), &state).expect("restore");
+        assert_eq!(copy.save(), state);
+        for u in [&mut s, &mut copy] {
+            assert_eq!(u.read(IIR) & 0x0f, 0x04);
+            assert_eq!(u.read(THR), b'a');
+            assert_eq!(u.read(THR), b'b');
+            u.write(THR, b'z');
+        }
+        assert_eq!(
+            &*copy_out.0.lock().expect("lock"),
+            b"z",
+            "output goes to the new writer"
+        );
+    }
+
+    #[test]
+    fn a_refused_state_leaves_the_uart_and_its_output_alone() {
+        let cap = Capture::default();
+        let mut s = SerialConsole::new(Box::new(cap.clone()));
+        let mut bad = s.save();
+        bad.0.in_buffer = vec![0; 1 << 16];
+        assert!(matches!(s.reload(&bad), Err(SerialError::Refused(_))));
+        s.write(THR, b'k');
+        assert_eq!(&*cap.0.lock().expect("lock"), b"k");
+        let mut good = s.save();
+        good.0.scratch = 0x5a;
+        s.reload(&good).expect("reload");
+        assert_eq!(s.read(7), 0x5a, "scratch register restored");
+        s.write(THR, b'l');
+        assert_eq!(
+            &*cap.0.lock().expect("lock"),
+            b"kl",
+            "output kept across a reload"
+        );
     }
 }

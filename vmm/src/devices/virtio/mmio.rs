@@ -6,6 +6,7 @@ use super::{
     STATUS_DRIVER_OK, STATUS_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use crate::devices::mmio_bus::MmioDevice;
+use crate::persist::Persist;
 
 const MAGIC_VALUE: u32 = 0x7472_6976; // "virt"
 const VERSION_MODERN: u32 = 2;
@@ -58,6 +59,44 @@ pub struct MmioState {
     pub activated: bool,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum MmioStateError {
+    #[error("transport state has {got} queues, the device {wanted}")]
+    Queues { got: usize, wanted: usize },
+    #[error("queue {queue} of size {size} is over the device's maximum {max}")]
+    QueueSize { queue: usize, size: u16, max: u16 },
+}
+
+impl MmioState {
+    /// Whether the driver could have left this state on `backend`'s device: as many queues
+    /// as it has, none larger than it allows.
+    fn check(&self, backend: &dyn VirtioBackend) -> Result<(), MmioStateError> {
+        let wanted = backend.num_queues();
+        if self.queues.len() != wanted {
+            return Err(MmioStateError::Queues {
+                got: self.queues.len(),
+                wanted,
+            });
+        }
+        let max = backend.queue_max_size();
+        match self.queues.iter().position(|q| q.size > max) {
+            Some(queue) => Err(MmioStateError::QueueSize {
+                queue,
+                size: self.queues[queue].size,
+                max,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a restored transport needs besides its registers: the device behind it, and
+/// whether that device is held stopped (FT backup).
+pub struct TransportArgs {
+    pub backend: Box<dyn VirtioBackend>,
+    pub hold_backend: bool,
+}
+
 pub struct MmioTransport {
     backend: Box<dyn VirtioBackend>,
     state: MmioState,
@@ -104,9 +143,17 @@ impl MmioTransport {
     }
 
     /// Takes over a primary's transport state (FT backup). The backend is not started: a
-    /// backup's backends stay idle; going live activates them.
-    pub fn restore_state(&mut self, state: MmioState) {
-        self.state = state;
+    /// backup's backends stay idle; going live activates them. A state that does not fit
+    /// this device changes nothing.
+    pub fn reload(&mut self, state: &MmioState) -> Result<(), MmioStateError> {
+        self.check(state)?;
+        self.state = state.clone();
+        Ok(())
+    }
+
+    /// Whether `state` fits this transport's device (`reload` would take it).
+    pub fn check(&self, state: &MmioState) -> Result<(), MmioStateError> {
+        state.check(self.backend.as_ref())
     }
 
     pub fn backend_mut(&mut self) -> &mut dyn VirtioBackend {
@@ -300,6 +347,25 @@ impl MmioDevice for MmioTransport {
             return;
         }
         self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+/// The register file is the state; the device behind it (a vhost-user connection) is the
+/// host's. A restored transport does not activate its device (see `reload`).
+impl Persist for MmioTransport {
+    type State = MmioState;
+    type ConstructorArgs = TransportArgs;
+    type Error = MmioStateError;
+
+    fn save(&self) -> MmioState {
+        self.state.clone()
+    }
+
+    fn restore(args: TransportArgs, state: &MmioState) -> Result<Self, MmioStateError> {
+        let mut t = MmioTransport::new(args.backend);
+        t.hold_backend = args.hold_backend;
+        t.reload(state)?;
+        Ok(t)
     }
 }
 

@@ -203,3 +203,58 @@ fn config_space_goes_to_the_device_and_odd_register_accesses_are_harmless() {
     t.mmio_write(REG_STATUS, &[1, 2]);
     assert_eq!(read(&mut t, REG_STATUS), 0);
 }
+
+#[test]
+fn state_round_trips_and_a_restored_transport_reads_the_same() {
+    use crate::persist::Persist;
+    let (mut t, _) = transport(false);
+    initialise(&mut t, VIRTIO_F_VERSION_1);
+    write(&mut t, REG_STATUS, 0x0f); // DRIVER_OK
+    t.signal_used();
+    let state = t.save();
+    let json = serde_json::to_vec(&state).expect("serialize");
+    let state: MmioState = serde_json::from_slice(&json).expect("parse");
+    let (fresh, seen) = transport(false);
+    let args = TransportArgs {
+        backend: Box::new(FakeDevice {
+            seen: seen.clone(),
+            fail_activate: false,
+        }),
+        hold_backend: true,
+    };
+    drop(fresh);
+    let mut copy = MmioTransport::restore(args, &state).expect("restore");
+    assert_eq!(copy.save(), state);
+    assert!(
+        seen.lock().expect("lock").activated.is_none(),
+        "restore never starts the device"
+    );
+    for r in [
+        REG_STATUS,
+        REG_INTERRUPT_STATUS,
+        REG_QUEUE_NUM,
+        REG_QUEUE_DESC_HIGH,
+    ] {
+        assert_eq!(read(&mut copy, r), read(&mut t, r), "register {r:#x}");
+    }
+}
+
+#[test]
+fn a_state_that_does_not_fit_the_device_is_refused() {
+    let (mut t, _) = transport(false);
+    initialise(&mut t, VIRTIO_F_VERSION_1);
+    let before = t.state().clone();
+    let mut three = before.clone();
+    three.queues.push(QueueConfig::default());
+    assert!(matches!(
+        t.reload(&three),
+        Err(MmioStateError::Queues { got: 3, wanted: 2 })
+    ));
+    let mut huge = before.clone();
+    huge.queues[1].size = 4096;
+    assert!(matches!(
+        t.reload(&huge),
+        Err(MmioStateError::QueueSize { queue: 1, .. })
+    ));
+    assert_eq!(t.state(), &before, "a refused state changes nothing");
+}

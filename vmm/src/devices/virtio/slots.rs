@@ -2,8 +2,9 @@
 //! line each, announced to the guest with Linux's `virtio_mmio.device=SIZE@ADDR:IRQ`
 //! command-line syntax (Linux `drivers/virtio/virtio_mmio.c`).
 
-use super::mmio::{MmioTransport, MMIO_WINDOW_SIZE};
+use super::mmio::{MmioState, MmioStateError, MmioTransport, MMIO_WINDOW_SIZE};
 use crate::devices::mmio_bus::{MmioBus, MmioDevice, OverlapError};
+use crate::persist::Persist;
 
 /// First device window: inside the MMIO gap below 4 GiB.
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
@@ -28,6 +29,14 @@ pub enum SlotError {
     Full(usize),
     #[error(transparent)]
     Overlap(#[from] OverlapError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioStateError {
+    #[error("state for {got} virtio devices, this VM has {wanted}")]
+    Count { got: usize, wanted: usize },
+    #[error("virtio device {slot}: {source}")]
+    Device { slot: usize, source: MmioStateError },
 }
 
 impl VirtioDevices {
@@ -55,6 +64,30 @@ impl VirtioDevices {
             irq,
         });
         Ok(index)
+    }
+
+    /// Every transport's register file, in slot order.
+    pub fn save(&self) -> Vec<MmioState> {
+        self.slots.iter().map(|s| s.transport.save()).collect()
+    }
+
+    /// Takes over saved transport states (one per slot, in order). Every state is checked
+    /// against its device before any is applied: a refused set changes nothing.
+    pub fn reload(&mut self, states: &[MmioState]) -> Result<(), VirtioStateError> {
+        if states.len() != self.slots.len() {
+            return Err(VirtioStateError::Count {
+                got: states.len(),
+                wanted: self.slots.len(),
+            });
+        }
+        let device = |slot| move |source| VirtioStateError::Device { slot, source };
+        for (i, (slot, state)) in self.slots.iter().zip(states).enumerate() {
+            slot.transport.check(state).map_err(device(i))?;
+        }
+        for (i, (slot, state)) in self.slots.iter_mut().zip(states).enumerate() {
+            slot.transport.reload(state).map_err(device(i))?;
+        }
+        Ok(())
     }
 
     /// The command-line words that announce every device.
@@ -139,6 +172,30 @@ mod tests {
         assert!(d.mmio_read(0xd000_1000, &mut magic));
         assert_eq!(u32::from_le_bytes(magic), 0x7472_6976);
         assert!(!d.mmio_read(0xd000_2000, &mut magic));
+    }
+
+    #[test]
+    fn a_wrong_number_of_states_or_one_bad_state_changes_nothing() {
+        let mut d = VirtioDevices::new();
+        d.add(MmioTransport::new(Box::new(Nothing))).expect("first");
+        d.add(MmioTransport::new(Box::new(Nothing)))
+            .expect("second");
+        let before = d.save();
+        assert!(matches!(
+            d.reload(&before[..1]),
+            Err(VirtioStateError::Count { got: 1, wanted: 2 })
+        ));
+        let mut changed = before.clone();
+        changed[0].status = 0x0f;
+        changed[1].queues.pop();
+        assert!(matches!(
+            d.reload(&changed),
+            Err(VirtioStateError::Device { slot: 1, .. })
+        ));
+        assert_eq!(d.save(), before, "slot 0 was not changed either");
+        changed[1] = before[1].clone();
+        d.reload(&changed).expect("reload");
+        assert_eq!(d.save(), changed);
     }
 
     #[test]
