@@ -119,7 +119,10 @@ impl Proc {
         let start = Instant::now();
         loop {
             let out = self.output();
-            if out.get(from..).is_some_and(|s| s.contains(pattern)) {
+            if out
+                .get(from..)
+                .is_some_and(|s| s.contains(pattern) || without_log_lines(s).contains(pattern))
+            {
                 return Ok(());
             }
             if let Some(status) = self.try_status() {
@@ -163,6 +166,30 @@ impl Proc {
     }
 }
 
+/// `out` without the log lines (env_logger's `[<RFC 3339 time> LEVEL target] ...`) that a
+/// process's stderr wrote into the middle of a console line on its stdout: the guest's
+/// console is written a byte at a time, a log line whole, so `guest: kv ready` can arrive as
+/// `g[... backup joined ...]\nuest: kv ready`.
+pub fn without_log_lines(out: &str) -> String {
+    let mut kept = String::with_capacity(out.len());
+    let mut rest = out;
+    while let Some(i) = rest.find('[') {
+        let after = &rest[i + 1..];
+        let is_log = after.len() > 5
+            && after.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            && after.as_bytes()[4] == b'-';
+        kept.push_str(&rest[..i]);
+        if is_log {
+            rest = after.find('\n').map_or("", |n| &after[n + 1..]);
+        } else {
+            kept.push('[');
+            rest = after;
+        }
+    }
+    kept.push_str(rest);
+    kept
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
@@ -175,5 +202,17 @@ impl Drop for Proc {
                 eprintln!("{line}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_log_lines;
+
+    #[test]
+    fn log_lines_inside_console_lines_are_taken_out() {
+        let out = "boot\ng[2026-12-04T07:00:00Z WARN  vmm::ft::join] ft: backup joined at landmark 5\nuest: kv ready\n[x] stays\n";
+        assert_eq!(without_log_lines(out), "boot\nguest: kv ready\n[x] stays\n");
+        assert!(!out.contains("guest: kv ready"));
     }
 }
