@@ -129,19 +129,19 @@ fn serve_client(stream: UnixStream, inbox: &Inbox) -> std::io::Result<()> {
     }
 }
 
-/// Binds the control socket at `path`, mode 0600 (only its owner may control the VM). A
-/// stale socket of ours there is replaced; anything else there (a file, a symlink, another
-/// user's socket) is refused (`ft_control::local::bind`).
-pub fn bind(path: &Path) -> Result<UnixListener, ApiError> {
-    ft_control::local::bind(path, None).map_err(|source| ApiError::Bind {
+/// Binds the control socket at `path`, mode 0600 (only its owner may control the VM), or
+/// 0660 with `group` (`--socket-group`). A stale socket of ours there is replaced; anything
+/// else there (a file, a symlink, another user's socket) is refused (`ft_control::local::bind`).
+pub fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, ApiError> {
+    ft_control::local::bind(path, group).map_err(|source| ApiError::Bind {
         path: path.to_path_buf(),
         source,
     })
 }
 
 /// Starts the API thread listening on `path` (see `bind`).
-pub fn spawn(path: &Path, inbox: Arc<Inbox>) -> Result<(), ApiError> {
-    let listener = bind(path)?;
+pub fn spawn(path: &Path, group: Option<u32>, inbox: Arc<Inbox>) -> Result<(), ApiError> {
+    let listener = bind(path, group)?;
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -223,15 +223,22 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("api.sock");
-        drop(bind(&path).expect("bind"));
+        drop(bind(&path, None).expect("bind"));
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        drop(bind(&path).expect("a stale socket is replaced"));
+        // --socket-group: 0660 and that group (our own, which we may always give a file).
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        drop(bind(&path, Some(gid)).expect("bind with a group"));
+        let meta = std::fs::metadata(&path).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&meta), gid);
+        drop(bind(&path, None).expect("a stale socket is replaced"));
         let file = dir.path().join("notes.txt");
         std::fs::write(&file, b"keep me").expect("write");
         use ft_control::local::SocketError;
         assert!(matches!(
-            bind(&file),
+            bind(&file, None),
             Err(ApiError::Bind {
                 source: SocketError::NotASocket(_),
                 ..
@@ -241,7 +248,7 @@ mod tests {
         let link = dir.path().join("link.sock");
         std::os::unix::fs::symlink(&file, &link).expect("symlink");
         assert!(matches!(
-            bind(&link),
+            bind(&link, None),
             Err(ApiError::Bind {
                 source: SocketError::Symlink(_),
                 ..

@@ -163,6 +163,8 @@ pub struct VmmConfig {
     pub block: Option<BlockConfig>,
     /// Control socket (crate::api).
     pub api_sock: Option<PathBuf>,
+    /// `--socket-group`: the control socket is mode 0660 with this group (else 0600).
+    pub socket_group: Option<u32>,
     pub ft: FtConfig,
     pub failover: FailoverConfig,
 }

@@ -208,6 +208,7 @@ pub struct Vmm {
     events: event_loop::Registrar,
     inbox: Arc<Inbox>,
     api_sock: Option<std::path::PathBuf>,
+    socket_group: Option<u32>,
     /// FT backup: where the primary connects, and how to go live later.
     backup: Option<(std::net::TcpListener, ft::backup::TakeoverPlan)>,
 }
@@ -308,6 +309,7 @@ impl Vmm {
             events,
             inbox,
             api_sock,
+            socket_group: config.socket_group,
             backup,
         })
     }
@@ -367,7 +369,7 @@ impl Vmm {
             host_events.spawn()?;
         }
         if let Some(path) = &self.api_sock {
-            api::spawn(path, self.inbox.clone())?;
+            api::spawn(path, self.socket_group, self.inbox.clone())?;
         }
         if let Some((listener, plan)) = self.backup.take() {
             self.wait_for_primary(&listener, plan)?;

@@ -52,6 +52,10 @@ struct Cli {
     /// protect; docs/PROTOCOL.md).
     #[arg(long, value_name = "PATH")]
     api_sock: Option<PathBuf>,
+    /// The control socket is mode 0660 with this group, whose members may control the VM
+    /// too (default: mode 0600, the VMM's user only).
+    #[arg(long, value_name = "GROUP", requires = "api_sock", value_parser = parse_socket_group)]
+    socket_group: Option<u32>,
     /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
     #[arg(long, value_parser = ["primary", "backup"])]
     ft: Option<String>,
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
         net: cli.net,
         block: cli.block,
         api_sock: cli.api_sock,
+        socket_group: cli.socket_group,
         ft,
         failover,
     };
@@ -191,4 +196,9 @@ fn main() -> ExitCode {
             ExitCode::from(6)
         }
     }
+}
+
+/// `--socket-group`: a group name or number that exists.
+fn parse_socket_group(name: &str) -> Result<u32, String> {
+    ft_control::local::parse_group(name).map_err(|e| e.to_string())
 }
