@@ -193,8 +193,9 @@ pub fn without_log_lines(out: &str) -> String {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
-        // A failing test shows what each of its processes said.
-        if std::thread::panicking() {
+        // A failing test shows what each of its processes said (PROC_DUMP=1: every test, which
+        // also shows the processes of a setup that returned an error before any panic).
+        if std::thread::panicking() || std::env::var_os("PROC_DUMP").is_some() {
             let out = self.output();
             let tail: Vec<&str> = out.lines().rev().take(40).collect();
             eprintln!("---- last lines of {} ----", self.name);

@@ -145,6 +145,7 @@ pub fn spawn(path: &Path, group: Option<u32>, inbox: Arc<Inbox>) -> Result<(), A
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::ThreadKind::Api);
             for stream in listener.incoming() {
                 match stream {
                     // One thread per client: a client waiting for a pause must not block others.

@@ -12,6 +12,7 @@ pub mod inbox;
 pub mod loader;
 pub mod memory;
 pub mod persist;
+pub mod seccomp;
 pub mod stats;
 pub mod sync;
 pub mod vstate;
@@ -383,10 +384,13 @@ impl Vmm {
         let handle = std::thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || {
+                seccomp::enter(seccomp::ThreadKind::Vcpu);
                 let result = vcpu.run();
                 (result, vcpu.machine.stats.clone())
             })
             .map_err(Error::SpawnVcpu)?;
+        // Every thread main starts is started: from here it only waits and exits.
+        seccomp::enter(seccomp::ThreadKind::Main);
         let (result, stats) = handle.join().map_err(|_| Error::VcpuPanicked)?;
         Ok((result?, stats))
     }

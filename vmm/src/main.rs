@@ -2,7 +2,8 @@
 //! 0 guest powered off, 1 VMM error, 2 usage, 3 triple fault, 4 KVM internal error,
 //! 5 guest-reported failure, 6 guest halted with interrupts disabled, 7 FT backup diverged,
 //! 8 FT backup lost its primary before it could take over, 9 lost the arbiter's
-//! test-and-set (the other side of the FT pair is live; this one halts).
+//! test-and-set (the other side of the FT pair is live; this one halts), 31 a thread made a
+//! system call its seccomp filter does not allow (the line on stderr names it).
 //! `vmm --snapshot-info FILE` prints a snapshot file's summary instead (0, or 1 if refused).
 
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ struct Cli {
     /// Print exit and interrupt statistics to stderr when the guest stops.
     #[arg(long)]
     stats: bool,
+    /// Run without the per-thread seccomp filters (for debugging; logs a warning).
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 /// `--snapshot-info FILE`: 0 and the summary on stdout, or 1 and why the file is refused.
@@ -149,6 +153,11 @@ fn main() -> ExitCode {
         ft,
         failover,
     };
+    // Before any thread starts: a filter that cannot be built is a startup error.
+    if let Err(e) = vmm::seccomp::init(!cli.no_seccomp) {
+        eprintln!("vmm: error: {e}");
+        return ExitCode::from(1);
+    }
     let result = Vmm::new(&config).and_then(|vmm| vmm.run());
     let (exit, stats) = match result {
         Ok(r) => r,

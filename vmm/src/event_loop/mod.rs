@@ -83,10 +83,13 @@ impl EventLoop {
     pub fn spawn(mut self) -> Result<JoinHandle<()>, EventLoopError> {
         std::thread::Builder::new()
             .name("event-loop".into())
-            .spawn(move || loop {
-                if let Err(e) = self.manager.run() {
-                    log::error!("event loop: {e}");
-                    std::thread::sleep(Duration::from_millis(10));
+            .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::EventLoop);
+                loop {
+                    if let Err(e) = self.manager.run() {
+                        log::error!("event loop: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             })
             .map_err(EventLoopError::Spawn)

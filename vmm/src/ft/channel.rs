@@ -180,6 +180,7 @@ impl PendingLink {
         std::thread::Builder::new()
             .name("ft-ack-reader".into())
             .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::Ft);
                 ack_loop(reader, &r, &release);
                 r.die();
                 reader_inbox.post(DeviceEvent::FtWake);
@@ -236,6 +237,7 @@ impl PendingLink {
         std::thread::Builder::new()
             .name("ft-log-writer".into())
             .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::Ft);
                 writer_loop(stream, last_seq + 1, &rx, &w);
                 w.die();
                 inbox.post(DeviceEvent::FtWake);
@@ -488,6 +490,7 @@ pub fn start_backup(
     std::thread::Builder::new()
         .name("ft-log-reader".into())
         .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::ThreadKind::Ft);
             receive_loop(reader, &r, &inbox);
             r.alive.store(false, Ordering::SeqCst);
             r.arrived.notify_all();

@@ -255,6 +255,7 @@ pub fn spawn(job: PrecopyJob) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("ft-precopy".into())
         .spawn(move || {
+            crate::seccomp::enter(crate::seccomp::ThreadKind::Precopy);
             // A failure is handled by the vCPU thread (Primary::join_failed stops the dirty
             // log and closes the link), like every other end of a join.
             let result = rounds(&job);

@@ -137,7 +137,10 @@ impl FtLink {
         let name = p.clone();
         std::thread::Builder::new()
             .name("ft-control".into())
-            .spawn(move || read_loop(&name, device, reader, &inbox))
+            .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::ThreadKind::Ft);
+                read_loop(&name, device, reader, &inbox)
+            })
             .map_err(|source| FtLinkError::Connect {
                 path: p.clone(),
                 source,
