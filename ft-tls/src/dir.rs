@@ -1,0 +1,97 @@
+//! A certificate directory in QEMU's tls-creds-x509 layout, loaded into rustls
+//! configurations: TLS 1.3 only, the ring provider, and on both sides a certificate that
+//! chains to `ca-cert.pem` required of the peer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::TlsError;
+
+/// The files every directory holds (QEMU's names).
+pub const CA_CERT: &str = "ca-cert.pem";
+pub const SERVER_CERT: &str = "server-cert.pem";
+pub const SERVER_KEY: &str = "server-key.pem";
+pub const CLIENT_CERT: &str = "client-cert.pem";
+pub const CLIENT_KEY: &str = "client-key.pem";
+
+/// Loaded once at startup (before the seccomp filters, which allow no file opens).
+#[derive(Clone)]
+pub struct TlsDir {
+    pub(crate) server: Arc<ServerConfig>,
+    pub(crate) client: Arc<ClientConfig>,
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for TlsDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsDir({})", self.path.display())
+    }
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |why: String| TlsError::Pem {
+        path: path.into(),
+        why,
+    };
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem("no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.into(),
+        why: e.to_string(),
+    })
+}
+
+impl TlsDir {
+    /// Loads `dir`: both pairs, as every FT host plays both sides (a backup listens; once
+    /// live, it connects to the next backup).
+    pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = |e: rustls::Error| TlsError::Config(e.to_string());
+        let mut roots = RootCertStore::empty();
+        for ca in certs(&dir.join(CA_CERT))? {
+            roots.add(ca).map_err(cfg)?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(cfg)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs(&dir.join(SERVER_CERT))?, key(&dir.join(SERVER_KEY))?)
+            .map_err(cfg)?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(cfg)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs(&dir.join(CLIENT_CERT))?, key(&dir.join(CLIENT_KEY))?)
+            .map_err(cfg)?;
+        Ok(TlsDir {
+            server: Arc::new(server),
+            client: Arc::new(client),
+            path: dir.into(),
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! Real sockets on loopback: a handshake, the relay in both directions, and each way a
+//! peer can fail to prove who it is.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ft_tls::ca::ThrowawayCa;
+use ft_tls::{PeerName, Session, TlsDir, TlsError};
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const T: Duration = Duration::from_secs(3);
+
+fn node(ca: &ThrowawayCa, root: &Path, name: &str, ips: &[IpAddr]) -> TlsDir {
+    let dir = root.join(name);
+    ca.write_node(&dir, name, ips).expect("write node");
+    TlsDir::load(&dir).expect("load")
+}
+
+fn name(n: &str) -> PeerName {
+    PeerName::parse(n).expect("name")
+}
+
+/// Runs a server accepting one connection that must come from `client_name`; returns both
+/// handshake results.
+fn handshake(
+    server: TlsDir,
+    client: &TlsDir,
+    expect_client: &str,
+    expect_server: PeerName,
+) -> (Result<Session, TlsError>, Result<Session, TlsError>) {
+    let listener = TcpListener::bind((LO, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let want = name(expect_client);
+    let srv = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        server.accept(tcp, &want, T)
+    });
+    let tcp = TcpStream::connect(addr).expect("connect");
+    let c = client.connect(tcp, &expect_server, T);
+    (c, srv.join().expect("server thread"))
+}
+
+#[test]
+fn relay_carries_both_directions_and_eof() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let a = node(&ca, tmp.path(), "host-a", &[LO]);
+    let b = node(&ca, tmp.path(), "host-b", &[]);
+    let (c, s) = handshake(b, &a, "host-a", name("host-b"));
+    let mut c = c
+        .expect("client")
+        .relay("c", Box::new(|| {}))
+        .expect("relay");
+    let mut s = s
+        .expect("server")
+        .relay("s", Box::new(|| {}))
+        .expect("relay");
+    // More than the relay's buffers, so that back-pressure is exercised.
+    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let sent = big.clone();
+    let mut c2 = c.try_clone().expect("clone");
+    let w = std::thread::spawn(move || {
+        c2.write_all(&sent).expect("write");
+        c2.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to EOF");
+    w.join().expect("writer");
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "bytes changed in transit");
+    // The other direction still works after the half-close.
+    s.write_all(b"reply").expect("reply");
+    drop(s);
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).expect("read reply");
+    assert_eq!(back, b"reply");
+}
+
+#[test]
+fn ip_address_names_a_peer() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let a = node(&ca, tmp.path(), "host-a", &[LO]);
+    let b = node(&ca, tmp.path(), "host-b", &[LO]);
+    let (c, s) = handshake(b, &a, "127.0.0.1", PeerName::ip(LO));
+    c.expect("client");
+    s.expect("server");
+}
+
+#[test]
+fn server_with_another_name_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let a = node(&ca, tmp.path(), "host-a", &[]);
+    let rogue = node(&ca, tmp.path(), "rogue", &[]);
+    let (c, s) = handshake(rogue, &a, "host-a", name("host-b"));
+    assert!(c.is_err(), "the client accepted a server named rogue");
+    assert!(s.is_err(), "the handshake completed on the server side");
+}
+
+#[test]
+fn client_with_another_name_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let b = node(&ca, tmp.path(), "host-b", &[]);
+    let rogue = node(&ca, tmp.path(), "rogue", &[]);
+    let (_, s) = handshake(b, &rogue, "host-a", name("host-b"));
+    match s {
+        Err(TlsError::WrongPeer { expected }) => assert_eq!(expected, "host-a"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("the server accepted a client named rogue"),
+    }
+}
+
+#[test]
+fn certificates_of_another_ca_are_refused_both_ways() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let other = ThrowawayCa::new("other CA").expect("ca");
+    let a = node(&ca, &tmp.path().join("1"), "host-a", &[]);
+    let b = node(&ca, &tmp.path().join("1"), "host-b", &[]);
+    let fake_a = node(&other, &tmp.path().join("2"), "host-a", &[]);
+    let fake_b = node(&other, &tmp.path().join("2"), "host-b", &[]);
+    let (c, s) = handshake(b, &fake_a, "host-a", name("host-b"));
+    assert!(c.is_err() && s.is_err(), "a client of another CA got in");
+    let (c, s) = handshake(fake_b, &a, "host-a", name("host-b"));
+    assert!(
+        c.is_err() && s.is_err(),
+        "a server of another CA was trusted"
+    );
+}
+
+#[test]
+fn a_silent_peer_is_dropped_within_the_timeout() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let b = node(&ca, tmp.path(), "host-b", &[]);
+    let listener = TcpListener::bind((LO, 0)).expect("bind");
+    let _idle = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (tcp, _) = listener.accept().expect("accept");
+    let start = Instant::now();
+    let r = b.accept(tcp, &name("host-a"), Duration::from_millis(300));
+    assert!(matches!(r, Err(TlsError::Timeout(300))), "{:?}", r.err());
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn the_link_carries_no_plaintext() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let a = node(&ca, tmp.path(), "host-a", &[]);
+    let b = node(&ca, tmp.path(), "host-b", &[]);
+    // client -> recording proxy -> server
+    let listener = TcpListener::bind((LO, 0)).expect("bind");
+    let proxy = TcpListener::bind((LO, 0)).expect("bind");
+    let (server_addr, proxy_addr) = (listener.local_addr().unwrap(), proxy.local_addr().unwrap());
+    let srv = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        let s = b.accept(tcp, &name("host-a"), T).expect("accept");
+        let mut got = Vec::new();
+        let mut plain = s.relay("s", Box::new(|| {})).expect("relay");
+        plain.read_to_end(&mut got).expect("read");
+        got
+    });
+    let rec = std::thread::spawn(move || {
+        let (mut from, _) = proxy.accept().expect("accept");
+        let mut to = TcpStream::connect(server_addr).expect("connect");
+        let mut back = to.try_clone().expect("clone");
+        let mut from2 = from.try_clone().expect("clone");
+        std::thread::spawn(move || std::io::copy(&mut back, &mut from2));
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = from.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                return seen;
+            }
+            seen.extend_from_slice(&buf[..n]);
+            to.write_all(&buf[..n]).expect("forward");
+        }
+    });
+    let tcp = TcpStream::connect(proxy_addr).expect("connect");
+    let mut c = a
+        .connect(tcp, &name("host-b"), T)
+        .expect("connect")
+        .relay("c", Box::new(|| {}))
+        .expect("relay");
+    let secret = b"the-known-value-1234567890".repeat(100);
+    c.write_all(&secret).expect("write");
+    c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    assert_eq!(srv.join().expect("server"), secret);
+    let seen = rec.join().expect("recorder");
+    assert!(
+        seen.len() > secret.len(),
+        "the proxy saw {} bytes",
+        seen.len()
+    );
+    assert!(
+        !seen.windows(16).any(|w| w == &secret[..16]),
+        "plaintext on the wire"
+    );
+}
