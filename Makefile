@@ -6,7 +6,7 @@ GUEST_DIR := resources/guest
 GUEST_ELF := $(BUILD)/guest.elf
 VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
-APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3
+APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3 openssl
 
 .PHONY: help deps build guest run demo test test-long bench bench-compare fuzz clean
 

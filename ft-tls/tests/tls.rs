@@ -203,3 +203,37 @@ fn the_link_carries_no_plaintext() {
         "plaintext on the wire"
     );
 }
+
+/// The directories of resources/tls/make-ca.sh (openssl, what the docs tell an operator to
+/// run) load, and two hosts made by it complete a handshake that checks both names.
+#[test]
+fn directories_made_with_openssl_work() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../resources/tls/make-ca.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(tmp.path())
+        .args(["host-a:127.0.0.1", "host-b"])
+        .output()
+        .expect("run make-ca.sh (needs openssl: make deps installs it)");
+    assert!(
+        out.status.success(),
+        "make-ca.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = TlsDir::load(&tmp.path().join("host-a")).expect("host-a");
+    let b = TlsDir::load(&tmp.path().join("host-b")).expect("host-b");
+    let (c, s) = handshake(b, &a, "127.0.0.1", name("host-b"));
+    let mut c = c
+        .expect("client")
+        .relay("c", Box::new(|| {}))
+        .expect("relay");
+    let mut s = s
+        .expect("server")
+        .relay("s", Box::new(|| {}))
+        .expect("relay");
+    c.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"ping");
+}

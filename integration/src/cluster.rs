@@ -40,12 +40,32 @@ impl Cluster {
         Self::start_sized(timeout_ms, extra_cmdline, protected, None)
     }
 
+    /// Like `start`, with the logging channel in clear TCP (`--ft-insecure`): for tests of
+    /// the protocol's own rules against a hostile peer, and for measuring what TLS costs.
+    pub fn start_insecure(
+        timeout_ms: Option<u64>,
+        extra_cmdline: &str,
+        protected: bool,
+    ) -> Result<Self, crate::stack::StackError> {
+        Self::start_opts(timeout_ms, extra_cmdline, protected, None, false)
+    }
+
     /// Like `start`, with `mem_mib` MiB of guest memory (None: 64).
     pub fn start_sized(
         timeout_ms: Option<u64>,
         extra_cmdline: &str,
         protected: bool,
         mem_mib: Option<u64>,
+    ) -> Result<Self, crate::stack::StackError> {
+        Self::start_opts(timeout_ms, extra_cmdline, protected, mem_mib, true)
+    }
+
+    fn start_opts(
+        timeout_ms: Option<u64>,
+        extra_cmdline: &str,
+        protected: bool,
+        mem_mib: Option<u64>,
+        tls: bool,
     ) -> Result<Self, crate::stack::StackError> {
         let lab = Lab::new(&HOSTS)?;
         let disk = lab.create_disk("disk.img")?;
@@ -60,6 +80,7 @@ impl Cluster {
                 arbiter: Arbiter::addr(),
                 timeout_ms,
                 mem_mib,
+                tls,
             },
             extra_cmdline: extra_cmdline.into(),
             lab,

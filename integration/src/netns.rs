@@ -61,9 +61,24 @@ pub fn connect_from(
     addr: SocketAddr,
     timeout: Duration,
 ) -> Result<TcpStream, NetnsError> {
-    let ns = ns.to_string();
-    let thread_ns = ns.clone();
-    let handle = std::thread::spawn(move || -> Result<TcpStream, NetnsError> {
+    let thread_ns = ns.to_string();
+    in_ns(ns, move || {
+        TcpStream::connect_timeout(&addr, timeout).map_err(|source| NetnsError::Connect {
+            ns: thread_ns,
+            addr,
+            source,
+        })
+    })?
+}
+
+/// Runs `f` on a thread inside namespace `ns`: sockets it creates (a listener, say) stay in
+/// that namespace.
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetnsError> {
+    let thread_ns = ns.to_string();
+    let handle = std::thread::spawn(move || -> Result<T, NetnsError> {
         let file = File::open(format!("/var/run/netns/{thread_ns}")).map_err(|source| {
             NetnsError::Enter {
                 ns: thread_ns.clone(),
@@ -77,15 +92,11 @@ pub fn connect_from(
                 source: std::io::Error::last_os_error(),
             });
         }
-        TcpStream::connect_timeout(&addr, timeout).map_err(|source| NetnsError::Connect {
-            ns: thread_ns,
-            addr,
-            source,
-        })
+        Ok(f())
     });
     handle.join().unwrap_or_else(|_| {
         Err(NetnsError::Enter {
-            ns,
+            ns: ns.to_string(),
             source: std::io::Error::other("namespace thread panicked"),
         })
     })

@@ -282,6 +282,28 @@ pub struct FtOpts {
     pub timeout_ms: Option<u64>,
     /// `--mem-mib`; None = 64.
     pub mem_mib: Option<u64>,
+    /// Mutual TLS on the logging channel (`--ft-tls-dir`, certificates of `test_ca()`),
+    /// or `--ft-insecure`.
+    pub tls: bool,
+}
+
+/// The throwaway CA of this test process: every FT host's certificates come from it.
+pub fn test_ca() -> &'static ft_tls::ca::ThrowawayCa {
+    static CA: std::sync::OnceLock<ft_tls::ca::ThrowawayCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| ft_tls::ca::ThrowawayCa::new("ft test CA").expect("a throwaway CA"))
+}
+
+/// Writes `role`'s certificate directory under `dir`: the role's name and its logging-link
+/// address, which is what the peer checks (no `--ft-peer-name`).
+pub fn write_tls_dir(dir: &Path, role: &str, own_ip: &str) -> Result<PathBuf, StackError> {
+    let tls = dir.join(format!("{role}-tls"));
+    let ip = own_ip
+        .parse()
+        .map_err(|e| StackError::Other(format!("{own_ip}: {e}")))?;
+    test_ca()
+        .write_node(&tls, role, &[ip])
+        .map_err(|e| StackError::Other(e.to_string()))?;
+    Ok(tls)
 }
 
 /// One host: its backends and its vmm.
@@ -510,6 +532,17 @@ impl Host {
             }
         };
         if let Some(opts) = opts {
+            let own_ip = match ft {
+                FtMode::Backup { own_ip, .. } => own_ip.clone(),
+                FtMode::Primary { peer_ip, .. } => crate::topology::other_ft_ip(peer_ip),
+                FtMode::Off => String::new(),
+            };
+            if opts.tls {
+                let tls = write_tls_dir(dir, role, &own_ip)?;
+                argv.extend(["--ft-tls-dir".into(), tls.display().to_string()]);
+            } else {
+                argv.push("--ft-insecure".into());
+            }
             argv.extend([
                 "--arbiter".into(),
                 opts.arbiter.clone(),

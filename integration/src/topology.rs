@@ -28,6 +28,15 @@ pub fn host_ip(i: usize) -> String {
 }
 
 /// Host `i`'s address on the logging link.
+/// The other host's logging-link address (there are two FT hosts).
+pub fn other_ft_ip(ip: &str) -> String {
+    if ip == ft_ip(0) {
+        ft_ip(1)
+    } else {
+        ft_ip(0)
+    }
+}
+
 pub fn ft_ip(i: usize) -> String {
     format!("10.78.0.{}", 4 + i)
 }

@@ -24,7 +24,7 @@ fn frames(records: &[Record]) -> Vec<u8> {
 
 #[test]
 fn a_waiting_backup_survives_connections_that_are_not_a_primary() {
-    let mut c = Cluster::start(None, "", false).expect("cluster");
+    let mut c = Cluster::start_insecure(None, "", false).expect("cluster");
     c.spawn_backup_at(PORT).expect("backup");
     let i = c.backup_index();
     let addr: SocketAddr = format!("{}:{PORT}", ft_ip(i)).parse().expect("addr");

@@ -57,6 +57,8 @@ fn every_thread_of_a_protected_pair_is_filtered_and_it_fails_over() {
             "ft-log-writer",
             "ft-ack-reader",
             "ft-control",
+            "ft-tls-connect",
+            "ft-tls-relay",
         ],
     );
     let backup = c
@@ -68,7 +70,13 @@ fn every_thread_of_a_protected_pair_is_filtered_and_it_fails_over() {
     assert_all_filtered(
         backup,
         "backup",
-        &["vmm", "vcpu0", "event-loop", "ft-log-reader"],
+        &[
+            "vmm",
+            "vcpu0",
+            "event-loop",
+            "ft-log-reader",
+            "ft-tls-relay",
+        ],
     );
 
     let _dead = c.kill_primary();
@@ -81,5 +89,5 @@ fn every_thread_of_a_protected_pair_is_filtered_and_it_fails_over() {
     );
     // The survivor started FT threads at go-live; they are filtered too.
     let live = c.primary_host().vmm.pid().expect("live pid");
-    assert_all_filtered(live, "survivor", &["vcpu0", "event-loop"]);
+    assert_all_filtered(live, "survivor", &["vcpu0", "event-loop", "ft-tls-connect"]);
 }

@@ -70,6 +70,8 @@ pub struct FailoverConfig {
     pub timeout: std::time::Duration,
     /// The longest the guest should pause at the end of a pre-copy join (`--ft-join-pause-ms`).
     pub join_pause: std::time::Duration,
+    /// `--ft-tls-dir`/`--ft-peer-name`, or `--ft-insecure`: how the logging channel is secured.
+    pub security: crate::ft::link::LinkSecurity,
 }
 
 /// Default failure-detection timeout: six heartbeat periods (ft::channel::HEARTBEAT).
@@ -86,6 +88,7 @@ impl Default for FailoverConfig {
             node: format!("vmm-{}", std::process::id()),
             timeout: std::time::Duration::from_millis(DEFAULT_FT_TIMEOUT_MS),
             join_pause: std::time::Duration::from_millis(DEFAULT_JOIN_PAUSE_MS),
+            security: crate::ft::link::LinkSecurity::Insecure,
         }
     }
 }

@@ -32,7 +32,7 @@ pub enum DeviceEvent {
     /// logging channel died, the arbiter answered). Carries nothing; it only wakes the vCPU.
     FtWake,
     /// FT primary: a backup connected; transfer the state to it.
-    BackupConnected(std::net::TcpStream),
+    BackupConnected(crate::ft::link::LinkStream),
     /// FT primary: the pre-copy of a join is ready for its stop-and-copy (or failed).
     FtJoinReady,
 }

@@ -337,6 +337,16 @@ impl Vmm {
                     continue;
                 }
             };
+            let expected = plan.peer.map(|p| p.ip());
+            let stream = match plan.failover.security.accept(stream, expected) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!(
+                        "ft: TLS handshake with {from} failed: {e}; waiting for a primary again"
+                    );
+                    continue;
+                }
+            };
             log::warn!("ft: primary {from} connected");
             let closer = stream
                 .try_clone()

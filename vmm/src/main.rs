@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ft_tls::{PeerName, TlsDir};
 use vmm::config::{
     BlockConfig, FailoverConfig, FtConfig, NetConfig, SerialOutput, VmmConfig, DEFAULT_CMDLINE,
     DEFAULT_FT_TIMEOUT_MS, DEFAULT_JOIN_PAUSE_MS, DEFAULT_MEM_MIB, DEFAULT_VM_ID,
 };
+use vmm::ft::link::LinkSecurity;
 use vmm::vstate::vcpu::VmExit;
 use vmm::Vmm;
 
@@ -89,6 +91,56 @@ struct Cli {
     /// Run without the per-thread seccomp filters (for debugging; logs a warning).
     #[arg(long)]
     no_seccomp: bool,
+    /// FT: mutual TLS 1.3 on the logging channel, with the certificates in DIR (QEMU's
+    /// tls-creds-x509 names: ca-cert.pem, server-cert.pem, server-key.pem, client-cert.pem,
+    /// client-key.pem).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "ft",
+        conflicts_with = "ft_insecure"
+    )]
+    ft_tls_dir: Option<std::path::PathBuf>,
+    /// FT: the name the peer's certificate must carry (default: the peer's IP address).
+    #[arg(long, value_name = "NAME", requires = "ft_tls_dir")]
+    ft_peer_name: Option<String>,
+    /// FT: run the logging channel in clear TCP, unauthenticated (for tests and benchmarks).
+    #[arg(long, requires = "ft")]
+    ft_insecure: bool,
+}
+
+/// `--ft-tls-dir`/`--ft-peer-name`/`--ft-insecure`, loaded before any thread starts.
+fn link_security(
+    tls_dir: Option<&std::path::Path>,
+    peer_name: Option<&str>,
+    insecure: bool,
+    ft: &FtConfig,
+) -> Result<LinkSecurity, String> {
+    if *ft == FtConfig::Off {
+        return Ok(LinkSecurity::Insecure);
+    }
+    let Some(dir) = tls_dir else {
+        if insecure {
+            log::warn!("ft: --ft-insecure: the logging channel is clear TCP; anyone who reaches it can read the guest's memory and feed the backup");
+            return Ok(LinkSecurity::Insecure);
+        }
+        return Err(
+            "FT mode needs --ft-tls-dir DIR (mutual TLS on the logging channel) or --ft-insecure"
+                .into(),
+        );
+    };
+    let peer_name = match peer_name {
+        Some(n) => Some(PeerName::parse(n).map_err(|e| format!("--ft-peer-name: {e}"))?),
+        None => None,
+    };
+    if let (FtConfig::Backup { peer: None, .. }, None) = (ft, &peer_name) {
+        return Err("--ft backup with --ft-tls-dir needs --ft-peer-name NAME or --peer HOST:PORT (whose certificate to accept)".into());
+    }
+    let loaded = TlsDir::load(dir).map_err(|e| format!("--ft-tls-dir: {e}"))?;
+    Ok(LinkSecurity::Tls {
+        dir: std::sync::Arc::new(loaded),
+        peer_name,
+    })
 }
 
 /// `--snapshot-info FILE`: 0 and the summary on stdout, or 1 and why the file is refused.
@@ -130,7 +182,20 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let security = match link_security(
+        cli.ft_tls_dir.as_deref(),
+        cli.ft_peer_name.as_deref(),
+        cli.ft_insecure,
+        &ft,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vmm: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failover = FailoverConfig {
+        security,
         arbiter: cli.arbiter,
         vm_id: cli.vm_id,
         timeout: std::time::Duration::from_millis(cli.ft_timeout_ms),

@@ -191,8 +191,45 @@ fn main() {
         ft_total / ((plain_cpu.vmm[0] + plain_cpu.backends) / requests),
         plain_rate * primary_host
     );
+    cluster.kill_backup();
+    drop(cluster);
+    // The same FT run with the logging channel in clear TCP: what TLS costs.
+    let (insecure, insecure_cpu) = {
+        let c = Cluster::start_insecure(None, "", true).expect("FT cluster (--ft-insecure)");
+        let (p, b) = (
+            c.hosts[0].as_ref().expect("primary"),
+            c.hosts[1].as_ref().expect("backup"),
+        );
+        measure_cpu(&[p, b], || c.lab.redis_benchmark(&ARGS))
+    };
+    let _ = writeln!(
+        md,
+        "\n### What TLS costs (the FT run above has mutual TLS 1.3 on the logging channel; this one `--ft-insecure`, same run)\n\n| test | FT/plain with TLS | FT/plain without TLS |\n| --- | --- | --- |"
+    );
+    for ((p, f), i) in plain.iter().zip(ft.iter()).zip(insecure.iter()) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} | {:.2} |",
+            p.test,
+            f.rps / p.rps,
+            i.rps / p.rps
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| CPU ms per 1000 requests | vmm (primary) | vmm (backup) | 2 or 4 backends | machine busy |\n| --- | --- | --- | --- | --- |"
+    );
+    for (name, cpu) in [("FT, TLS", &ft_cpu), ("FT, --ft-insecure", &insecure_cpu)] {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} % |",
+            per_k(cpu.vmm[0]),
+            per_k(cpu.vmm[1]),
+            per_k(cpu.backends),
+            cpu.machine_busy / cpu.wall / cpus as f64 * 100.0
+        );
+    }
     let _ = writeln!(md, "\nCommand: `cargo run --release -p integration --bin bench_ft OUT.md` (part of `make bench`).");
     std::fs::write(&out, &md).expect("write output");
     print!("{md}");
-    cluster.kill_backup();
 }

@@ -57,6 +57,13 @@ fn main() {
     let mut c = Cluster::start(None, "", true).expect("FT cluster");
     let join_ms = join_pause_ms(c.primary_host());
     step(t0, &format!("host-a: primary running, guest kv ready at {GUEST_IP}:6379; host-b: backup joined (the guest paused {join_ms:.1} ms for the state transfer)"));
+    let link = c
+        .primary_host()
+        .status()
+        .ok()
+        .and_then(|s| s.get("ft_link").as_str().map(String::from))
+        .unwrap_or_else(|| "?".into());
+    step(t0, &format!("logging channel: {link} (mutual TLS 1.3; certificates of a throwaway CA in {}/host-*-tls)", c.lab.dir.path().display()));
 
     let w0 = Instant::now();
     let incr = Recorder::incr(&c.lab, "demo:counter", w0).expect("INCR client");

@@ -6,9 +6,9 @@
 //! sequence number; a reader thread takes the backup's acks and releases those outputs.
 //! Backup: a reader thread queues records for the vCPU thread and acknowledges each batch.
 
+use super::link::LinkStream;
 use std::collections::VecDeque;
 use std::io::BufWriter;
-use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -141,7 +141,7 @@ pub type ReleaseFn = Arc<dyn Fn(usize, u64) + Send + Sync>;
 /// backup's acks and heartbeats are already read and watched (so that a backup that stops
 /// answering during the transfer is noticed), while the transfer owns the write side.
 pub struct PendingLink {
-    stream: TcpStream,
+    stream: LinkStream,
     shared: Arc<PrimaryShared>,
     inbox: Arc<Inbox>,
 }
@@ -150,7 +150,7 @@ impl PendingLink {
     /// Starts the ack-reader thread and the watchdog (on the event loop) on `stream`. When
     /// the link dies, `inbox` gets an `FtWake`.
     pub fn open(
-        stream: TcpStream,
+        stream: LinkStream,
         release: ReleaseFn,
         timeout: Duration,
         inbox: Arc<Inbox>,
@@ -203,7 +203,7 @@ impl PendingLink {
     }
 
     /// The stream the state transfer writes to.
-    pub fn transfer_stream(&self) -> std::io::Result<TcpStream> {
+    pub fn transfer_stream(&self) -> std::io::Result<LinkStream> {
         self.stream.try_clone()
     }
 
@@ -281,7 +281,7 @@ impl PrimaryLink {
 }
 
 fn writer_loop(
-    stream: TcpStream,
+    stream: LinkStream,
     first_seq: u64,
     rx: &mpsc::Receiver<Vec<Outgoing>>,
     shared: &PrimaryShared,
@@ -368,7 +368,7 @@ pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
     }
 }
 
-fn ack_loop(stream: TcpStream, shared: &PrimaryShared, release: &ReleaseFn) {
+fn ack_loop(stream: LinkStream, shared: &PrimaryShared, release: &ReleaseFn) {
     let mut reader = RecordReader::new(stream);
     loop {
         match reader.next() {
@@ -437,7 +437,7 @@ pub struct BackupShared {
     pub last_heard: Mutex<Instant>,
     /// The landmark the backup's vCPU has reached (reported in heartbeats).
     pub applied_landmark: AtomicU64,
-    writer: Mutex<RecordWriter<TcpStream>>,
+    writer: Mutex<RecordWriter<LinkStream>>,
 }
 
 impl BackupShared {
@@ -467,7 +467,7 @@ impl BackupShared {
 /// after its last record is queued: a vCPU that sees it dead with an empty queue has
 /// everything the primary's acknowledged outputs depend on.
 pub fn start_backup(
-    stream: TcpStream,
+    stream: LinkStream,
     inbox: Arc<Inbox>,
     timeout: Duration,
     events: &Registrar,
@@ -510,7 +510,7 @@ pub fn start_backup(
     Ok(shared)
 }
 
-fn receive_loop(stream: TcpStream, shared: &BackupShared, inbox: &Inbox) {
+fn receive_loop(stream: LinkStream, shared: &BackupShared, inbox: &Inbox) {
     let mut reader = RecordReader::new(stream);
     let mut batch: Vec<(u64, Record)> = Vec::new();
     loop {
@@ -566,7 +566,7 @@ fn queue_batch(shared: &BackupShared, inbox: &Inbox, batch: &mut Vec<(u64, Recor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
 
     /// A primary's pending link and the backup's end of its connection.
     fn pair() -> (PendingLink, RecordWriter<TcpStream>, Arc<AtomicBool>) {
@@ -578,7 +578,7 @@ mod tests {
         let release: ReleaseFn = Arc::new(move |_, _| r.store(true, Ordering::SeqCst));
         let events = crate::event_loop::running();
         let link = PendingLink::open(
-            primary,
+            LinkStream::Tcp(primary),
             release,
             Duration::from_secs(10),
             Arc::new(Inbox::new()),

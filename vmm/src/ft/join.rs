@@ -3,7 +3,7 @@
 //! rest and the vCPU and device state, and resumes with recording on. The backup loads it all
 //! and starts replaying from that landmark. The same path re-protects a survivor.
 
-use std::net::TcpStream;
+use super::link::LinkStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -84,7 +84,7 @@ pub fn sig_parts(s: &ExitSignature) -> (u8, u64, u8, u64) {
 impl Engine {
     /// Primary: a backup connected. Starts the pre-copy (the guest keeps running); the
     /// stop-and-copy follows at the landmark where `FtJoinReady` arrives (`finish_join`).
-    pub fn join_backup(&mut self, stream: TcpStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
+    pub fn join_backup(&mut self, stream: LinkStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
         if let Engine::Recorder(r) = self {
             r.join_backup(stream, mem, inbox);
         }
@@ -99,7 +99,7 @@ impl Engine {
 }
 
 impl Recorder<Primary> {
-    fn join_backup(&mut self, stream: TcpStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
+    fn join_backup(&mut self, stream: LinkStream, mem: &GuestMemoryMmap, inbox: &Arc<Inbox>) {
         let landmark = self.trace.landmark;
         let p = &mut self.sink;
         if p.protected() || p.join.is_some() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::epoll::EventSet;
 
+use super::link::{Dialled, LinkStream};
 use crate::event_loop::{Connecting, EventLoopError, Registrar, Registration, Timer};
 use crate::inbox::{DeviceEvent, Inbox};
 use crate::sync::lock;
@@ -25,6 +26,7 @@ pub fn start(
     target: Arc<Mutex<Option<SocketAddr>>>,
     wanted: Arc<AtomicBool>,
     inbox: Arc<Inbox>,
+    handshake: Option<std::sync::mpsc::Sender<Dialled>>,
 ) -> Result<(), EventLoopError> {
     let timer = Timer::periodic(RETRY)?;
     events.add(move |registration| Joiner {
@@ -32,6 +34,7 @@ pub fn start(
         target,
         wanted,
         inbox,
+        handshake,
         attempt: None,
         registration,
     })
@@ -42,6 +45,8 @@ struct Joiner {
     target: Arc<Mutex<Option<SocketAddr>>>,
     wanted: Arc<AtomicBool>,
     inbox: Arc<Inbox>,
+    /// TLS: connections go to the handshake thread (ft::link) first; None: `--ft-insecure`.
+    handshake: Option<std::sync::mpsc::Sender<Dialled>>,
     attempt: Option<Connecting>,
     registration: Registration,
 }
@@ -88,8 +93,24 @@ impl Joiner {
         match attempt.into_stream() {
             // A `protect` or a lost backup may have changed what is wanted meanwhile; the
             // vCPU thread decides what to do with the connection.
-            Ok(stream) if self.wanted.swap(false, Ordering::SeqCst) => {
-                self.inbox.post(DeviceEvent::BackupConnected(stream));
+            Ok(tcp) if self.wanted.swap(false, Ordering::SeqCst) => {
+                match (&self.handshake, *lock(&self.target)) {
+                    (None, _) => self
+                        .inbox
+                        .post(DeviceEvent::BackupConnected(LinkStream::Tcp(tcp))),
+                    (Some(tx), Some(peer)) => {
+                        let dialled = Dialled {
+                            tcp,
+                            peer,
+                            wanted: self.wanted.clone(),
+                            inbox: self.inbox.clone(),
+                        };
+                        if tx.send(dialled).is_err() {
+                            self.wanted.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    (Some(_), None) => self.wanted.store(true, Ordering::SeqCst),
+                }
             }
             Ok(_) => {}
             Err(e) => log::warn!("ft: joiner: {e}"),
@@ -141,7 +162,7 @@ mod tests {
         let target = Arc::new(Mutex::new(Some(addr)));
         let wanted = Arc::new(AtomicBool::new(true));
         let inbox = Arc::new(Inbox::new());
-        start(&events, target, wanted.clone(), inbox.clone()).expect("joiner");
+        start(&events, target, wanted.clone(), inbox.clone(), None).expect("joiner");
         std::thread::sleep(RETRY * 2); // refused attempts meanwhile
         assert!(inbox.drain().is_empty());
         let listener = std::net::TcpListener::bind(addr).expect("listen");
@@ -150,7 +171,7 @@ mod tests {
         while got.is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
             got = inbox.drain().into_iter().find_map(|e| match e {
-                DeviceEvent::BackupConnected(s) => Some(s),
+                DeviceEvent::BackupConnected(LinkStream::Tcp(s)) => Some(s),
                 _ => None,
             });
         }

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod failover;
 pub mod join;
 pub mod joiner;
+pub mod link;
 pub mod precopy;
 pub mod primary;
 pub mod record;

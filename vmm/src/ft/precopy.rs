@@ -15,8 +15,8 @@
 //! send is slowed, as QEMU's auto-converge does: the vCPU thread sleeps for a growing share
 //! of its time (20%, then +10% a round, at most 95%), and the log and the status say so.
 
+use super::link::LinkStream;
 use std::io::BufWriter;
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ impl AsRawFd for TransferWriter {
 
 /// The write side of a state transfer: counts what it sent and heartbeats when idle.
 pub struct TransferWriter {
-    w: RecordWriter<BufWriter<TcpStream>>,
+    w: RecordWriter<BufWriter<LinkStream>>,
     last_write: Instant,
     pub bytes: u64,
     /// The link's count of records sent, which the backup's acks are checked against.
@@ -80,7 +80,7 @@ pub struct TransferWriter {
 }
 
 impl TransferWriter {
-    pub fn new(stream: TcpStream, link: Arc<PrimaryShared>) -> std::io::Result<Self> {
+    pub fn new(stream: LinkStream, link: Arc<PrimaryShared>) -> std::io::Result<Self> {
         stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         Ok(TransferWriter {
             w: RecordWriter::new(BufWriter::with_capacity(1 << 20, stream)),
@@ -238,7 +238,7 @@ pub struct PrecopyJob {
     pub mem: GuestMemoryMmap,
     pub link: Arc<PrimaryShared>,
     pub dirty: Arc<DirtyLog>,
-    pub stream: TcpStream,
+    pub stream: LinkStream,
     pub hello: Record,
     pub landmark: u64,
     pub budget: Duration,

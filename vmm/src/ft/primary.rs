@@ -151,7 +151,7 @@ impl Primary {
     }
 
     /// Starts reading and watching a joining backup's connection.
-    pub fn open_link(&self, stream: std::net::TcpStream) -> std::io::Result<PendingLink> {
+    pub fn open_link(&self, stream: super::link::LinkStream) -> std::io::Result<PendingLink> {
         PendingLink::open(
             stream,
             self.release_fn(),
@@ -208,11 +208,25 @@ impl Primary {
     /// Starts the joiner (ft::joiner), looking for a backup at `peer` if given.
     pub fn start_joiner(&self, peer: Option<SocketAddr>) {
         *lock(&self.join_target) = peer;
+        let security = &self.failover.security;
+        let handshake = match security.is_tls() {
+            true => match super::link::handshake_thread(security.clone()) {
+                Ok(tx) => Some(tx),
+                Err(e) => {
+                    log::error!(
+                        "ft: cannot start the TLS handshake thread: {e}; no backup can join"
+                    );
+                    return;
+                }
+            },
+            false => None,
+        };
         let started = joiner::start(
             &self.events,
             self.join_target.clone(),
             self.join_wanted.clone(),
             self.inbox.clone(),
+            handshake,
         );
         if let Err(e) = started {
             log::error!("ft: cannot start the joiner: {e}; no backup can join");

@@ -10,13 +10,24 @@ use crate::sync::lock;
 impl Engine {
     /// Adds the role, the epoch and, on a primary, the replication and join figures.
     pub fn status(&self, obj: &mut Map<String, Value>) {
-        let (role, epoch) = match self {
-            Engine::Plain(_) => ("off", None),
-            Engine::Recorder(r) => ("primary", Some(r.sink.epoch)),
-            Engine::Replayer(b) => ("backup", Some(b.epoch)),
+        let (role, epoch, security) = match self {
+            Engine::Plain(_) => ("off", None, None),
+            Engine::Recorder(r) => (
+                "primary",
+                Some(r.sink.epoch),
+                Some(&r.sink.failover.security),
+            ),
+            Engine::Replayer(b) => ("backup", Some(b.epoch), Some(&b.plan.failover.security)),
         };
         obj.insert("ft_role".into(), json!(role));
         obj.insert("ft_epoch".into(), json!(epoch));
+        // "tls" (mutual TLS 1.3) or "insecure" (--ft-insecure: clear TCP).
+        if let Some(s) = security {
+            obj.insert(
+                "ft_link".into(),
+                json!(if s.is_tls() { "tls" } else { "insecure" }),
+            );
+        }
         let Engine::Recorder(r) = self else { return };
         let p = &r.sink;
         obj.insert("ft_protected".into(), json!(p.protected()));

@@ -4,7 +4,9 @@
 //! taken the finished pre-copy. None of them blocks the loop: they write a small record only
 //! to a socket with room for it, and skip the beat otherwise.
 
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+
+use super::link::LinkStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -23,7 +25,7 @@ use crate::sync::lock;
 pub fn watch(
     events: &Registrar,
     name: &'static str,
-    stream: TcpStream,
+    stream: LinkStream,
     timeout: Duration,
     last_heard: impl Fn() -> Instant + Send + 'static,
     alive: impl Fn() -> bool + Send + 'static,
@@ -41,7 +43,7 @@ pub fn watch(
 
 struct Watchdog {
     name: &'static str,
-    stream: TcpStream,
+    stream: LinkStream,
     timeout: Duration,
     last_heard: Box<dyn Fn() -> Instant + Send>,
     alive: Box<dyn Fn() -> bool + Send>,
@@ -132,6 +134,7 @@ impl Tick for TransferKeepalive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpStream;
 
     /// A connected pair on loopback.
     fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -147,7 +150,7 @@ mod tests {
         let events = crate::event_loop::running();
         let (client, _server) = tcp_pair();
         let start = Instant::now();
-        let watched = client.try_clone().expect("clone");
+        let watched = LinkStream::Tcp(client.try_clone().expect("clone"));
         watch(
             &events,
             "test peer",
@@ -177,7 +180,7 @@ mod tests {
         use std::io::Read;
         let events = crate::event_loop::running();
         let (client, _server) = tcp_pair();
-        let watched = client.try_clone().expect("clone");
+        let watched = LinkStream::Tcp(client.try_clone().expect("clone"));
         // Always just heard from.
         watch(
             &events,

@@ -180,7 +180,12 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             socket_io(&mut r);
             connect(&mut r)?;
         }
-        ThreadKind::Ft => socket_io(&mut r),
+        ThreadKind::Ft | ThreadKind::TlsRelay => socket_io(&mut r),
+        ThreadKind::TlsHandshake => {
+            socket_io(&mut r);
+            allow(&mut r, &[libc::SYS_socketpair]); // the relay's pair
+            spawn(&mut r)?; // the relay thread (which installs TlsRelay)
+        }
         ThreadKind::Precopy => {
             socket_io(&mut r);
             kvm(&mut r)?; // the dirty log: KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG
@@ -195,6 +200,9 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             socket_io(&mut r);
             connect(&mut r)?; // vhost-user reconnects, FT control at go-live
             spawn(&mut r)?; // FT threads at joins and go-live (filtered by this one too)
+                            // socketpair: the TLS relay of a survivor's joins (its ft-tls-connect thread
+                            // is started here at go-live, and keeps this filter under its own).
+            allow(&mut r, &[libc::SYS_socketpair]);
             allow(
                 &mut r,
                 &[

@@ -29,15 +29,21 @@ pub enum ThreadKind {
     Precopy,
     /// api and its api-client threads.
     Api,
+    /// ft-tls-connect: the primary's TLS handshakes; it starts each session's relay thread.
+    TlsHandshake,
+    /// ft-tls-relay: moves bytes between a TLS session's TCP socket and its Unix pair.
+    TlsRelay,
 }
 
-const KINDS: [ThreadKind; 6] = [
+const KINDS: [ThreadKind; 8] = [
     ThreadKind::Main,
     ThreadKind::Vcpu,
     ThreadKind::EventLoop,
     ThreadKind::Ft,
     ThreadKind::Precopy,
     ThreadKind::Api,
+    ThreadKind::TlsHandshake,
+    ThreadKind::TlsRelay,
 ];
 
 #[derive(Debug, thiserror::Error)]
