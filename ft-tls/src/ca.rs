@@ -1,6 +1,6 @@
 //! A throwaway CA and node certificates (rcgen), for the tests and `make demo`. A real
-//! deployment uses its own CA (docs/OPERATIONS.md says how, with openssl); only the file
-//! layout of [`crate::TlsDir`] matters.
+//! deployment uses its own CA (resources/tls/make-ca.sh and the README say how, with
+//! openssl); only the file layout of [`crate::TlsDir`] matters.
 
 use std::net::IpAddr;
 use std::path::Path;

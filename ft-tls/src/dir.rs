@@ -33,15 +33,19 @@ impl std::fmt::Debug for TlsDir {
     }
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |why: String| TlsError::Pem {
         path: path.into(),
         why,
     };
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let bytes = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem(e.to_string()))?;
@@ -52,11 +56,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.into(),
-        source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+    PrivateKeyDer::from_pem_slice(&read(path)?).map_err(|e| TlsError::Pem {
         path: path.into(),
         why: e.to_string(),
     })

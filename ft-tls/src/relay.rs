@@ -8,8 +8,9 @@
 //!
 //! Both directions are bounded: at most BUF plaintext bytes wait for the local side, and
 //! the local side is read only once rustls has sent everything it holds. A half-close
-//! travels as one: local EOF becomes close_notify, close_notify (or the peer's TCP EOF)
-//! becomes local EOF. Any error ends both.
+//! travels as one: local EOF becomes close_notify, close_notify becomes local EOF (once
+//! what came before it is delivered). The peer's TCP EOF without close_notify, a reset, or
+//! any other error ends both at once, and plaintext not yet delivered is dropped.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -136,7 +137,7 @@ impl Relay {
                 self.app_eof = true;
                 self.conn.send_close_notify();
             }
-            // The writer takes it all: its buffer limit is lifted below CHUNK's worth.
+            // The writer takes all n bytes: `relay` lifted its buffer limit.
             Ok(n) => self.conn.writer().write_all(&chunk[..n])?,
             Err(e) if would_block(&e) => {}
             Err(e) => return Err(e),

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,22 @@ fn handshake(
     (c, srv.join().expect("server thread"))
 }
 
+/// Both sessions of a successful handshake, each behind its relay: (client's, server's).
+fn plain_ends(
+    c: Result<Session, TlsError>,
+    s: Result<Session, TlsError>,
+) -> (UnixStream, UnixStream) {
+    let c = c
+        .expect("client")
+        .relay("c", Box::new(|| {}))
+        .expect("relay");
+    let s = s
+        .expect("server")
+        .relay("s", Box::new(|| {}))
+        .expect("relay");
+    (c, s)
+}
+
 #[test]
 fn relay_carries_both_directions_and_eof() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -49,14 +66,7 @@ fn relay_carries_both_directions_and_eof() {
     let a = node(&ca, tmp.path(), "host-a", &[LO]);
     let b = node(&ca, tmp.path(), "host-b", &[]);
     let (c, s) = handshake(b, &a, "host-a", name("host-b"));
-    let mut c = c
-        .expect("client")
-        .relay("c", Box::new(|| {}))
-        .expect("relay");
-    let mut s = s
-        .expect("server")
-        .relay("s", Box::new(|| {}))
-        .expect("relay");
+    let (mut c, mut s) = plain_ends(c, s);
     // More than the relay's buffers, so that back-pressure is exercised.
     let big: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     let sent = big.clone();
@@ -224,14 +234,7 @@ fn directories_made_with_openssl_work() {
     let a = TlsDir::load(&tmp.path().join("host-a")).expect("host-a");
     let b = TlsDir::load(&tmp.path().join("host-b")).expect("host-b");
     let (c, s) = handshake(b, &a, "127.0.0.1", name("host-b"));
-    let mut c = c
-        .expect("client")
-        .relay("c", Box::new(|| {}))
-        .expect("relay");
-    let mut s = s
-        .expect("server")
-        .relay("s", Box::new(|| {}))
-        .expect("relay");
+    let (mut c, mut s) = plain_ends(c, s);
     c.write_all(b"ping").expect("write");
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).expect("read");

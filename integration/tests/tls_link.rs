@@ -27,6 +27,27 @@ fn rogue_dir(root: &Path, ca: &ThrowawayCa, name: &str, ip: Option<&str>) -> Tls
     TlsDir::load(&dir).expect("rogue dir")
 }
 
+/// The three rogues that pretend to be `host` (at `ip`): one without TLS, one with another
+/// CA's certificate for that host, one with the pair's CA's certificate for another name.
+fn rogues(
+    root: &Path,
+    other_ca: &ThrowawayCa,
+    host: &str,
+    ip: &str,
+) -> [(String, Option<TlsDir>); 3] {
+    [
+        ("no TLS".into(), None),
+        (
+            format!("another CA's certificate for {host}"),
+            Some(rogue_dir(root, other_ca, host, Some(ip))),
+        ),
+        (
+            "the CA's certificate for another name".into(),
+            Some(rogue_dir(root, test_ca(), "rogue", None)),
+        ),
+    ]
+}
+
 /// A rogue backup at the primary's `--peer`: accepts one connection, plays the TLS server
 /// with `dir` (None: no TLS at all, it only listens), and returns how many bytes arrived.
 fn rogue_backup(listener: &TcpListener, dir: Option<&TlsDir>) -> (usize, String) {
@@ -76,17 +97,7 @@ fn rogue_backups_get_no_guest_memory() {
     let listener = in_ns(&backup_ns, move || TcpListener::bind(addr))
         .expect("namespace")
         .expect("bind the rogue at the primary's --peer");
-    let rogues = [
-        ("no TLS", None),
-        (
-            "another CA's certificate for host-b",
-            Some(rogue_dir(tmp.path(), &other_ca, "host-b", Some(&ft_ip(1)))),
-        ),
-        (
-            "the CA's certificate for another name",
-            Some(rogue_dir(tmp.path(), test_ca(), "rogue", None)),
-        ),
-    ];
+    let rogues = rogues(tmp.path(), &other_ca, "host-b", &ft_ip(1));
     for (what, dir) in &rogues {
         let (bytes, outcome) = rogue_backup(&listener, dir.as_ref());
         // A ClientHello is a few hundred bytes; the guest's memory is 64 MiB.
@@ -164,17 +175,7 @@ fn rogue_primaries_are_not_heard_and_the_pair_serves_while_they_try() {
         .vmm
         .wait_for("backup waiting for the primary", 0, Duration::from_secs(30))
         .expect("the backup listens");
-    let rogues = [
-        ("no TLS", None),
-        (
-            "another CA's certificate for host-a",
-            Some(rogue_dir(tmp.path(), &other_ca, "host-a", Some(&ft_ip(0)))),
-        ),
-        (
-            "the CA's certificate for another name",
-            Some(rogue_dir(tmp.path(), test_ca(), "rogue", None)),
-        ),
-    ];
+    let rogues = rogues(tmp.path(), &other_ca, "host-a", &ft_ip(0));
     for (n, (what, dir)) in rogues.iter().enumerate() {
         let heard = rogue_primary(&from, addr, dir.as_ref());
         assert!(!heard, "{what}: the backup answered a rogue");

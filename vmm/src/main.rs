@@ -138,7 +138,7 @@ fn link_security(
     }
     let loaded = TlsDir::load(dir).map_err(|e| format!("--ft-tls-dir: {e}"))?;
     Ok(LinkSecurity::Tls {
-        dir: std::sync::Arc::new(loaded),
+        dir: loaded,
         peer_name,
     })
 }

@@ -163,21 +163,23 @@ fn main() {
         md,
         "\nWhere the CPU goes during the benchmark ({cpus} CPUs; CPU ms per 1000 requests, from /proc; the machine's busy share of all CPUs):\n\n| | vmm (primary) | vmm (backup) | 2 or 4 backends | machine busy |\n| --- | --- | --- | --- | --- |"
     );
-    let _ = writeln!(
-        md,
-        "| plain | {:.0} | - | {:.0} | {:.0} % |",
-        per_k(plain_cpu.vmm[0]),
-        per_k(plain_cpu.backends),
-        plain_cpu.machine_busy / plain_cpu.wall / cpus as f64 * 100.0
-    );
-    let _ = writeln!(
-        md,
-        "| FT | {:.0} | {:.0} | {:.0} | {:.0} % |",
-        per_k(ft_cpu.vmm[0]),
-        per_k(ft_cpu.vmm[1]),
-        per_k(ft_cpu.backends),
-        ft_cpu.machine_busy / ft_cpu.wall / cpus as f64 * 100.0
-    );
+    // One table row: CPU ms per 1000 requests of each vmm ("-" for a missing backup), the
+    // backends, and the machine's busy share.
+    let cpu_row = |md: &mut String, name: &str, cpu: &CpuUse| {
+        let backup = cpu
+            .vmm
+            .get(1)
+            .map_or("-".to_string(), |&s| format!("{:.0}", per_k(s)));
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {backup} | {:.0} | {:.0} % |",
+            per_k(cpu.vmm[0]),
+            per_k(cpu.backends),
+            cpu.machine_busy / cpu.wall / cpus as f64 * 100.0
+        );
+    };
+    cpu_row(&mut md, "plain", &plain_cpu);
+    cpu_row(&mut md, "FT", &ft_cpu);
     // What the FT run would need to keep the plain run's pace: its CPU per request times
     // the plain request rate. The machine has `cpus`; on two hosts the backup's part (and its
     // backends) would be on the other one.
@@ -219,16 +221,8 @@ fn main() {
         md,
         "\n| CPU ms per 1000 requests | vmm (primary) | vmm (backup) | 2 or 4 backends | machine busy |\n| --- | --- | --- | --- | --- |"
     );
-    for (name, cpu) in [("FT, TLS", &ft_cpu), ("FT, --ft-insecure", &insecure_cpu)] {
-        let _ = writeln!(
-            md,
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} % |",
-            per_k(cpu.vmm[0]),
-            per_k(cpu.vmm[1]),
-            per_k(cpu.backends),
-            cpu.machine_busy / cpu.wall / cpus as f64 * 100.0
-        );
-    }
+    cpu_row(&mut md, "FT, TLS", &ft_cpu);
+    cpu_row(&mut md, "FT, --ft-insecure", &insecure_cpu);
     let _ = writeln!(md, "\nCommand: `cargo run --release -p integration --bin bench_ft OUT.md` (part of `make bench`).");
     std::fs::write(&out, &md).expect("write output");
     print!("{md}");

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use ft_tls::{PeerName, TlsDir, TlsError, HANDSHAKE_TIMEOUT};
@@ -96,7 +96,7 @@ pub enum LinkSecurity {
     #[default]
     Insecure,
     Tls {
-        dir: Arc<TlsDir>,
+        dir: TlsDir,
         /// `--ft-peer-name`; None: the peer's IP address.
         peer_name: Option<PeerName>,
     },
@@ -182,7 +182,8 @@ pub struct Dialled {
 /// event loop's does not.
 pub fn handshake_thread(security: LinkSecurity) -> std::io::Result<mpsc::Sender<Dialled>> {
     let (tx, rx) = mpsc::channel::<Dialled>();
-    let last_error = Mutex::new(String::new());
+    // The joiner retries every 200 ms: each distinct failure is said once.
+    let mut last_error = String::new();
     std::thread::Builder::new()
         .name("ft-tls-connect".into())
         .spawn(move || {
@@ -190,17 +191,15 @@ pub fn handshake_thread(security: LinkSecurity) -> std::io::Result<mpsc::Sender<
             for d in rx {
                 match security.connect(d.tcp, d.peer) {
                     Ok(link) => {
-                        crate::sync::lock(&last_error).clear();
+                        last_error.clear();
                         log::warn!("ft: TLS session with the backup at {} established", d.peer);
                         d.inbox.post(DeviceEvent::BackupConnected(link));
                     }
                     Err(e) => {
-                        // The joiner retries every 200 ms: say it once, not five times a second.
                         let msg = e.to_string();
-                        let mut last = crate::sync::lock(&last_error);
-                        if *last != msg {
+                        if last_error != msg {
                             log::error!("ft: TLS handshake with the backup at {} failed: {msg}; no guest state was sent", d.peer);
-                            *last = msg;
+                            last_error = msg;
                         }
                         d.wanted.store(true, Ordering::SeqCst);
                     }
