@@ -14,6 +14,9 @@ pub const HOSTS: [&str; 2] = ["host-a", "host-b"];
 
 /// The vmm log line a backup prints once it has loaded the primary's state.
 pub const JOINED: &str = "replaying";
+/// The vmm log line a primary prints once its backup has joined (just after the backup's
+/// `JOINED`: the primary resumes the guest only when the backup has acknowledged the state).
+pub const PRIMARY_JOINED: &str = "ft: backup joined at landmark";
 /// The vmm log line of a backup that went live.
 pub const LIVE: &str = "backup is LIVE";
 
@@ -27,6 +30,8 @@ pub struct Cluster {
     pub primary: usize,
     pub opts: FtOpts,
     extra_cmdline: String,
+    /// `PRIMARY_JOINED` lines in the primary's output when the last backup was started.
+    joins_before: usize,
     pub lab: Lab,
 }
 
@@ -83,6 +88,7 @@ impl Cluster {
                 tls,
             },
             extra_cmdline: extra_cmdline.into(),
+            joins_before: 0,
             lab,
         };
         if protected {
@@ -128,6 +134,9 @@ impl Cluster {
     pub fn spawn_backup_at(&mut self, port: u16) -> Result<(), crate::stack::StackError> {
         let i = self.backup_index();
         assert!(self.hosts[i].is_none(), "{} already runs a VM", HOSTS[i]);
+        self.joins_before = self.hosts[self.primary]
+            .as_ref()
+            .map_or(0, |p| p.vmm.output().matches(PRIMARY_JOINED).count());
         let mode = FtMode::Backup {
             own_ip: ft_ip(i),
             port,
@@ -161,15 +170,29 @@ impl Cluster {
         }
     }
 
-    /// Waits until the backup has loaded the primary's state.
+    /// Waits until the backup has loaded the primary's state and the primary has said that
+    /// it joined (both lines: tests read the primary's).
     pub fn wait_joined(&mut self, timeout: Duration) -> Result<(), crate::stack::StackError> {
+        let start = Instant::now();
         let Some(b) = self.backup_host() else {
             return Err(crate::stack::StackError::Other(
                 "no backup to wait for".into(),
             ));
         };
         b.vmm.wait_for(JOINED, 0, timeout)?;
-        Ok(())
+        let before = self.joins_before;
+        let p = self.primary_host();
+        let said = crate::workload::wait_until(timeout.saturating_sub(start.elapsed()), || {
+            p.vmm.output().matches(PRIMARY_JOINED).count() > before
+        });
+        if said {
+            Ok(())
+        } else {
+            Err(crate::stack::StackError::Other(format!(
+                "the backup joined, but the primary never said so: {}",
+                p.vmm.output()
+            )))
+        }
     }
 
     /// Re-protection: a new backup on the free host, joined. Returns the time from start to
@@ -284,8 +307,18 @@ pub fn assert_identical(primary: &Host, backup: &Host) {
         .call(&format!(r#"{{"cmd":"pause","landmark":{target}}}"#))
         .expect("primary pause");
     let b = backup_paused.join().expect("pause thread");
-    assert_eq!(p.str("state").as_deref(), Some("paused"), "{p:?}");
-    assert_eq!(b.str("state").as_deref(), Some("paused"), "{b:?}");
+    if p.str("state").as_deref() != Some("paused") || b.str("state").as_deref() != Some("paused") {
+        // Where each side is (a backup's status tells what it received and has queued),
+        // and whether the backup moves at all: a second status a second later.
+        let ps = pa.call(r#"{"cmd":"status"}"#);
+        let bs = ba.call(r#"{"cmd":"status"}"#);
+        std::thread::sleep(Duration::from_secs(1));
+        let later = ba.call(r#"{"cmd":"status"}"#);
+        panic!(
+            "no pause at landmark {target}: primary {p:?} (status {ps:?}), backup {b:?} \
+             (status {bs:?}; a second later {later:?})"
+        );
+    }
     let dp = pa.call(r#"{"cmd":"digest"}"#).expect("digest");
     let db = ba.call(r#"{"cmd":"digest"}"#).expect("digest");
     assert!(dp.ok() && db.ok(), "{dp:?} {db:?}");

@@ -28,6 +28,20 @@ impl Engine {
                 json!(if s.is_tls() { "tls" } else { "insecure" }),
             );
         }
+        if let Engine::Replayer(b) = self {
+            // The backup's view of the log: how far the primary's entries go, how many
+            // records arrived, and how many wait to be applied.
+            let sh = b.shared();
+            obj.insert(
+                "ft_primary_landmark".into(),
+                json!(sh.newest_landmark.load(Ordering::SeqCst)),
+            );
+            obj.insert(
+                "ft_records".into(),
+                json!(sh.received.load(Ordering::SeqCst)),
+            );
+            obj.insert("ft_queued".into(), json!(lock(&sh.queue).len()));
+        }
         let Engine::Recorder(r) = self else { return };
         let p = &r.sink;
         obj.insert("ft_protected".into(), json!(p.protected()));

@@ -122,7 +122,8 @@ pub(super) enum State {
     Running,
     /// In `hlt` (plain VM, primary): until an event makes an interrupt deliverable.
     Halted,
-    /// Backup: the log does not tell yet whether the landmark has more entries.
+    /// Backup: the log does not tell yet whether the landmark has more entries (the vCPU
+    /// blocks after the next dispatch, if the log is still empty then).
     AwaitingLog,
     /// Backup whose primary is lost: the arbiter is being asked.
     Arbitrating(crate::ft::failover::Arbitration),
@@ -185,7 +186,10 @@ impl Vcpu {
                     Ok(()) => (State::Halted, true),
                     Err(stop) => return Ok(stop.into()),
                 },
-                State::AwaitingLog => (State::Running, true),
+                // The dispatch above may have taken the `FtWake` of records queued since the
+                // replayer found the log empty: block only if it is still empty (the reader
+                // posts a new `FtWake` for the first record it queues into an empty log).
+                State::AwaitingLog => (State::Running, self.engine.log_empty()),
                 State::Arbitrating(arbitration) => match arbitration.verdict() {
                     None => (State::Arbitrating(arbitration), true),
                     Some(verdict) => {

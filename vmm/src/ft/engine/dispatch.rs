@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::input::OutputAt;
-use super::machine::{LogSink, Machine, MachineError};
+use super::machine::{LogSink, LogSource, Machine, MachineError, Peek};
 use super::recorder::{NoBackup, Recorder};
 use super::replayer::Replayed;
 use super::trace::Trace;
@@ -145,6 +145,17 @@ impl Engine {
                 Err(EngineStop::PrimaryLost { .. }) => Step::PrimaryLost,
                 Err(stop) => Step::Stop(stop),
             }),
+        }
+    }
+
+    /// A backup that got `Step::AwaitLog`: whether its log still has nothing new, so that
+    /// the vCPU may block until the channel's reader posts `FtWake`. Asked after the inbox
+    /// was drained: a record queued since the replayer looked has had its `FtWake` taken by
+    /// that drain, and the vCPU would otherwise sleep on a non-empty log.
+    pub fn log_empty(&self) -> bool {
+        match self {
+            Engine::Replayer(b) => matches!(b.replayer.log.peek(), Peek::Empty),
+            _ => false,
         }
     }
 
