@@ -9,8 +9,10 @@
 //! Both directions are bounded: at most BUF plaintext bytes wait for the local side, and
 //! the local side is read only once rustls has sent everything it holds. A half-close
 //! travels as one: local EOF becomes close_notify, close_notify becomes local EOF (once
-//! what came before it is delivered). The peer's TCP EOF without close_notify, a reset, or
-//! any other error ends both at once, and plaintext not yet delivered is dropped.
+//! what came before it is delivered). The peer's TCP EOF without close_notify also becomes
+//! local EOF after what came before it (all of it authenticated). A reset, or any other
+//! error, ends both at once, and plaintext not yet delivered is dropped (never acknowledged
+//! by the local side, so nothing the peer released depends on it).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -181,6 +183,13 @@ impl Relay {
                     }
                     Ok(n) => self.to_app.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // A TCP EOF without close_notify (the peer's process died, say): every
+                    // byte before it came in an authenticated record, so it is delivered,
+                    // then the local side sees EOF, as it would on a bare TCP connection.
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                        self.peer_eof = true;
+                        break;
+                    }
                     Err(e) => return Err(e),
                 }
             }

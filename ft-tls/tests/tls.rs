@@ -156,16 +156,23 @@ fn a_silent_peer_is_dropped_within_the_timeout() {
     assert!(start.elapsed() < Duration::from_secs(2));
 }
 
-#[test]
-fn the_link_carries_no_plaintext() {
+/// Two nodes of one CA, host-a (client) and host-b (server), and listeners for the server
+/// and for a proxy between them (the directory lives as long as the first value).
+fn proxied_pair() -> (tempfile::TempDir, TlsDir, TlsDir, TcpListener, TcpListener) {
     let tmp = tempfile::tempdir().expect("tmp");
     let ca = ThrowawayCa::new("test CA").expect("ca");
     let a = node(&ca, tmp.path(), "host-a", &[]);
     let b = node(&ca, tmp.path(), "host-b", &[]);
-    // client -> recording proxy -> server
     let listener = TcpListener::bind((LO, 0)).expect("bind");
     let proxy = TcpListener::bind((LO, 0)).expect("bind");
+    (tmp, a, b, listener, proxy)
+}
+
+#[test]
+fn the_link_carries_no_plaintext() {
+    let (_tmp, a, b, listener, proxy) = proxied_pair();
     let (server_addr, proxy_addr) = (listener.local_addr().unwrap(), proxy.local_addr().unwrap());
+    // client -> recording proxy -> server
     let srv = std::thread::spawn(move || {
         let (tcp, _) = listener.accept().expect("accept");
         let s = b.accept(tcp, &name("host-a"), T).expect("accept");
@@ -239,4 +246,63 @@ fn directories_made_with_openssl_work() {
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).expect("read");
     assert_eq!(&buf, b"ping");
+}
+
+/// A peer whose TCP connection ends without close_notify (its process died): what it sent
+/// before, authenticated record by record, still reaches the local side, then EOF.
+#[test]
+fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (_tmp, a, b, listener, proxy) = proxied_pair();
+    let (server_addr, proxy_addr) = (listener.local_addr().unwrap(), proxy.local_addr().unwrap());
+    // client <- proxy <- server; the proxy cuts the client's side (FIN) when told, with the
+    // server's relay still open (so no close_notify was ever sent).
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut2 = cut.clone();
+    let fwd = std::thread::spawn(move || {
+        let (mut client, _) = proxy.accept().expect("accept");
+        let mut server = TcpStream::connect(server_addr).expect("connect");
+        let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        std::thread::spawn(move || std::io::copy(&mut up_from, &mut up_to));
+        server
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match server.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => client.write_all(&buf[..n]).expect("forward"),
+                Err(_) if cut2.load(Ordering::SeqCst) => break,
+                Err(_) => {}
+            }
+        }
+        client.shutdown(std::net::Shutdown::Write).expect("FIN");
+        server // kept open until the test ends: the server never closes cleanly
+    });
+    let srv = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        b.accept(tcp, &name("host-a"), T).expect("accept")
+    });
+    let tcp = TcpStream::connect(proxy_addr).expect("connect");
+    let client = a.connect(tcp, &name("host-b"), T).expect("connect");
+    let mut s = srv
+        .join()
+        .expect("server")
+        .relay("s", Box::new(|| {}))
+        .expect("relay");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    s.write_all(&data).expect("write");
+    // Everything reaches the client's socket, then the FIN, before its relay starts: the
+    // relay reads the data and the EOF in one go.
+    std::thread::sleep(Duration::from_millis(500));
+    cut.store(true, Ordering::SeqCst);
+    let server_tcp = fwd.join().expect("proxy");
+    let mut c = client.relay("c", Box::new(|| {})).expect("relay");
+    c.set_read_timeout(Some(T)).expect("timeout");
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).expect("EOF after the data");
+    assert_eq!(got.len(), data.len(), "bytes delivered before the EOF");
+    assert!(got == data, "bytes changed in transit");
+    drop((s, server_tcp));
 }
