@@ -78,16 +78,12 @@ fn write(dir: &Path, name: &str, text: &str) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|source| TlsError::Read {
-            path: path.clone(),
-            source,
-        })?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    written.map_err(|source| TlsError::Write { path, source })
 }

@@ -7,6 +7,11 @@ pub enum TlsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {why}")]
     Pem { path: PathBuf, why: String },
     #[error("TLS configuration: {0}")]
