@@ -1,8 +1,10 @@
 //! A small blocking client, for the VMM's failover path and for tests.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use ft_tls::{PeerName, TlsDir, HANDSHAKE_TIMEOUT};
 
 use crate::protocol::{Decision, Flag, Request};
 
@@ -16,6 +18,8 @@ pub enum ClientError {
     BadReply(String),
     #[error("arbiter refused the request: {0}")]
     Refused(String),
+    #[error("arbiter TLS: {0}")]
+    Tls(#[from] ft_tls::TlsError),
 }
 
 /// The request line of a test-and-set (without its newline), for clients that do their own
@@ -47,36 +51,61 @@ fn parse_reply(line: &str) -> Result<serde_json::Value, ClientError> {
     Ok(v)
 }
 
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 pub struct Client {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    stream: BufReader<Box<dyn Stream>>,
+}
+
+fn connect_tcp(addr: impl ToSocketAddrs, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+    for a in addr.to_socket_addrs()? {
+        let stream = match timeout {
+            Some(t) => TcpStream::connect_timeout(&a, t),
+            None => TcpStream::connect(a),
+        };
+        match stream {
+            Ok(s) => {
+                s.set_read_timeout(timeout)?;
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 impl Client {
-    /// Connect; `timeout` bounds the connect and each reply (None = wait forever).
+    /// Connect in clear TCP (an arbiter started with `--insecure`); `timeout` bounds the
+    /// connect and each reply (None = wait forever).
     pub fn connect(
         addr: impl ToSocketAddrs,
         timeout: Option<Duration>,
     ) -> Result<Self, ClientError> {
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
-        for a in addr.to_socket_addrs()? {
-            let stream = match timeout {
-                Some(t) => TcpStream::connect_timeout(&a, t),
-                None => TcpStream::connect(a),
-            };
-            match stream {
-                Ok(s) => {
-                    s.set_read_timeout(timeout)?;
-                    s.set_nodelay(true)?;
-                    return Ok(Client {
-                        writer: s.try_clone()?,
-                        reader: BufReader::new(s),
-                    });
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last.into())
+        let tcp = connect_tcp(addr, timeout)?;
+        Ok(Client {
+            stream: BufReader::new(Box::new(tcp)),
+        })
+    }
+
+    /// Connect with mutual TLS: this side's client certificate from `dir`, and the arbiter's
+    /// certificate must name `arbiter`.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        timeout: Option<Duration>,
+        dir: &TlsDir,
+        arbiter: &PeerName,
+    ) -> Result<Self, ClientError> {
+        let tcp = connect_tcp(addr, timeout)?;
+        let same_socket = tcp.try_clone()?;
+        let session = dir.connect(tcp, arbiter, timeout.unwrap_or(HANDSHAKE_TIMEOUT))?;
+        // The handshake leaves the socket without a timeout; each reply has one again.
+        same_socket.set_read_timeout(timeout)?;
+        Ok(Client {
+            stream: BufReader::new(Box::new(session.into_client_stream()?)),
+        })
     }
 
     /// Send one raw line (a newline is added) and return the raw reply line.
@@ -87,9 +116,11 @@ impl Client {
 
     /// Sends `line` and returns the reply line, without its newline.
     fn exchange(&mut self, line: &str) -> Result<String, ClientError> {
-        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        let writer = self.stream.get_mut();
+        writer.write_all(format!("{line}\n").as_bytes())?;
+        writer.flush()?;
         let mut reply = String::new();
-        if self.reader.read_line(&mut reply)? == 0 {
+        if self.stream.read_line(&mut reply)? == 0 {
             return Err(ClientError::Closed);
         }
         Ok(reply)

@@ -5,15 +5,24 @@
 //! closed after an error reply, as nothing inside an unbounded line can be resynchronised
 //! on), and while MAX_QUEUED_REPLY bytes of replies wait for a client that does not read,
 //! its requests are not read either.
+//!
+//! Over TLS the same holds for the plaintext; the handshake must end, and the first request
+//! come, within the idle deadline like any request.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::Instant;
+
+use ft_tls::TlsDir;
 
 use crate::limits::{IDLE_TIMEOUT, MAX_QUEUED_REPLY};
 use crate::protocol::{Reply, MAX_LINE};
 use crate::sys::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT};
+use crate::transport::{Transport, Who};
+
+/// Answers one request line from the client `Who`.
+pub type Answer<'a> = dyn FnMut(&[u8], &Who) -> Reply + 'a;
 
 /// Bytes read per read(2); at most READS_PER_WAKE of them per wake-up, so a client that
 /// sends without pause cannot starve the others.
@@ -59,7 +68,7 @@ pub fn next_line(buf: &[u8], max: usize) -> Next {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     pub peer: SocketAddr,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
@@ -67,24 +76,32 @@ pub struct Conn {
     /// idle, trickling or non-reading client cannot keep its slot.
     pub deadline: Instant,
     pub state: State,
+    /// Why the TLS handshake failed (the client was refused), for the pool's report.
+    pub refused: Option<String>,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        stream.set_nodelay(true)?;
+    /// `tls`: the server's certificates (`serve --tls-dir`), or None for clear TCP.
+    pub fn new(stream: TcpStream, peer: SocketAddr, tls: Option<&TlsDir>) -> io::Result<Self> {
         Ok(Conn {
-            stream,
+            stream: Transport::new(stream, tls)?,
             peer,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             deadline: Instant::now() + IDLE_TIMEOUT,
             state: State::Open,
+            refused: None,
         })
     }
 
     pub fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+        self.stream.fd()
+    }
+
+    /// Request bytes that wait inside the TLS session, not in the socket: the server must
+    /// call `ready` without waiting for poll.
+    pub fn has_buffered(&mut self) -> bool {
+        self.interest() & POLLIN != 0 && self.stream.has_plaintext()
     }
 
     /// The poll events wanted now.
@@ -93,14 +110,14 @@ impl Conn {
         if self.state == State::Open && self.outbuf.len() < MAX_QUEUED_REPLY {
             events |= POLLIN;
         }
-        if !self.outbuf.is_empty() {
+        if !self.outbuf.is_empty() || self.stream.wants_write() {
             events |= POLLOUT;
         }
         events
     }
 
     /// Acts on poll's `revents`: reads and answers what arrived, sends queued replies.
-    pub fn ready(&mut self, revents: i16, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    pub fn ready(&mut self, revents: i16, answer: &mut Answer) {
         if revents & POLLNVAL != 0 {
             self.state = State::Closed;
             return;
@@ -119,11 +136,12 @@ impl Conn {
                     .extend_from_slice(Reply::error(why).to_line().as_bytes());
             }
             self.flush();
+            self.stream.close();
             self.state = State::Closed;
         }
     }
 
-    fn read(&mut self, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    fn read(&mut self, answer: &mut Answer) {
         let mut chunk = [0u8; CHUNK];
         for _ in 0..READS_PER_WAKE {
             if self.state != State::Open || self.outbuf.len() >= MAX_QUEUED_REPLY {
@@ -148,6 +166,10 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    if self.stream.is_tls() && e.kind() == io::ErrorKind::InvalidData {
+                        // A bad certificate, another CA, not TLS at all: refused.
+                        self.refused = Some(e.to_string());
+                    }
                     log::debug!("connection {}: {e}", self.peer);
                     self.state = State::Closed;
                     return;
@@ -157,7 +179,7 @@ impl Conn {
     }
 
     /// Answers the complete lines received, while the reply queue has room.
-    fn answer_lines(&mut self, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    fn answer_lines(&mut self, answer: &mut Answer) {
         let mut start = 0;
         // Also while Closing after EOF: the lines already received are still answered.
         while self.state != State::Closed && self.outbuf.len() < MAX_QUEUED_REPLY {
@@ -165,7 +187,7 @@ impl Conn {
                 Next::Line { end, next } => {
                     let line = &self.inbuf[start..start + end];
                     if !line.iter().all(u8::is_ascii_whitespace) {
-                        let reply = answer(line);
+                        let reply = answer(line, &self.stream.who());
                         self.outbuf.extend_from_slice(reply.to_line().as_bytes());
                         self.deadline = Instant::now() + IDLE_TIMEOUT;
                     }
@@ -186,7 +208,7 @@ impl Conn {
     }
 
     /// Sends what is queued; answers lines held back by a full queue once it drains.
-    fn pump(&mut self, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+    fn pump(&mut self, answer: &mut Answer) {
         loop {
             self.flush();
             let has_line = matches!(next_line(&self.inbuf, MAX_LINE), Next::Line { .. });
@@ -195,12 +217,17 @@ impl Conn {
             }
             self.answer_lines(answer);
         }
-        if self.state == State::Closing && self.outbuf.is_empty() {
+        if self.state == State::Closing && self.outbuf.is_empty() && !self.stream.wants_write() {
+            self.stream.close();
             self.state = State::Closed;
         }
     }
 
     fn flush(&mut self) {
+        if let Err(e) = self.stream.flush() {
+            log::debug!("connection {}: {e}", self.peer);
+            self.state = State::Closed;
+        }
         while !self.outbuf.is_empty() && self.state != State::Closed {
             match self.stream.write(&self.outbuf) {
                 Ok(0) => self.state = State::Closed,

@@ -23,6 +23,10 @@ pub enum Error {
     StateMissing(PathBuf),
     #[error("state file {0} already exists (refusing --init: it holds the epochs already granted; start without --init)")]
     StateExists(PathBuf),
+    #[error("TLS: {0}")]
+    Tls(#[from] ft_tls::TlsError),
+    #[error("serve needs --tls-dir DIR (mutual TLS) or an explicit --insecure")]
+    NoSecurity,
     #[error("no flag for vm {0}")]
     NoFlag(String),
     #[error("state directory {0} does not exist or is not a directory")]

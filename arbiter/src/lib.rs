@@ -17,6 +17,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 mod sys;
+pub mod transport;
 
 pub use error::{Error, Result};
 pub use protocol::{Decision, Flag, Request};

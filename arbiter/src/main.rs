@@ -1,4 +1,4 @@
-//! CLI: `arbiter serve --listen HOST:PORT --state DIR [--init]`, `arbiter status --state DIR`
+//! CLI: `arbiter serve --listen HOST:PORT --state DIR (--tls-dir DIR | --insecure) [--init]`, `arbiter status --state DIR`
 //! and `arbiter reset --state DIR VM`.
 
 use std::io::Write;
@@ -34,6 +34,14 @@ enum Cmd {
         /// start: without it a missing state file is an error, never a fresh start.
         #[arg(long)]
         init: bool,
+        /// Mutual TLS 1.3 with the certificates in DIR (ca-cert.pem, server-cert.pem,
+        /// server-key.pem: QEMU's tls-creds-x509 names). A client must present a
+        /// certificate from that CA, and may test-and-set only under a name it carries.
+        #[arg(long, value_name = "DIR", conflicts_with = "insecure")]
+        tls_dir: Option<PathBuf>,
+        /// Serve clear TCP: anyone who reaches the port may claim any name (for tests).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Print the decided flags in DIR: vm, epoch, owner, time granted.
     Status {
@@ -58,7 +66,9 @@ fn main() -> ExitCode {
             listen,
             state,
             init,
-        } => serve(&listen, &state, init),
+            tls_dir,
+            insecure,
+        } => serve(&listen, &state, init, tls_dir.as_deref(), insecure),
         Cmd::Status { state } => status(&state),
         Cmd::Reset { state, vm } => reset(&state, &vm),
     };
@@ -71,11 +81,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(listen: &str, state: &Path, init: bool) -> arbiter::Result<()> {
+fn serve(
+    listen: &str,
+    state: &Path,
+    init: bool,
+    tls_dir: Option<&Path>,
+    insecure: bool,
+) -> arbiter::Result<()> {
+    // Before the store: a refused start must not create the state file (`--init`).
+    let tls = match (tls_dir, insecure) {
+        (Some(dir), _) => Some(ft_tls::TlsDir::load_server(dir)?),
+        (None, true) => None,
+        (None, false) => return Err(arbiter::Error::NoSecurity),
+    };
     let mode = if init { Open::Init } else { Open::Existing };
     let store = arbiter::Store::open_with(state, mode)?;
     let flags = store.flags();
-    let server = arbiter::Server::bind(listen, store)?;
+    match &tls {
+        Some(dir) => log::info!(
+            "mutual TLS with the certificates in {}: a client may claim only a name its certificate carries",
+            dir.path.display()
+        ),
+        None => log::warn!(
+            "--insecure: clear TCP; anyone who reaches this port may win or take a flag in any name"
+        ),
+    }
+    let server = arbiter::Server::bind(listen, store, tls)?;
     let addr = server.local_addr()?;
     if init {
         log::info!("created an empty state file in {}", state.display());

@@ -23,6 +23,9 @@ pub struct Pool {
     max_total: usize,
     evicted: u64,
     idle_closed: u64,
+    /// TLS handshakes refused since the last report, and the last reason.
+    refused: u64,
+    last_refusal: String,
     last_report: Instant,
 }
 
@@ -34,6 +37,8 @@ impl Pool {
             max_total: max_total.max(1),
             evicted: 0,
             idle_closed: 0,
+            refused: 0,
+            last_refusal: String::new(),
             last_report: Instant::now(),
         }
     }
@@ -89,6 +94,14 @@ impl Pool {
         while i < self.conns.len() {
             if self.conns[i].state == State::Closed {
                 let c = self.conns.swap_remove(i);
+                if let Some(why) = &c.refused {
+                    // The first of a period at once; the rest summed up in `report`.
+                    if self.refused == 0 {
+                        log::warn!("connection {}: TLS handshake refused: {why}", c.peer);
+                    }
+                    self.refused += 1;
+                    self.last_refusal = format!("{}: {why}", c.peer);
+                }
                 self.forget(&c);
             } else {
                 i += 1;
@@ -118,8 +131,17 @@ impl Pool {
                 self.conns.len()
             );
         }
+        if self.refused > 1 {
+            log::warn!(
+                "refused {} TLS handshake(s) in the last {} s (the last: {})",
+                self.refused,
+                REPORT_EVERY.as_secs(),
+                self.last_refusal
+            );
+        }
         self.evicted = 0;
         self.idle_closed = 0;
+        self.refused = 0;
         self.last_report = Instant::now();
     }
 
@@ -148,7 +170,7 @@ mod tests {
             .map(|_| {
                 let client = TcpStream::connect(addr).unwrap();
                 let (s, peer) = l.accept().unwrap();
-                (client, Conn::new(s, peer).unwrap())
+                (client, Conn::new(s, peer, None).unwrap())
             })
             .unzip()
     }

@@ -12,13 +12,16 @@ use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::conn::{Conn, State};
+use ft_tls::TlsDir;
+
+use crate::conn::{Answer, Conn, State};
 use crate::error::{Error, Result};
 use crate::limits::{check_epoch, now_ms, IDLE_TIMEOUT, MAX_CONNECTIONS};
 use crate::pool::Pool;
 use crate::protocol::{parse_request, Reply, Request};
 use crate::store::Store;
 use crate::sys::{self, pollfd, POLLIN};
+use crate::transport::Who;
 
 /// File descriptors kept free of connections: the listener, stdio, the lock, the state
 /// file being written, the directory fsync.
@@ -32,10 +35,12 @@ pub struct Server {
     listener: TcpListener,
     store: Store,
     max_connections: usize,
+    tls: Option<TlsDir>,
 }
 
 impl Server {
-    pub fn bind(addr: impl ToSocketAddrs, store: Store) -> Result<Self> {
+    /// `tls`: mutual TLS with these certificates (`--tls-dir`), or None for clear TCP.
+    pub fn bind(addr: impl ToSocketAddrs, store: Store, tls: Option<TlsDir>) -> Result<Self> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::io("bind", e))?;
         listener
             .set_nonblocking(true)
@@ -47,6 +52,7 @@ impl Server {
             listener,
             store,
             max_connections: connection_limit(),
+            tls,
         })
     }
 
@@ -67,10 +73,12 @@ impl Server {
             listener,
             mut store,
             max_connections,
+            tls,
         } = self;
         let mut pool = Pool::new(max_connections);
         let mut fds: Vec<pollfd> = Vec::new();
-        let mut answer = |line: &[u8]| handle_line(&mut store, line);
+        let mut buffered: Vec<bool> = Vec::new();
+        let mut answer = |line: &[u8], who: &Who| handle_line(&mut store, line, who);
         loop {
             fds.clear();
             fds.push(pollfd {
@@ -83,35 +91,53 @@ impl Server {
                 events: c.interest(),
                 revents: 0,
             }));
+            // Requests already decrypted are answered without waiting for the socket.
+            buffered.clear();
+            buffered.extend(pool.conns.iter_mut().map(Conn::has_buffered));
             let now = Instant::now();
-            let timeout = pool
-                .next_deadline()
-                .map_or(IDLE_TIMEOUT, |d| d.saturating_duration_since(now));
-            if let Err(e) = sys::poll(&mut fds, timeout + Duration::from_millis(1)) {
+            let timeout = match buffered.contains(&true) {
+                true => Duration::ZERO,
+                false => {
+                    pool.next_deadline()
+                        .map_or(IDLE_TIMEOUT, |d| d.saturating_duration_since(now))
+                        + Duration::from_millis(1)
+                }
+            };
+            if let Err(e) = sys::poll(&mut fds, timeout) {
                 // E.g. ENOMEM: transient; the connections stay as they are.
                 log::warn!("poll: {e}");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            for (c, p) in pool.conns.iter_mut().zip(&fds[1..]) {
-                if p.revents != 0 {
-                    c.ready(p.revents, &mut answer);
+            for ((c, p), &buffered) in pool.conns.iter_mut().zip(&fds[1..]).zip(&buffered) {
+                let revents = if buffered {
+                    p.revents | POLLIN
+                } else {
+                    p.revents
+                };
+                if revents != 0 {
+                    c.ready(revents, &mut answer);
                 }
             }
             pool.expire(Instant::now());
             pool.sweep();
             if fds[0].revents != 0 {
-                accept_batch(&listener, &mut pool, &mut answer);
+                accept_batch(&listener, tls.as_ref(), &mut pool, &mut answer);
             }
             pool.report();
         }
     }
 }
 
-fn accept_batch(listener: &TcpListener, pool: &mut Pool, answer: &mut dyn FnMut(&[u8]) -> Reply) {
+fn accept_batch(
+    listener: &TcpListener,
+    tls: Option<&TlsDir>,
+    pool: &mut Pool,
+    answer: &mut Answer,
+) {
     for _ in 0..ACCEPT_BATCH {
         match listener.accept() {
-            Ok((stream, peer)) => match Conn::new(stream, peer) {
+            Ok((stream, peer)) => match Conn::new(stream, peer, tls) {
                 Ok(mut c) => {
                     // Its request is often there already: answer it now. One that is done
                     // already (request, reply, close) is dropped here, not kept until the
@@ -150,14 +176,21 @@ pub fn connection_limit() -> usize {
         .clamp(1, MAX_CONNECTIONS)
 }
 
-/// Answer one request line. Never fails: problems become `{"ok":false,...}` replies.
-pub fn handle_line(store: &mut Store, line: &[u8]) -> Reply {
+/// Answer one request line from `who`. Never fails: problems become `{"ok":false,...}`
+/// replies.
+pub fn handle_line(store: &mut Store, line: &[u8], who: &Who) -> Reply {
     let req = match parse_request(line) {
         Ok(r) => r,
         Err(e) => return Reply::error(e),
     };
     match req {
         Request::TestAndSet { vm, epoch, owner } => {
+            // Over TLS, only under a name the client's certificate carries: a node cannot
+            // win (or take away) a flag in another's name.
+            if let Err(e) = who.may_claim(&owner) {
+                log::warn!("test_and_set vm={vm} epoch={epoch} owner={owner}: {e}");
+                return Reply::error(e);
+            }
             // Before the store: a far-future epoch, once granted, would make every genuine
             // later epoch of this vm stale (limits::EPOCH_SLACK_MS).
             if let Err(e) = check_epoch(epoch, now_ms()) {
@@ -199,7 +232,7 @@ mod tests {
     fn handle_line_replies() {
         let t = tempfile::tempdir().unwrap();
         let mut store = Store::open_with(t.path(), Open::Init).unwrap();
-        let mut h = |l: &str| handle_line(&mut store, l.as_bytes()).to_line();
+        let mut h = |l: &str| handle_line(&mut store, l.as_bytes(), &Who::Anyone).to_line();
         assert_eq!(
             h(r#"{"op":"test_and_set","vm":"ft-vm","epoch":1,"owner":"host-a"}"#),
             "{\"ok\":true,\"granted\":true,\"owner\":\"host-a\",\"epoch\":1}\n"

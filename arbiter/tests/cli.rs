@@ -208,7 +208,10 @@ fn corrupt_state_and_second_instance_refuse_to_start() {
     assert!(a.client().test_and_set("vm", 1, "host-a").unwrap().granted);
 
     // A second arbiter on the same directory would grant the same flag again.
-    let out = run(&["serve", "--listen", "127.0.0.1:0", "--state"], &dir);
+    let out = run(
+        &["serve", "--insecure", "--listen", "127.0.0.1:0", "--state"],
+        &dir,
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("locked"), "{out:?}");
     a.kill9();
@@ -216,7 +219,7 @@ fn corrupt_state_and_second_instance_refuse_to_start() {
     let state = dir.join("arbiter-state.json");
     std::fs::write(&state, "{\"version\":1,\"flags\":[{\"vm\":").unwrap();
     for args in [
-        &["serve", "--listen", "127.0.0.1:0", "--state"][..],
+        &["serve", "--insecure", "--listen", "127.0.0.1:0", "--state"][..],
         &["status", "--state"][..],
     ] {
         let out = run(args, &dir);
@@ -231,7 +234,7 @@ fn corrupt_state_and_second_instance_refuse_to_start() {
 
 /// `serve` and `serve --init` in the wrong case both refuse, and change nothing.
 fn refused_start(dir: &std::path::Path, init: bool, why: &str) {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    let mut args = vec!["serve", "--insecure", "--listen", "127.0.0.1:0"];
     if init {
         args.push("--init");
     }

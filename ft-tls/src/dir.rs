@@ -22,8 +22,8 @@ pub const CLIENT_KEY: &str = "client-key.pem";
 /// Loaded once at startup (before the seccomp filters, which allow no file opens).
 #[derive(Clone)]
 pub struct TlsDir {
-    pub(crate) server: Arc<ServerConfig>,
-    pub(crate) client: Arc<ClientConfig>,
+    server: Option<Arc<ServerConfig>>,
+    client: Option<Arc<ClientConfig>>,
     pub path: PathBuf,
 }
 
@@ -62,36 +62,82 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+fn roots(dir: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certs(&dir.join(CA_CERT))? {
+        roots.add(ca).map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn cfg(e: rustls::Error) -> TlsError {
+    TlsError::Config(e.to_string())
+}
+
+fn server_config(dir: &Path, roots: Arc<RootCertStore>) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let server = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(cfg)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&dir.join(SERVER_CERT))?, key(&dir.join(SERVER_KEY))?)
+        .map_err(cfg)?;
+    Ok(Arc::new(server))
+}
+
+fn client_config(dir: &Path, roots: Arc<RootCertStore>) -> Result<Arc<ClientConfig>, TlsError> {
+    let client = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(cfg)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(&dir.join(CLIENT_CERT))?, key(&dir.join(CLIENT_KEY))?)
+        .map_err(cfg)?;
+    Ok(Arc::new(client))
+}
+
 impl TlsDir {
     /// Loads `dir`: both pairs, as every FT host plays both sides (a backup listens; once
     /// live, it connects to the next backup).
     pub fn load(dir: &Path) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = |e: rustls::Error| TlsError::Config(e.to_string());
-        let mut roots = RootCertStore::empty();
-        for ca in certs(&dir.join(CA_CERT))? {
-            roots.add(ca).map_err(cfg)?;
-        }
-        let roots = Arc::new(roots);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(cfg)?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs(&dir.join(SERVER_CERT))?, key(&dir.join(SERVER_KEY))?)
-            .map_err(cfg)?;
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(cfg)?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs(&dir.join(CLIENT_CERT))?, key(&dir.join(CLIENT_KEY))?)
-            .map_err(cfg)?;
+        let roots = roots(dir)?;
         Ok(TlsDir {
-            server: Arc::new(server),
-            client: Arc::new(client),
+            server: Some(server_config(dir, roots.clone())?),
+            client: Some(client_config(dir, roots)?),
             path: dir.into(),
+        })
+    }
+
+    /// Loads only the CA and the server pair, for a service that only listens (the
+    /// arbiter): its directory needs no client certificate.
+    pub fn load_server(dir: &Path) -> Result<Self, TlsError> {
+        Ok(TlsDir {
+            server: Some(server_config(dir, roots(dir)?)?),
+            client: None,
+            path: dir.into(),
+        })
+    }
+
+    pub(crate) fn server(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server.clone().ok_or_else(|| {
+            TlsError::Config(format!(
+                "{}: no server certificate loaded",
+                self.path.display()
+            ))
+        })
+    }
+
+    pub(crate) fn client(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        self.client.clone().ok_or_else(|| {
+            TlsError::Config(format!(
+                "{}: no client certificate loaded",
+                self.path.display()
+            ))
         })
     }
 }

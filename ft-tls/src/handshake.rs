@@ -1,7 +1,7 @@
 //! The handshake on a blocking socket, bounded by a deadline: a peer that sends nothing, or
 //! trickles, or presents the wrong certificate, costs the caller at most HANDSHAKE_TIMEOUT.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ impl TlsDir {
         peer: &PeerName,
         timeout: Duration,
     ) -> Result<Session, TlsError> {
-        let conn = ClientConnection::new(self.client.clone(), peer.server_name())
+        let conn = ClientConnection::new(self.client()?, peer.server_name())
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Session::finish(Connection::Client(conn), tcp, timeout)
     }
@@ -40,8 +40,8 @@ impl TlsDir {
         peer: &PeerName,
         timeout: Duration,
     ) -> Result<Session, TlsError> {
-        let conn = ServerConnection::new(self.server.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let conn =
+            ServerConnection::new(self.server()?).map_err(|e| TlsError::Config(e.to_string()))?;
         let session = Session::finish(Connection::Server(conn), tcp, timeout)?;
         peer.check(session.peer_certificate()?)?;
         Ok(session)
@@ -77,6 +77,15 @@ impl Session {
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
         Ok(Session { conn, tcp })
+    }
+
+    /// A client session as a blocking stream, for a simple request-and-reply client on one
+    /// thread (the arbiter's client in tests and tools); no relay thread.
+    pub fn into_client_stream(self) -> Result<impl Read + Write + Send, TlsError> {
+        match self.conn {
+            Connection::Client(c) => Ok(rustls::StreamOwned::new(c, self.tcp)),
+            Connection::Server(_) => Err(TlsError::Config("not a client session".into())),
+        }
     }
 
     fn peer_certificate(&self) -> Result<&CertificateDer<'static>, TlsError> {

@@ -11,17 +11,22 @@
 //!   gives the caller a plain byte stream (a Unix socket pair), so that code written for a
 //!   socket shared by a reader and a writer thread works unchanged (no kTLS on these
 //!   kernels; see docs/ARCHITECTURE.md).
+//! - [`NonBlocking`]: a session on a non-blocking socket, for poll loops (the arbiter's
+//!   server, the VMM's arbiter client on its event loop).
 //! - [`ca`]: a throwaway CA and node certificates (rcgen), for the tests and the demo.
 
 pub mod ca;
 mod dir;
 mod error;
 mod handshake;
+mod nonblocking;
 mod peer;
 mod relay;
 
 pub use dir::TlsDir;
 pub use error::TlsError;
 pub use handshake::{Session, HANDSHAKE_TIMEOUT};
+pub use nonblocking::NonBlocking;
 pub use peer::PeerName;
 pub use relay::RelayHook;
+pub use rustls::pki_types::CertificateDer;

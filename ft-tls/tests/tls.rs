@@ -306,3 +306,78 @@ fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
     assert!(got == data, "bytes changed in transit");
     drop((s, server_tcp));
 }
+
+fn poll_one(fd: i32, (rd, wr): (bool, bool)) {
+    let mut events = 0;
+    if rd {
+        events |= libc::POLLIN;
+    }
+    if wr {
+        events |= libc::POLLOUT;
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 100) };
+}
+
+/// Both sides non-blocking, each on its own poll loop: a request line and its answer cross,
+/// and the server sees the client's certificate.
+#[test]
+fn nonblocking_sessions_exchange_a_line() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let ca = ThrowawayCa::new("test CA").expect("ca");
+    let a = node(&ca, tmp.path(), "host-a", &[]);
+    let b = node(&ca, tmp.path(), "host-b", &[]);
+    let listener = TcpListener::bind((LO, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let srv = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().expect("accept");
+        let mut s = b.accept_nonblocking(tcp).expect("session");
+        let mut line = Vec::new();
+        let deadline = Instant::now() + T;
+        while !line.ends_with(b"\n") && Instant::now() < deadline {
+            poll_one(s.socket().as_raw_fd(), s.interest());
+            let mut buf = [0u8; 64];
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => line.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("server read: {e}"),
+            }
+        }
+        name("host-a")
+            .check(s.peer_certificate().expect("client certificate"))
+            .expect("the client is host-a");
+        s.write_all(b"granted\n").expect("answer");
+        while s.interest().1 {
+            poll_one(s.socket().as_raw_fd(), (false, true));
+            s.flush_tls().expect("flush");
+        }
+        line
+    });
+    let tcp = TcpStream::connect(addr).expect("connect");
+    let mut c = a
+        .connect_nonblocking(tcp, &name("host-b"))
+        .expect("session");
+    c.write_all(b"test-and-set\n").expect("request");
+    let mut reply = Vec::new();
+    let deadline = Instant::now() + T;
+    while !reply.ends_with(b"\n") && Instant::now() < deadline {
+        poll_one(c.socket().as_raw_fd(), c.interest());
+        c.flush_tls().expect("flush");
+        let mut buf = [0u8; 64];
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("client read: {e}"),
+        }
+    }
+    assert_eq!(srv.join().expect("server"), b"test-and-set\n");
+    assert_eq!(reply, b"granted\n");
+}

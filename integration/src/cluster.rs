@@ -75,7 +75,7 @@ impl Cluster {
         let lab = Lab::new(&HOSTS)?;
         let disk = lab.create_disk("disk.img")?;
         let storage = Storage::start(&lab, NbdServer::QemuNbd, &disk)?;
-        let arbiter = Arbiter::start(&lab)?;
+        let arbiter = Arbiter::start(&lab, tls)?;
         let mut c = Cluster {
             hosts: [None, None],
             arbiter,

@@ -589,23 +589,30 @@ pub struct Arbiter {
     pub proc: Proc,
     ns: String,
     dir: PathBuf,
+    /// `--tls-dir` (certificates of `test_ca()` for STORAGE_IP), or None: `--insecure`.
+    tls: Option<PathBuf>,
 }
 
 pub const ARBITER_PORT: u16 = 7700;
 
 impl Arbiter {
-    pub fn start(lab: &Lab) -> Result<Self, StackError> {
+    /// `tls`: mutual TLS, as the pair's VMMs use it with `--ft-tls-dir`.
+    pub fn start(lab: &Lab, tls: bool) -> Result<Self, StackError> {
         let dir = lab.dir.path().to_path_buf();
         std::fs::create_dir_all(dir.join("arbiter-state"))?;
         let ns = lab.topo.ns("storage");
+        let tls = match tls {
+            true => Some(write_tls_dir(&dir, "arbiter", STORAGE_IP)?),
+            false => None,
+        };
         // A fresh lab: `--init` creates the state file (a missing one is refused otherwise).
-        let proc = Self::spawn(&dir, &ns, true)?;
-        let mut a = Arbiter { proc, ns, dir };
+        let proc = Self::spawn(&dir, &ns, true, tls.as_deref())?;
+        let mut a = Arbiter { proc, ns, dir, tls };
         a.wait_listening()?;
         Ok(a)
     }
 
-    fn spawn(dir: &Path, ns: &str, init: bool) -> Result<Proc, StackError> {
+    fn spawn(dir: &Path, ns: &str, init: bool, tls: Option<&Path>) -> Result<Proc, StackError> {
         let mut argv = vec![
             bin("arbiter"),
             "serve".into(),
@@ -616,6 +623,10 @@ impl Arbiter {
         ];
         if init {
             argv.push("--init".into());
+        }
+        match tls {
+            Some(d) => argv.extend(["--tls-dir".into(), d.display().to_string()]),
+            None => argv.push("--insecure".into()),
         }
         Ok(Proc::spawn("arbiter", dir, Some(ns), &argv)?)
     }
@@ -640,7 +651,7 @@ impl Arbiter {
     /// before must still stand).
     pub fn restart(&mut self) -> Result<(), StackError> {
         self.proc.kill();
-        self.proc = Self::spawn(&self.dir, &self.ns, false)?;
+        self.proc = Self::spawn(&self.dir, &self.ns, false, self.tls.as_deref())?;
         self.wait_listening()
     }
 

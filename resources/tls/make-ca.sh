@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Makes a CA with openssl and, for each NAME[:IP], a directory OUT/NAME in the layout that
-# `vmm --ft-tls-dir` reads (QEMU's tls-creds-x509 names): ca-cert.pem, server-cert.pem,
+# `vmm --ft-tls-dir` and `arbiter serve --tls-dir` read (QEMU's tls-creds-x509 names): ca-cert.pem, server-cert.pem,
 # server-key.pem, client-cert.pem, client-key.pem. The certificates carry NAME as a DNS name
 # and IP (if given) as an IP address: what a peer checks (--ft-peer-name NAME, or by address).
 #
-#   resources/tls/make-ca.sh /etc/ft-tls host-a:10.78.0.4 host-b:10.78.0.5
+#   resources/tls/make-ca.sh /etc/ft-tls host-a:10.78.0.4 host-b:10.78.0.5 arbiter:10.77.0.3
 #
 # With a CA of your own, skip the first step and sign with it instead. Keep OUT/ca-key.pem
 # off the hosts: only each host's own directory goes to that host.

@@ -72,6 +72,9 @@ pub struct FailoverConfig {
     pub join_pause: std::time::Duration,
     /// `--ft-tls-dir`/`--ft-peer-name`, or `--ft-insecure`: how the logging channel is secured.
     pub security: crate::ft::link::LinkSecurity,
+    /// `--arbiter-name`: the name the arbiter's certificate must carry (with TLS; None:
+    /// the host part of `arbiter`).
+    pub arbiter_name: Option<ft_tls::PeerName>,
 }
 
 /// Default failure-detection timeout: six heartbeat periods (ft::channel::HEARTBEAT).
@@ -89,6 +92,7 @@ impl Default for FailoverConfig {
             timeout: std::time::Duration::from_millis(DEFAULT_FT_TIMEOUT_MS),
             join_pause: std::time::Duration::from_millis(DEFAULT_JOIN_PAUSE_MS),
             security: crate::ft::link::LinkSecurity::Insecure,
+            arbiter_name: None,
         }
     }
 }

@@ -104,7 +104,13 @@ struct Cli {
     /// FT: the name the peer's certificate must carry (default: the peer's IP address).
     #[arg(long, value_name = "NAME", requires = "ft_tls_dir")]
     ft_peer_name: Option<String>,
-    /// FT: run the logging channel in clear TCP, unauthenticated (for tests and benchmarks).
+    /// FT: the name the arbiter's certificate must carry (default: the host of --arbiter).
+    /// With --ft-tls-dir the arbiter is asked over mutual TLS, and grants a flag only to a
+    /// name in this VMM's client certificate: --node must be one of them.
+    #[arg(long, value_name = "NAME", requires = "ft_tls_dir")]
+    arbiter_name: Option<String>,
+    /// FT: run the logging channel and the arbiter's exchange in clear TCP, unauthenticated
+    /// (for tests and benchmarks; the arbiter must then be started with --insecure).
     #[arg(long, requires = "ft")]
     ft_insecure: bool,
 }
@@ -121,11 +127,11 @@ fn link_security(
     }
     let Some(dir) = tls_dir else {
         if insecure {
-            log::warn!("ft: --ft-insecure: the logging channel is clear TCP; anyone who reaches it can read the guest's memory and feed the backup");
+            log::warn!("ft: --ft-insecure: the logging channel is clear TCP; anyone who reaches it can read the guest's memory and feed the backup; the arbiter is asked in clear TCP too");
             return Ok(LinkSecurity::Insecure);
         }
         return Err(
-            "FT mode needs --ft-tls-dir DIR (mutual TLS on the logging channel) or --ft-insecure"
+            "FT mode needs --ft-tls-dir DIR (mutual TLS on the logging channel and to the arbiter) or --ft-insecure"
                 .into(),
         );
     };
@@ -194,8 +200,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let arbiter_name = match cli.arbiter_name.as_deref().map(PeerName::parse) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(e)) => {
+            eprintln!("vmm: error: --arbiter-name: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failover = FailoverConfig {
         security,
+        arbiter_name,
         arbiter: cli.arbiter,
         vm_id: cli.vm_id,
         timeout: std::time::Duration::from_millis(cli.ft_timeout_ms),

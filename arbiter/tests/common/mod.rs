@@ -24,17 +24,22 @@ pub struct Arbiter {
 }
 
 impl Arbiter {
-    /// First start on an empty DIR: `serve --init`.
+    /// First start on an empty DIR: `serve --init --insecure`.
     pub fn init(state: &Path) -> Arbiter {
-        Self::spawn(state, true)
+        Self::spawn(state, true, None)
     }
 
-    /// A start on DIR that holds a state file (a restart).
+    /// A start on DIR that holds a state file (a restart), in clear TCP.
     pub fn start(state: &Path) -> Arbiter {
-        Self::spawn(state, false)
+        Self::spawn(state, false, None)
     }
 
-    fn spawn(state: &Path, init: bool) -> Arbiter {
+    /// First start on an empty DIR, with mutual TLS: `serve --init --tls-dir TLS`.
+    pub fn init_tls(state: &Path, tls: &Path) -> Arbiter {
+        Self::spawn(state, true, Some(tls))
+    }
+
+    fn spawn(state: &Path, init: bool, tls: Option<&Path>) -> Arbiter {
         // Beside DIR (in the test's temporary directory, see `state_dir`), not in it: the
         // tests look at what is in DIR.
         let log_path = state.with_extension("log");
@@ -49,6 +54,10 @@ impl Arbiter {
         if init {
             cmd.arg("--init");
         }
+        match tls {
+            Some(dir) => cmd.arg("--tls-dir").arg(dir),
+            None => cmd.arg("--insecure"),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -3,19 +3,27 @@
 //! `ATTEMPT_TIMEOUT`, retried every `RETRY` until the arbiter answers with a decision. An
 //! error reply (an epoch ahead of its clock, its storage failing) grants nothing either: it is
 //! retried like an unreachable arbiter. Neither side goes live meanwhile.
+//!
+//! With `--ft-tls-dir` the exchange runs in mutual TLS (the same directory's client
+//! certificate; the arbiter's must name `--arbiter-name`, else the host of `--arbiter`), and
+//! the arbiter grants the flag only to the name that certificate carries, so `--node` must
+//! be one of them.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arbiter::client::{parse_decision, test_and_set_line, ClientError};
 use arbiter::protocol::MAX_LINE;
+use arbiter::transport::Transport;
 use event_manager::{EventOps, Events, MutEventSubscriber};
+use ft_tls::{PeerName, TlsDir};
 use vmm_sys_util::epoll::EventSet;
 
 use super::failover::Verdict;
+use super::link::LinkSecurity;
 use crate::config::FailoverConfig;
 use crate::event_loop::{Connecting, EventLoopError, Registrar, Registration, Timer};
 use crate::inbox::{DeviceEvent, Inbox};
@@ -37,8 +45,15 @@ pub fn start(
 ) -> Result<(), EventLoopError> {
     let timer = Timer::periodic(RETRY)?;
     let (vm, node) = (cfg.vm_id.clone(), cfg.node.clone());
+    let tls = match &cfg.security {
+        LinkSecurity::Insecure => None,
+        LinkSecurity::Tls { dir, .. } => {
+            Some((dir.clone(), arbiter_name(cfg.arbiter_name.as_ref(), &addr)))
+        }
+    };
     events.add(move |registration| Ask {
         timer,
+        tls,
         addr,
         vm,
         node,
@@ -53,8 +68,22 @@ pub fn start(
     })
 }
 
+/// Whom the arbiter's certificate must name: `--arbiter-name`, else the host part of
+/// `--arbiter` (an IP address or a DNS name, as a browser checks the host it dialled).
+fn arbiter_name(configured: Option<&PeerName>, addr: &str) -> PeerName {
+    if let Some(name) = configured {
+        return name.clone();
+    }
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    // An unparsable host cannot be dialled either; the name then matches no certificate.
+    PeerName::parse(host).unwrap_or_else(|_| PeerName::ip([0, 0, 0, 0].into()))
+}
+
 struct Ask {
     timer: Timer,
+    /// `--ft-tls-dir` and the arbiter's name, or None for clear TCP (`--ft-insecure`).
+    tls: Option<(TlsDir, PeerName)>,
     addr: String,
     vm: String,
     node: String,
@@ -76,18 +105,37 @@ struct Exchange {
 
 enum Phase {
     Connecting(Connecting),
-    /// The request is sent; the reply line is being read.
+    /// The request is sent (over TLS: handed to the session, which sends it once the
+    /// handshake is over); the reply line is being read.
     Reading {
-        stream: TcpStream,
+        stream: Transport,
         reply: Vec<u8>,
+        /// Whether the loop watches the socket for POLLOUT too (TLS records wait).
+        out: bool,
     },
+}
+
+/// Watches `stream` for what it waits for now: TLS records to send need EPOLLOUT.
+fn watch(ops: &mut EventOps, stream: &Transport, out: &mut bool) -> std::io::Result<()> {
+    let want = stream.wants_write();
+    if want != *out {
+        let set = if want {
+            EventSet::IN | EventSet::OUT
+        } else {
+            EventSet::IN
+        };
+        ops.modify(Events::new_raw(stream.fd(), set))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        *out = want;
+    }
+    Ok(())
 }
 
 impl Phase {
     fn fd(&self) -> i32 {
         match self {
             Phase::Connecting(c) => c.as_raw_fd(),
-            Phase::Reading { stream, .. } => stream.as_raw_fd(),
+            Phase::Reading { stream, .. } => stream.fd(),
         }
     }
 }
@@ -153,32 +201,46 @@ impl Ask {
                 };
                 // From here on the socket is not watched until it is added again.
                 let _ = ops.remove(Events::empty(&attempt));
-                let mut stream = attempt.into_nonblocking_stream()?;
-                // A fresh connection's send buffer takes one short line whole.
+                let tcp = attempt.into_nonblocking_stream()?;
+                let tls = self.tls.as_ref().map(|(dir, name)| (dir, name));
+                let mut stream = Transport::client(tcp, tls)?;
+                // A fresh connection's send buffer (or a new session's) takes one short
+                // line whole.
                 let request = format!("{}\n", test_and_set_line(&self.vm, self.epoch, &self.node)?);
                 if stream.write(request.as_bytes())? != request.len() {
                     return Err(
                         std::io::Error::new(ErrorKind::WriteZero, "request cut short").into(),
                     );
                 }
-                ops.add(Events::new(&stream, EventSet::IN))
+                let out = stream.wants_write();
+                let set = if out {
+                    EventSet::IN | EventSet::OUT
+                } else {
+                    EventSet::IN
+                };
+                ops.add(Events::new_raw(stream.fd(), set))
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 self.exchange = Some(Exchange {
                     phase: Phase::Reading {
                         stream,
                         reply: Vec::new(),
+                        out,
                     },
                     started,
                 });
                 Ok(None)
             }
-            Phase::Reading { stream, reply } => {
+            Phase::Reading { stream, reply, out } => {
+                stream.flush()?;
                 let mut buf = [0u8; 1024];
                 while !reply.contains(&b'\n') {
                     match stream.read(&mut buf) {
                         Ok(0) => return Err(ClientError::Closed.into()),
                         Ok(n) => reply.extend_from_slice(&buf[..n]),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            watch(ops, stream, out)?;
+                            return Ok(None);
+                        }
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -215,6 +277,10 @@ impl Ask {
         if self.attempts.is_multiple_of(10) {
             let what = match e {
                 AttemptError::Client(ClientError::Refused(_)) => "answers with an error",
+                // A certificate from another CA, or one without the arbiter's name.
+                AttemptError::Io(e) if e.kind() == ErrorKind::InvalidData => {
+                    "fails the TLS handshake"
+                }
                 _ => "unreachable",
             };
             log::error!(
@@ -276,5 +342,21 @@ impl MutEventSubscriber for Ask {
         if let Err(e) = self.begin(ops) {
             self.failed(ops, &e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arbiter_name_defaults_to_the_host_dialled() {
+        let ip = |s: &str| PeerName::ip(s.parse().unwrap());
+        assert_eq!(arbiter_name(None, "10.77.0.3:7700"), ip("10.77.0.3"));
+        assert_eq!(arbiter_name(None, "[::1]:7700"), ip("::1"));
+        let dns = PeerName::parse("arbiter.example").unwrap();
+        assert_eq!(arbiter_name(None, "arbiter.example:7700"), dns);
+        // --arbiter-name wins over the address.
+        assert_eq!(arbiter_name(Some(&dns), "10.77.0.3:7700"), dns);
     }
 }
