@@ -10,9 +10,12 @@
 //! the local side is read only once rustls has sent everything it holds. A half-close
 //! travels as one: local EOF becomes close_notify, close_notify becomes local EOF (once
 //! what came before it is delivered). The peer's TCP EOF without close_notify also becomes
-//! local EOF after what came before it (all of it authenticated). A reset, or any other
-//! error, ends both at once, and plaintext not yet delivered is dropped (never acknowledged
-//! by the local side, so nothing the peer released depends on it).
+//! local EOF after what came before it (all of it authenticated), and so does a reset (a
+//! process that dies with unread bytes in its socket resets it): nothing more goes to the
+//! peer, and the relay ends once the local side has what was received. Any other error
+//! (a bad record, a failed write to the local side) ends both at once, and plaintext not
+//! yet delivered is dropped (never acknowledged by the local side, so nothing the peer
+//! released depends on it).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
@@ -49,6 +52,7 @@ impl Session {
                     to_app: Vec::new(),
                     app_eof: false,
                     peer_eof: false,
+                    peer_reset: false,
                 };
                 if let Err(e) = relay.run() {
                     log::debug!("tls relay: {e}");
@@ -70,6 +74,9 @@ struct Relay {
     app_eof: bool,
     /// The peer will send no more (local EOF given once `to_app` is empty).
     peer_eof: bool,
+    /// The TCP connection was reset: nothing can be sent, and the socket is not polled
+    /// (poll would report POLLERR on it at once, for ever).
+    peer_reset: bool,
 }
 
 fn would_block(e: &std::io::Error) -> bool {
@@ -81,6 +88,9 @@ impl Relay {
         let mut chunk = vec![0u8; CHUNK];
         loop {
             if self.app_eof && self.peer_eof && self.to_app.is_empty() && !self.conn.wants_write() {
+                return Ok(());
+            }
+            if self.peer_reset && self.to_app.is_empty() {
                 return Ok(());
             }
             self.wait()?;
@@ -101,7 +111,7 @@ impl Relay {
             tcp |= libc::POLLOUT;
         }
         let mut app = 0;
-        if !self.app_eof && !self.conn.wants_write() {
+        if !self.app_eof && !self.conn.wants_write() && !self.peer_reset {
             app |= libc::POLLIN;
         }
         if !self.to_app.is_empty() {
@@ -109,7 +119,12 @@ impl Relay {
         }
         let mut fds = [
             libc::pollfd {
-                fd: self.tcp.as_raw_fd(),
+                // A negative fd is skipped by poll(2).
+                fd: if self.peer_reset {
+                    -1
+                } else {
+                    self.tcp.as_raw_fd()
+                },
                 events: tcp,
                 revents: 0,
             },
@@ -131,7 +146,7 @@ impl Relay {
     }
 
     fn read_app(&mut self, chunk: &mut [u8]) -> std::io::Result<()> {
-        if self.app_eof || self.conn.wants_write() {
+        if self.app_eof || self.conn.wants_write() || self.peer_reset {
             return Ok(());
         }
         match self.app.read(chunk) {
@@ -148,10 +163,17 @@ impl Relay {
     }
 
     fn send_peer(&mut self) -> std::io::Result<()> {
-        while self.conn.wants_write() {
+        while self.conn.wants_write() && !self.peer_reset {
             match self.conn.write_tls(&mut self.tcp) {
                 Ok(_) => {}
                 Err(e) if would_block(&e) => break,
+                // Seen on a write first: what the socket still holds is read next
+                // (`read_peer` runs until its EOF or reset), then the relay ends.
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe) =>
+                {
+                    self.peer_reset = true;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -171,6 +193,12 @@ impl Relay {
                         .map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))?;
                 }
                 Err(e) if would_block(&e) => break,
+                // What came before the reset was authenticated record by record.
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+                    self.peer_eof = true;
+                    self.peer_reset = true;
+                    break;
+                }
                 Err(e) => return Err(e),
             }
             let mut reader = self.conn.reader();

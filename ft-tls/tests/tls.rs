@@ -248,23 +248,44 @@ fn directories_made_with_openssl_work() {
     assert_eq!(&buf, b"ping");
 }
 
-/// A peer whose TCP connection ends without close_notify (its process died): what it sent
-/// before, authenticated record by record, still reaches the local side, then EOF.
-#[test]
-fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
+/// How the proxy ends the client's side of the connection.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// A FIN: the peer's process exited without close_notify.
+    Fin,
+    /// A reset (SO_LINGER 0): the peer's process died with unread bytes in its socket.
+    Reset,
+}
+
+/// The client's side of `server` ends by `cut` after 100000 bytes the server sent, with
+/// the server's relay still open (so no close_notify was ever sent): what the server sent,
+/// authenticated record by record, still reaches the client, then EOF.
+fn data_before_a_cut_is_delivered(how: Cut) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let (_tmp, a, b, listener, proxy) = proxied_pair();
     let (server_addr, proxy_addr) = (listener.local_addr().unwrap(), proxy.local_addr().unwrap());
-    // client <- proxy <- server; the proxy cuts the client's side (FIN) when told, with the
-    // server's relay still open (so no close_notify was ever sent).
+    // client <- proxy <- server; the proxy cuts the client's side when told.
     let cut = Arc::new(AtomicBool::new(false));
     let cut2 = cut.clone();
     let fwd = std::thread::spawn(move || {
         let (mut client, _) = proxy.accept().expect("accept");
         let mut server = TcpStream::connect(server_addr).expect("connect");
         let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        std::thread::spawn(move || std::io::copy(&mut up_from, &mut up_to));
+        let cut3 = cut2.clone();
+        let up = std::thread::spawn(move || {
+            up_from
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            let mut buf = [0u8; 16 << 10];
+            while !cut3.load(Ordering::SeqCst) {
+                match up_from.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => up_to.write_all(&buf[..n]).expect("forward up"),
+                    Err(_) => {}
+                }
+            }
+        });
         server
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
@@ -277,7 +298,29 @@ fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
                 Err(_) => {}
             }
         }
-        client.shutdown(std::net::Shutdown::Write).expect("FIN");
+        up.join().expect("upstream copy");
+        match how {
+            Cut::Fin => client.shutdown(std::net::Shutdown::Write).expect("FIN"),
+            Cut::Reset => {
+                let linger = libc::linger {
+                    l_onoff: 1,
+                    l_linger: 0,
+                };
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid socket and a linger struct of the size given.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        client.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        (&linger as *const libc::linger).cast(),
+                        std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "SO_LINGER");
+                drop(client); // the last descriptor: closing it sends RST
+            }
+        }
         server // kept open until the test ends: the server never closes cleanly
     });
     let srv = std::thread::spawn(move || {
@@ -293,8 +336,8 @@ fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
         .expect("relay");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
     s.write_all(&data).expect("write");
-    // Everything reaches the client's socket, then the FIN, before its relay starts: the
-    // relay reads the data and the EOF in one go.
+    // Everything reaches the client's socket, then the cut, before its relay starts: the
+    // relay reads the data and the cut in one go.
     std::thread::sleep(Duration::from_millis(500));
     cut.store(true, Ordering::SeqCst);
     let server_tcp = fwd.join().expect("proxy");
@@ -305,6 +348,16 @@ fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
     assert_eq!(got.len(), data.len(), "bytes delivered before the EOF");
     assert!(got == data, "bytes changed in transit");
     drop((s, server_tcp));
+}
+
+#[test]
+fn data_before_a_tcp_eof_without_close_notify_is_delivered() {
+    data_before_a_cut_is_delivered(Cut::Fin);
+}
+
+#[test]
+fn data_before_a_tcp_reset_is_delivered() {
+    data_before_a_cut_is_delivered(Cut::Reset);
 }
 
 fn poll_one(fd: i32, (rd, wr): (bool, bool)) {

@@ -141,9 +141,17 @@ impl LinkSecurity {
         match self {
             LinkSecurity::Insecure => Ok(LinkStream::Tcp(tcp)),
             LinkSecurity::Tls { dir, peer_name } => {
-                let ip = expected_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+                let expected = match (peer_name, expected_ip) {
+                    (Some(name), _) => name.clone(),
+                    (None, Some(ip)) => PeerName::ip(ip),
+                    // main refuses this configuration at startup; never accept just anyone.
+                    (None, None) => return Err(TlsError::Config(
+                        "no --ft-peer-name and no --peer: whose certificate to accept is not known"
+                            .into(),
+                    )),
+                };
                 tcp.set_nodelay(true)?;
-                let session = dir.accept(tcp, &Self::expected(peer_name, ip), HANDSHAKE_TIMEOUT)?;
+                let session = dir.accept(tcp, &expected, HANDSHAKE_TIMEOUT)?;
                 Ok(LinkStream::Tls(
                     session.relay("ft-tls-relay", relay_hook())?,
                 ))
