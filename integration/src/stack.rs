@@ -428,6 +428,22 @@ impl Host {
         dir.join(format!("{role}-api.sock"))
     }
 
+    /// This host's vmm control socket (`--api-sock`), e.g. for `ftctl`.
+    pub fn api_sock(&self) -> PathBuf {
+        Self::api_socket(&self.dir, &self.role)
+    }
+
+    /// `ftctl --api-sock <this vmm's> ARGS`: (exit status, stdout, stderr).
+    pub fn ftctl(&self, args: &[&str]) -> Result<(bool, String, String), StackError> {
+        let out = Command::new(bin("ftctl"))
+            .arg("--api-sock")
+            .arg(self.api_sock())
+            .args(args)
+            .output()?;
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
+    }
+
     /// A control-socket connection to this host's vmm.
     pub fn api(&self) -> Result<crate::api::ApiClient, StackError> {
         crate::api::ApiClient::connect(&Self::api_socket(&self.dir, &self.role))

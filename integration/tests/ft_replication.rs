@@ -40,7 +40,46 @@ fn workload(lab: &Lab, duration: Duration) {
 fn backup_is_an_exact_replica_after_a_workload() {
     let mut c = Cluster::start(None, "", true).expect("cluster");
     workload(&c.lab, soak_seconds(60));
+    ftctl_shows_the_pair(&mut c);
     c.assert_replica();
+}
+
+/// The operator's view of a protected pair through `ftctl`: each side's role, the
+/// primary's backup and log figures, the backup's view of the log, and `watch` lines.
+fn ftctl_shows_the_pair(c: &mut Cluster) {
+    let (ok, table, err) = c.primary_host().ftctl(&["status"]).expect("ftctl");
+    assert!(ok, "ftctl status on the primary: {err}");
+    for want in [
+        "role         primary",
+        "protected    yes",
+        "link         tls",
+        "backup at",
+        "ack lag",
+    ] {
+        assert!(table.contains(want), "no {want:?} in:\n{table}");
+    }
+    let (ok, json, err) = c
+        .primary_host()
+        .ftctl(&["status", "--json"])
+        .expect("ftctl");
+    assert!(ok, "{err}");
+    let status: vmm_api::Status = serde_json::from_str(&json).expect("a typed status");
+    assert!(status.ft.ft_records.unwrap_or(0) > 0, "{status:?}");
+    let backup = c.backup_host().expect("a backup");
+    let (ok, table, err) = backup.ftctl(&["status"]).expect("ftctl");
+    assert!(ok, "ftctl status on the backup: {err}");
+    assert!(
+        table.contains("role         backup") && table.contains("primary at"),
+        "{table}"
+    );
+    let (ok, watch, err) = c
+        .primary_host()
+        .ftctl(&["watch", "--interval", "0.3", "--count", "3"])
+        .expect("ftctl");
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = watch.lines().collect();
+    assert_eq!(lines.len(), 4, "{watch}");
+    assert!(lines[1..].iter().all(|l| l.contains("primary")), "{watch}");
 }
 
 #[test]

@@ -19,30 +19,13 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::inbox::{DeviceEvent, Inbox};
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
-pub enum ApiRequest {
-    Status,
-    Pause {
-        #[serde(default)]
-        landmark: Option<u64>,
-    },
-    Resume,
-    Digest,
-    /// Paused only: write a snapshot file of the VM to `path` (absolute, must not exist).
-    Snapshot {
-        path: PathBuf,
-    },
-    /// FT primary without a backup: look for one at `peer` (HOST:PORT) from now on.
-    Protect {
-        peer: std::net::SocketAddr,
-    },
-}
+/// The requests, and the typed replies the vCPU thread builds, are `vmm_api`'s: the same
+/// types `ftctl` and the tests use.
+pub use vmm_api::{Request as ApiRequest, MAX_LINE};
 
 /// A request on its way to the vCPU thread, with the channel for its reply.
 #[derive(Debug)]
@@ -70,13 +53,21 @@ pub fn error_reply(msg: impl std::fmt::Display) -> Value {
     json!({"ok": false, "error": msg.to_string()})
 }
 
+/// `{"ok":true,...}` with the fields of `body` (a typed reply of `vmm_api`).
+pub fn ok_reply(body: &impl serde::Serialize) -> Value {
+    match serde_json::to_value(body) {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("ok".into(), Value::Bool(true));
+            Value::Object(fields)
+        }
+        _ => error_reply("internal error: a reply that is not a JSON object"),
+    }
+}
+
 /// Parses one request line; the error is the reply to send.
 pub fn parse_request(line: &str) -> Result<ApiRequest, Value> {
     serde_json::from_str(line).map_err(|e| error_reply(format!("bad request: {e}")))
 }
-
-/// Longest request line accepted: a client cannot make the VMM buffer more than this.
-pub const MAX_LINE: usize = 4096;
 
 /// One request line read from a client.
 #[derive(Debug, PartialEq, Eq)]

@@ -72,7 +72,9 @@ fn main() {
         t0,
         "client: INCR demo:counter in a loop on one TCP connection (every reply recorded) + redis-benchmark -c 8",
     );
-    std::thread::sleep(Duration::from_secs(4));
+    show_ftctl(c.primary_host(), &["watch", "--count", "3"], "host-a");
+    show_ftctl(c.primary_host(), &["status"], "host-a");
+    std::thread::sleep(Duration::from_secs(1));
 
     let killed = w0.elapsed().as_secs_f64();
     let dead = c.power_off_primary().expect("power off host-a");
@@ -94,6 +96,7 @@ fn main() {
         println!("{l}");
     }
     drop(dead);
+    show_ftctl(c.primary_host(), &["status"], "host-b");
     std::thread::sleep(Duration::from_secs(3));
 
     c.power_on(0).expect("host-a links up");
@@ -187,5 +190,19 @@ fn main() {
     step(t0, "stopped; namespaces and processes removed");
     if !ok {
         std::process::exit(1);
+    }
+}
+
+/// Prints what `ftctl ARGS` says about `host`'s vmm, indented, as an operator would see it.
+fn show_ftctl(host: &integration::stack::Host, args: &[&str], name: &str) {
+    println!("  $ ftctl --api-sock {name}-api.sock {}", args.join(" "));
+    match host.ftctl(args) {
+        Ok((true, out, _)) => {
+            for l in out.lines() {
+                println!("    {l}");
+            }
+        }
+        Ok((false, _, err)) => println!("    {}", err.trim_end()),
+        Err(e) => println!("    cannot run ftctl: {e}"),
     }
 }

@@ -1,93 +1,73 @@
-//! The FT part of the control socket's `status` reply.
+//! The FT part of the control socket's `status` reply (`vmm_api::FtStatus`).
 
 use std::sync::atomic::Ordering;
 
-use serde_json::{json, Map, Value};
+use vmm_api::{FtStatus, JoinProgress, Role};
 
 use super::engine::Engine;
 use crate::sync::lock;
 
 impl Engine {
-    /// Adds the role, the epoch and, on a primary, the replication and join figures.
-    pub fn status(&self, obj: &mut Map<String, Value>) {
-        let (role, epoch, security) = match self {
-            Engine::Plain(_) => ("off", None, None),
-            Engine::Recorder(r) => (
-                "primary",
-                Some(r.sink.epoch),
-                Some(&r.sink.failover.security),
-            ),
-            Engine::Replayer(b) => ("backup", Some(b.epoch), Some(&b.plan.failover.security)),
+    /// The role, the epoch and, on a backup, its view of the log; on a primary, the
+    /// replication and join figures.
+    pub fn ft_status(&self) -> FtStatus {
+        let mut s = FtStatus::off();
+        let security = match self {
+            Engine::Plain(_) => return s,
+            Engine::Recorder(r) => {
+                s.ft_role = Role::Primary;
+                s.ft_epoch = Some(r.sink.epoch);
+                &r.sink.failover.security
+            }
+            Engine::Replayer(b) => {
+                s.ft_role = Role::Backup;
+                s.ft_epoch = Some(b.epoch);
+                &b.plan.failover.security
+            }
         };
-        obj.insert("ft_role".into(), json!(role));
-        obj.insert("ft_epoch".into(), json!(epoch));
         // "tls" (mutual TLS 1.3) or "insecure" (--ft-insecure: clear TCP).
-        if let Some(s) = security {
-            obj.insert(
-                "ft_link".into(),
-                json!(if s.is_tls() { "tls" } else { "insecure" }),
-            );
-        }
+        let link = if security.is_tls() { "tls" } else { "insecure" };
+        s.ft_link = Some(link.into());
         if let Engine::Replayer(b) = self {
             // The backup's view of the log: how far the primary's entries go, how many
             // records arrived, and how many wait to be applied.
             let sh = b.shared();
-            obj.insert(
-                "ft_primary_landmark".into(),
-                json!(sh.newest_landmark.load(Ordering::SeqCst)),
-            );
-            obj.insert(
-                "ft_records".into(),
-                json!(sh.received.load(Ordering::SeqCst)),
-            );
-            obj.insert("ft_queued".into(), json!(lock(&sh.queue).len()));
+            s.ft_primary_landmark = Some(sh.newest_landmark.load(Ordering::SeqCst));
+            s.ft_records = Some(sh.received.load(Ordering::SeqCst));
+            s.ft_queued = Some(lock(&sh.queue).len() as u64);
         }
-        let Engine::Recorder(r) = self else { return };
+        let Engine::Recorder(r) = self else { return s };
         let p = &r.sink;
-        obj.insert("ft_protected".into(), json!(p.protected()));
-        if let Some(ms) = p.stats.join_pause {
-            obj.insert("ft_join_pause_ms".into(), json!(ms.as_secs_f64() * 1e3));
+        s.ft_protected = Some(p.protected());
+        if let Some(pause) = p.stats.join_pause {
+            s.ft_join_pause_ms = Some(pause.as_secs_f64() * 1e3);
             let total = p.stats.join_total.unwrap_or_default();
-            obj.insert("ft_join_total_ms".into(), json!(total.as_secs_f64() * 1e3));
-            obj.insert("ft_join_rounds".into(), json!(p.stats.join_rounds));
-            obj.insert(
-                "ft_join_first_round_ms".into(),
-                json!(p.stats.join_first_round_ms),
-            );
-            obj.insert("ft_join_bytes".into(), json!(p.stats.join_bytes));
-            obj.insert(
-                "ft_join_throttle_max_pct".into(),
-                json!(p.stats.join_throttle_max_pct),
-            );
+            s.ft_join_total_ms = Some(total.as_secs_f64() * 1e3);
+            s.ft_join_rounds = Some(p.stats.join_rounds);
+            s.ft_join_first_round_ms = Some(p.stats.join_first_round_ms);
+            s.ft_join_bytes = Some(p.stats.join_bytes);
+            s.ft_join_throttle_max_pct = Some(p.stats.join_throttle_max_pct);
         }
         if let Some(j) = &p.join {
             let g = &j.progress;
-            obj.insert(
-                "ft_join".into(),
-                json!({
-                    "round": g.round.load(Ordering::Relaxed),
-                    "throttle_pct": g.throttle_pct.load(Ordering::Relaxed),
-                    "remaining_bytes": g.remaining.load(Ordering::Relaxed),
-                    "elapsed_ms": j.started.elapsed().as_millis() as u64,
-                }),
-            );
+            s.ft_join = Some(JoinProgress {
+                round: g.round.load(Ordering::Relaxed),
+                throttle_pct: g.throttle_pct.load(Ordering::Relaxed),
+                remaining_bytes: g.remaining.load(Ordering::Relaxed),
+                elapsed_ms: u64::try_from(j.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
         }
         if let Some(link) = p.link() {
             let sh = &link.shared;
             let pct = |m: &std::sync::Mutex<crate::stats::Samples>, q| lock(m).percentile(q);
-            obj.insert("ft_records".into(), json!(sh.sent.load(Ordering::SeqCst)));
-            obj.insert(
-                "ft_bytes".into(),
-                json!(sh.bytes_sent.load(Ordering::Relaxed)),
-            );
-            obj.insert(
-                "ft_backup_landmark".into(),
-                json!(sh.backup_landmark.load(Ordering::Relaxed)),
-            );
-            obj.insert("ft_lag_us_p50".into(), json!(pct(&sh.lag, 50)));
-            obj.insert("ft_lag_us_p99".into(), json!(pct(&sh.lag, 99)));
-            obj.insert("ft_hold_us_p50".into(), json!(pct(&sh.hold, 50)));
-            obj.insert("ft_hold_us_p99".into(), json!(pct(&sh.hold, 99)));
+            s.ft_records = Some(sh.sent.load(Ordering::SeqCst));
+            s.ft_bytes = Some(sh.bytes_sent.load(Ordering::Relaxed));
+            s.ft_backup_landmark = Some(sh.backup_landmark.load(Ordering::Relaxed));
+            s.ft_lag_us_p50 = pct(&sh.lag, 50);
+            s.ft_lag_us_p99 = pct(&sh.lag, 99);
+            s.ft_hold_us_p50 = pct(&sh.hold, 50);
+            s.ft_hold_us_p99 = pct(&sh.hold, 99);
         }
+        s
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::vcpu::{State, Vcpu};
-use crate::api::{error_reply, ApiCall, ApiRequest};
+use crate::api::{error_reply, ok_reply, ApiCall, ApiRequest};
 use crate::inbox::DeviceEvent;
 use crate::persist::{hex, Persist};
 
@@ -39,27 +39,27 @@ impl Control {
 
 impl Vcpu {
     fn status(&self) -> Value {
-        let mut v = self.basic_status();
-        if let Some(obj) = v.as_object_mut() {
-            self.engine.status(obj);
-        }
-        v
-    }
-
-    fn basic_status(&self) -> Value {
         let stats = &self.machine.stats;
-        json!({
-            "ok": true,
-            "state": if self.control.paused { "paused" } else { "running" },
-            "landmark": self.engine.landmark(),
-            "pio_in": stats.pio_in,
-            "pio_out": stats.pio_out,
-            "mmio_read": stats.mmio_read,
-            "mmio_write": stats.mmio_write,
-            "hlt": stats.hlt,
-            "interrupts_injected": stats.interrupts_injected,
+        let pic = self.machine.devices.pic.save();
+        ok_reply(&vmm_api::Status {
+            state: match self.control.paused {
+                true => vmm_api::RunState::Paused,
+                false => vmm_api::RunState::Running,
+            },
+            landmark: self.engine.landmark(),
+            pio_in: stats.pio_in,
+            pio_out: stats.pio_out,
+            mmio_read: stats.mmio_read,
+            mmio_write: stats.mmio_write,
+            hlt: stats.hlt,
+            interrupts_injected: stats.interrupts_injected,
             // The 8259A pair (master, slave): requests, in service, masked.
-            "pic": self.machine.devices.pic.save().summary(),
+            pic: vmm_api::Pic {
+                irr: [pic.master.irr, pic.slave.irr],
+                isr: [pic.master.isr, pic.slave.isr],
+                imr: [pic.master.imr, pic.slave.imr],
+            },
+            ft: self.engine.ft_status(),
         })
     }
 
@@ -77,12 +77,11 @@ impl Vcpu {
         };
         let mut vcpu = Sha256::new();
         vcpu.update(format!("{regs:?}{sregs:?}").as_bytes());
-        json!({
-            "ok": true,
-            "landmark": self.engine.landmark(),
-            "rip": regs.rip,
-            "memory": hex(&memory),
-            "vcpu": hex(&vcpu.finalize()),
+        ok_reply(&vmm_api::Digest {
+            landmark: self.engine.landmark(),
+            rip: regs.rip,
+            memory: hex(&memory),
+            vcpu: hex(&vcpu.finalize()),
         })
     }
 
