@@ -30,8 +30,9 @@ pub struct Cluster {
     pub primary: usize,
     pub opts: FtOpts,
     extra_cmdline: String,
-    /// `PRIMARY_JOINED` lines in the primary's output when the last backup was started.
-    joins_before: usize,
+    /// Bytes of the primary's output when the last backup was started: its
+    /// `PRIMARY_JOINED` line for that backup comes after them.
+    primary_log_at_spawn: usize,
     pub lab: Lab,
 }
 
@@ -88,7 +89,7 @@ impl Cluster {
                 tls,
             },
             extra_cmdline: extra_cmdline.into(),
-            joins_before: 0,
+            primary_log_at_spawn: 0,
             lab,
         };
         if protected {
@@ -134,9 +135,9 @@ impl Cluster {
     pub fn spawn_backup_at(&mut self, port: u16) -> Result<(), crate::stack::StackError> {
         let i = self.backup_index();
         assert!(self.hosts[i].is_none(), "{} already runs a VM", HOSTS[i]);
-        self.joins_before = self.hosts[self.primary]
+        self.primary_log_at_spawn = self.hosts[self.primary]
             .as_ref()
-            .map_or(0, |p| p.vmm.output().matches(PRIMARY_JOINED).count());
+            .map_or(0, |p| p.vmm.output().len());
         let mode = FtMode::Backup {
             own_ip: ft_ip(i),
             port,
@@ -180,19 +181,13 @@ impl Cluster {
             ));
         };
         b.vmm.wait_for(JOINED, 0, timeout)?;
-        let before = self.joins_before;
-        let p = self.primary_host();
-        let said = crate::workload::wait_until(timeout.saturating_sub(start.elapsed()), || {
-            p.vmm.output().matches(PRIMARY_JOINED).count() > before
-        });
-        if said {
-            Ok(())
-        } else {
-            Err(crate::stack::StackError::Other(format!(
-                "the backup joined, but the primary never said so: {}",
-                p.vmm.output()
-            )))
-        }
+        let from = self.primary_log_at_spawn;
+        let left = timeout.saturating_sub(start.elapsed());
+        // Also fails at once if the primary exited meanwhile.
+        Ok(self
+            .primary_host()
+            .vmm
+            .wait_for(PRIMARY_JOINED, from, left)?)
     }
 
     /// Re-protection: a new backup on the free host, joined. Returns the time from start to
