@@ -94,18 +94,24 @@ impl Pool {
         while i < self.conns.len() {
             if self.conns[i].state == State::Closed {
                 let c = self.conns.swap_remove(i);
-                if let Some(why) = &c.refused {
-                    // The first of a period at once; the rest summed up in `report`.
-                    if self.refused == 0 {
-                        log::warn!("connection {}: TLS handshake refused: {why}", c.peer);
-                    }
-                    self.refused += 1;
-                    self.last_refusal = format!("{}: {why}", c.peer);
-                }
+                self.note_refusal(&c);
                 self.forget(&c);
             } else {
                 i += 1;
             }
+        }
+    }
+
+    /// Counts `c`'s refused TLS handshake, if it had one: the first of a period is logged
+    /// at once, the rest are summed up in `report`. For every closed connection, also one
+    /// that closed before it was admitted (its bad handshake came with the connect).
+    pub fn note_refusal(&mut self, c: &Conn) {
+        if let Some(why) = &c.refused {
+            if self.refused == 0 {
+                log::warn!("connection {}: TLS handshake refused: {why}", c.peer);
+            }
+            self.refused += 1;
+            self.last_refusal = format!("{}: {why}", c.peer);
         }
     }
 

@@ -143,7 +143,9 @@ fn accept_batch(
                     // already (request, reply, close) is dropped here, not kept until the
                     // next wake-up.
                     c.ready(POLLIN, answer);
-                    if c.state != State::Closed {
+                    if c.state == State::Closed {
+                        pool.note_refusal(&c);
+                    } else {
                         pool.admit(c);
                     }
                 }
