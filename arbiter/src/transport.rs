@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 
-use ft_tls::{CertificateDer, NonBlocking, PeerName, TlsDir};
+use ft_tls::{CertificateDer, NonBlocking, PeerName, TlsDir, TlsError};
 
 pub enum Transport {
     Plain(TcpStream),
@@ -41,29 +41,37 @@ impl Who<'_> {
 }
 
 impl Transport {
+    /// The server's side, on an accepted socket: clear TCP, or TLS with the server's
+    /// certificate from `tls`.
     pub fn new(tcp: TcpStream, tls: Option<&TlsDir>) -> io::Result<Self> {
-        tcp.set_nonblocking(true)?;
-        tcp.set_nodelay(true)?;
-        Ok(match tls {
-            None => Transport::Plain(tcp),
-            Some(dir) => Transport::Tls(Box::new(
-                dir.accept_nonblocking(tcp).map_err(io::Error::other)?,
-            )),
-        })
+        Self::over(tcp, tls.map(|dir| move |t| dir.accept_nonblocking(t)))
     }
 
     /// A client's side, on a connected socket: clear TCP, or TLS with this side's client
     /// certificate from `dir` and the server's certificate required to name `server`.
     pub fn client(tcp: TcpStream, tls: Option<(&TlsDir, &PeerName)>) -> io::Result<Self> {
-        tcp.set_nonblocking(true)?;
+        Self::over(
+            tcp,
+            tls.map(|(dir, server)| move |t| dir.connect_nonblocking(t, server)),
+        )
+    }
+
+    /// Non-blocking and without Nagle either way; `session` starts TLS on the socket
+    /// (`NonBlocking` makes it non-blocking itself).
+    fn over(
+        tcp: TcpStream,
+        session: Option<impl FnOnce(TcpStream) -> Result<NonBlocking, TlsError>>,
+    ) -> io::Result<Self> {
         tcp.set_nodelay(true)?;
-        Ok(match tls {
-            None => Transport::Plain(tcp),
-            Some((dir, server)) => Transport::Tls(Box::new(
-                dir.connect_nonblocking(tcp, server)
-                    .map_err(io::Error::other)?,
-            )),
-        })
+        match session {
+            None => {
+                tcp.set_nonblocking(true)?;
+                Ok(Transport::Plain(tcp))
+            }
+            Some(start) => Ok(Transport::Tls(Box::new(
+                start(tcp).map_err(io::Error::other)?,
+            ))),
+        }
     }
 
     pub fn fd(&self) -> RawFd {

@@ -22,12 +22,7 @@ impl TlsDir {
     pub fn accept_nonblocking(&self, tcp: TcpStream) -> Result<NonBlocking, TlsError> {
         let conn =
             ServerConnection::new(self.server()?).map_err(|e| TlsError::Config(e.to_string()))?;
-        tcp.set_nonblocking(true)?;
-        Ok(NonBlocking {
-            conn: Connection::Server(conn),
-            tcp,
-            eof: false,
-        })
+        NonBlocking::new(Connection::Server(conn), tcp)
     }
 
     /// The client side of a session on a connected, non-blocking socket.
@@ -38,12 +33,7 @@ impl TlsDir {
     ) -> Result<NonBlocking, TlsError> {
         let conn = ClientConnection::new(self.client()?, peer.server_name())
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        tcp.set_nonblocking(true)?;
-        Ok(NonBlocking {
-            conn: Connection::Client(conn),
-            tcp,
-            eof: false,
-        })
+        NonBlocking::new(Connection::Client(conn), tcp)
     }
 }
 
@@ -52,6 +42,15 @@ fn blocked(e: &std::io::Error) -> bool {
 }
 
 impl NonBlocking {
+    fn new(conn: Connection, tcp: TcpStream) -> Result<Self, TlsError> {
+        tcp.set_nonblocking(true)?;
+        Ok(NonBlocking {
+            conn,
+            tcp,
+            eof: false,
+        })
+    }
+
     pub fn socket(&self) -> &TcpStream {
         &self.tcp
     }

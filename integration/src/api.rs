@@ -1,11 +1,17 @@
 //! A client of the vmm's control socket (JSON lines; docs/PROTOCOL.md, "Control socket").
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct ApiClient(BufReader<UnixStream>);
+use vmm_api::{Client, ClientError};
+
+/// Longer than the vmm's own wait for its vCPU thread (120 s, vmm/src/api.rs), so that the
+/// vmm's answer, even "the vCPU did not answer", always arrives first.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// `vmm_api::Client`, connected with retries, taking raw request lines (tests also send
+/// malformed ones) and returning refusals as replies, not errors.
+pub struct ApiClient(Client);
 
 /// A reply, parsed, with accessors for the fields the tests use.
 #[derive(Clone, Debug)]
@@ -35,9 +41,11 @@ impl ApiClient {
     pub fn connect(path: &Path) -> std::io::Result<Self> {
         let start = Instant::now();
         loop {
-            match UnixStream::connect(path) {
-                Ok(s) => return Ok(ApiClient(BufReader::new(s))),
-                Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
+            match Client::connect(path, REPLY_TIMEOUT) {
+                Ok(c) => return Ok(ApiClient(c)),
+                Err(e) if start.elapsed() > Duration::from_secs(10) => {
+                    return Err(std::io::Error::other(e))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
@@ -45,12 +53,11 @@ impl ApiClient {
 
     pub fn call(&mut self, request: &str) -> std::io::Result<ApiReply> {
         self.0
-            .get_mut()
-            .write_all(format!("{request}\n").as_bytes())?;
-        let mut line = String::new();
-        self.0.read_line(&mut line)?;
-        serde_json::from_str(&line).map(ApiReply).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{e}: {line:?}"))
-        })
+            .call_line(request)
+            .map(ApiReply)
+            .map_err(|e| match e {
+                ClientError::Io(io) => io,
+                other => std::io::Error::other(other),
+            })
     }
 }

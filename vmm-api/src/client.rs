@@ -66,12 +66,23 @@ impl Client {
 
     /// Sends `request` and returns the reply, `ok: true` checked.
     pub fn call(&mut self, request: &Request) -> Result<Value, ClientError> {
+        let v = self.call_line(&request.to_line())?;
+        if v["ok"] != true {
+            let why = v["error"].as_str().unwrap_or("(no reason given)");
+            return Err(ClientError::Refused(why.to_string()));
+        }
+        Ok(v)
+    }
+
+    /// Sends one raw request line (a newline is added; tests also send malformed ones) and
+    /// returns the reply as JSON, `{"ok":false,...}` included.
+    pub fn call_line(&mut self, request: &str) -> Result<Value, ClientError> {
         let ms = self.timeout.as_millis();
         let timed_out = |e: std::io::Error| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => ClientError::Timeout(ms),
             _ => ClientError::Io(e),
         };
-        let line = format!("{}\n", request.to_line());
+        let line = format!("{request}\n");
         self.stream
             .get_mut()
             .write_all(line.as_bytes())
@@ -84,14 +95,9 @@ impl Client {
         if n == 0 {
             return Err(ClientError::Closed);
         }
-        let v: Value = serde_json::from_slice(&reply).map_err(|e| {
+        serde_json::from_slice(&reply).map_err(|e| {
             ClientError::BadReply(format!("{e}: {:?}", String::from_utf8_lossy(&reply)))
-        })?;
-        if v["ok"] != true {
-            let why = v["error"].as_str().unwrap_or("(no reason given)");
-            return Err(ClientError::Refused(why.to_string()));
-        }
-        Ok(v)
+        })
     }
 
     /// `call`, with the reply read as `T`.

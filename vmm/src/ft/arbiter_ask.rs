@@ -115,16 +115,20 @@ enum Phase {
     },
 }
 
-/// Watches `stream` for what it waits for now: TLS records to send need EPOLLOUT.
+/// What to watch a stream for: the reply, and EPOLLOUT too while TLS records wait.
+fn events_for(out: bool) -> EventSet {
+    if out {
+        EventSet::IN | EventSet::OUT
+    } else {
+        EventSet::IN
+    }
+}
+
+/// Watches `stream` for what it waits for now.
 fn watch(ops: &mut EventOps, stream: &Transport, out: &mut bool) -> std::io::Result<()> {
     let want = stream.wants_write();
     if want != *out {
-        let set = if want {
-            EventSet::IN | EventSet::OUT
-        } else {
-            EventSet::IN
-        };
-        ops.modify(Events::new_raw(stream.fd(), set))
+        ops.modify(Events::new_raw(stream.fd(), events_for(want)))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         *out = want;
     }
@@ -213,12 +217,7 @@ impl Ask {
                     );
                 }
                 let out = stream.wants_write();
-                let set = if out {
-                    EventSet::IN | EventSet::OUT
-                } else {
-                    EventSet::IN
-                };
-                ops.add(Events::new_raw(stream.fd(), set))
+                ops.add(Events::new_raw(stream.fd(), events_for(out)))
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 self.exchange = Some(Exchange {
                     phase: Phase::Reading {
