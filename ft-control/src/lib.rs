@@ -15,12 +15,11 @@
 //! message together) and [`inbound`] (the limits on what a backend reads from its VMM).
 
 pub mod accept;
+pub mod digest;
 pub mod inbound;
 pub mod local;
 
 use std::io::{self, Read, Write};
-
-use sha2::{Digest as _, Sha256};
 
 pub const VERSION: u32 = 1;
 /// Largest frame accepted (a completion carries at most one request's data).
@@ -89,15 +88,6 @@ pub enum ControlError {
     Stalled,
 }
 
-/// SHA-256 of the readable bytes of a chain, in chain order.
-pub fn output_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
-}
-
 fn role_byte(r: Role) -> u8 {
     match r {
         Role::Primary => 1,
@@ -114,6 +104,18 @@ fn role_from(b: u8) -> Result<Role, ControlError> {
 }
 
 impl Message {
+    /// The name of the message, for logs (never its payload, which may be megabytes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "Hello",
+            Message::HelloAck { .. } => "HelloAck",
+            Message::Completion { .. } => "Completion",
+            Message::OutputReady { .. } => "OutputReady",
+            Message::Release { .. } => "Release",
+            Message::SetRole { .. } => "SetRole",
+        }
+    }
+
     /// Encodes with the length prefix.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = vec![0u8; 4];
@@ -432,14 +434,5 @@ mod tests {
             accept_hello(&mut old),
             Err(ControlError::Version(99))
         ));
-    }
-
-    #[test]
-    fn digest_covers_the_parts_in_order() {
-        assert_eq!(
-            output_digest([&b"ab"[..], b"c"]),
-            output_digest([&b"abc"[..]])
-        );
-        assert_ne!(output_digest([&b"abc"[..]]), output_digest([&b"acb"[..]]));
     }
 }

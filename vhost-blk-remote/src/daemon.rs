@@ -23,7 +23,7 @@ use vhost_user_guard::{FrontendSlot, Guard, GuardError, GuardOptions};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::blk::{BackendOptions, BlkBackend, DeviceConfig, Executor};
-use crate::ft::{server, Ft};
+use crate::ft::Ft;
 use crate::nbd::Client;
 
 /// Errors that stop the daemon (everything per-connection is only logged).
@@ -36,7 +36,7 @@ pub enum DaemonError {
     #[error("cannot create the vhost-user daemon: {0}")]
     Daemon(String),
     #[error(transparent)]
-    Ft(#[from] server::ServerError),
+    Ft(#[from] ft_backend::ServerError),
 }
 
 /// What the daemon serves.
@@ -78,7 +78,8 @@ pub fn serve(nbd: Arc<Client>, cfg: &DaemonConfig) -> Result<(), DaemonError> {
     let ft = match &cfg.ft_socket {
         Some(path) => {
             let ft = Ft::new();
-            server::spawn(path, ft.clone(), frontend.clone(), cfg.socket_group)?;
+            ft_backend::FtServer::bind(path, ft.clone(), frontend.clone(), cfg.socket_group)?
+                .spawn()?;
             Some(ft)
         }
         None => None,

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::ft::{connect_retry, vmm_apply, FtClient, FtRig};
 use common::*;
-use ft_control::{output_digest, MemWrite, Message, Role, VERSION};
+use ft_control::{MemWrite, Message, Role, VERSION};
+use vhost_harness::output_digest;
 use vhost_harness::{Desc, Harness, HarnessConfig};
 use vm_memory::GuestAddress;
 

@@ -40,6 +40,17 @@ use vm_memory::{GuestAddress, GuestMemoryBackend};
 pub use garbage::send_garbage;
 pub use hostile::{closed_within, connect_from_child, send_short_memory_table, ChildIds};
 pub use memory::GuestMem;
+
+/// SHA-256 over `parts` in order: what an FT output's digest must be for a chain whose
+/// readable bytes are `parts` (computed here independently of `ft_control::digest`).
+pub fn output_digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
 pub use queue::{Desc, DriverQueue, UsedElem, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 
 /// `VHOST_USER_F_PROTOCOL_FEATURES`.

@@ -155,32 +155,3 @@ pub enum ServeError {
     #[error("backend state lock poisoned")]
     Poisoned,
 }
-
-/// The FT control socket could not be set up, or one FT connection failed (that connection
-/// is dropped; the backend keeps serving).
-#[derive(Debug, thiserror::Error)]
-pub enum FtError {
-    /// Binding the `--ft-socket` path failed.
-    #[error("cannot listen on FT socket {path}: {source}")]
-    Bind {
-        /// Socket path.
-        path: String,
-        /// Why (the socket rules of `ft_control::local`).
-        #[source]
-        source: ft_control::local::SocketError,
-    },
-    /// The connecting process is not the vhost-user frontend's: FT mode is only for the VMM
-    /// that owns the rings.
-    #[error("refused: {0}; FT mode is only for the process that owns the vhost-user connection")]
-    NotTheFrontend(vhost_user_guard::NotTheFrontend),
-    /// Handshake or message error on the connection (garbage, wrong version, I/O).
-    #[error("FT control: {0}")]
-    Control(#[from] ft_control::ControlError),
-    /// A socket operation on the connection failed.
-    #[error("FT socket: {0}")]
-    Io(#[from] io::Error),
-    /// A message that the VMM does not send (only `Release` and `SetRole` are expected after
-    /// the handshake).
-    #[error("unexpected message from the VMM: {0}")]
-    Unexpected(String),
-}

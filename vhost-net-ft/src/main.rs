@@ -15,8 +15,9 @@ use clap::Parser;
 use ft_control::local::parse_group;
 use log::{error, info};
 
+use ft_backend::FtServer;
 use vhost_net_ft::error::ServeError;
-use vhost_net_ft::ft::{FtLink, FtServer};
+use vhost_net_ft::ft::FtLink;
 use vhost_net_ft::net::config::{MacAddr, NetConfig};
 use vhost_net_ft::net::stats::NetStats;
 use vhost_net_ft::server::Server;
@@ -136,12 +137,7 @@ fn main() -> ExitCode {
     };
     let link = Arc::new(FtLink::new(tap.clone(), stats.clone()));
     if let Some(path) = &cli.ft_socket {
-        let spawned = FtServer::bind(path, link.clone(), frontend, group)
-            .map_err(|e| e.to_string())
-            .and_then(|srv| {
-                srv.spawn()
-                    .map_err(|e| format!("cannot start the FT thread: {e}"))
-            });
+        let spawned = FtServer::bind(path, link.clone(), frontend, group).and_then(FtServer::spawn);
         if let Err(e) = spawned {
             error!("{e}");
             return ExitCode::FAILURE;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ft_control::{output_digest, MemWrite, Message, Role, VERSION};
+use ft_control::{MemWrite, Message, Role, VERSION};
+use vhost_harness::output_digest;
 use vhost_harness::{Desc, Harness, HarnessConfig};
 use vm_memory::GuestAddress;
 

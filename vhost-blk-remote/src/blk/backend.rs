@@ -129,13 +129,16 @@ impl BlkBackend {
             }
         }
         for (ticket, chain) in popped {
+            // Kept for the FT output digest, which covers the chain's readable bytes.
+            let descriptors = chain.clone();
             match parse(chain) {
                 Ok(req) => {
                     let seq = self.seq.clone();
                     let done: Done = Box::new(move |c: Completion| seq.deliver(ticket, c));
                     match &self.ft {
                         Some(ft) if output::is_output(&req) => {
-                            self.submit_output(ft, ticket, req, done)
+                            let digest = || output::digest(&*guard, descriptors);
+                            self.submit_output(ft, ticket, req, done, digest)
                         }
                         _ => self.exec.execute(req, done),
                     }
@@ -159,7 +162,14 @@ impl BlkBackend {
     /// the release, the output is discarded: never issued, never completed, and the
     /// sequencer learns that the request is lost ([`Sequencer::lose`]). In plain mode it
     /// runs at once.
-    fn submit_output(&self, ft: &Ft, ticket: Ticket, req: Request, done: Done) {
+    fn submit_output(
+        &self,
+        ft: &Ft,
+        ticket: Ticket,
+        req: Request,
+        done: Done,
+        digest: impl FnOnce() -> [u8; 32],
+    ) {
         let exec = self.exec.clone();
         let seq = self.seq.clone();
         let lost = self.seq.clone();
@@ -168,7 +178,7 @@ impl BlkBackend {
             QUEUE,
             head,
             (req, done),
-            |(req, _)| output::digest(req).unwrap_or_default(),
+            digest,
             move |(req, done)| {
                 if seq.is_current(ticket) {
                     exec.execute(req, done);

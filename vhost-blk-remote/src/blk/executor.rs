@@ -133,7 +133,7 @@ impl Executor {
                     done(status_only(if r.is_ok() { S_OK } else { S_IOERR }))
                 });
             }
-            RequestKind::Flush { .. } => {
+            RequestKind::Flush => {
                 if !self.dev.flush {
                     return done(status_only(S_UNSUPP));
                 }

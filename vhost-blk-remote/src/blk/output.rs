@@ -8,10 +8,16 @@
 //! NBD flags), so that the backup, which sees the same chains, agrees with it.
 //!
 //! The digest lets the backup check that it would have produced the same output
-//! (determinism contract, point 6): SHA-256 over the readable bytes of the chain in chain
-//! order, i.e. the 16-byte header followed by the write data / discard segments / anything
-//! else the driver put in readable descriptors. It is computed from the bytes copied out of
-//! the guest at parse time (the bytes that will go to NBD), not re-read from guest memory.
+//! (determinism contract, point 6): `ft_control::digest::chain_digest`, the function the
+//! backup VMM's check calls too, over the chain's readable bytes (the 16-byte header, then
+//! the write data, discard segments or anything else the driver put in readable
+//! descriptors). It reads them from guest memory when the request is announced, right after
+//! the parser copied them: the buffers of an available chain are the device's until it is
+//! used (virtio 1.2 section 2.7), so both reads see the same bytes.
+
+use ft_control::digest::chain_digest;
+use virtio_queue::DescriptorChain;
+use vm_memory::GuestMemory;
 
 use super::request::{Request, RequestKind};
 
@@ -19,43 +25,42 @@ use super::request::{Request, RequestKind};
 pub fn is_output(req: &Request) -> bool {
     matches!(
         req.kind,
-        RequestKind::Out { .. } | RequestKind::Discard { .. } | RequestKind::Flush { .. }
+        RequestKind::Out { .. } | RequestKind::Discard { .. } | RequestKind::Flush
     )
 }
 
-/// The output digest of `req` (`None` for a request that is not an output).
-pub fn digest(req: &Request) -> Option<[u8; 32]> {
-    let hdr = &req.header[..];
-    match &req.kind {
-        RequestKind::Out { data, .. } => Some(ft_control::output_digest([hdr, data])),
-        RequestKind::Flush { extra } => Some(ft_control::output_digest([hdr, extra])),
-        RequestKind::Discard { ranges } => {
-            // The parser keeps every field of the 16-byte segments, so re-encoding them gives
-            // back exactly the readable bytes the guest supplied.
-            let mut raw = Vec::with_capacity(ranges.len() * 16);
-            for r in ranges {
-                raw.extend_from_slice(&r.sector.to_le_bytes());
-                raw.extend_from_slice(&r.num_sectors.to_le_bytes());
-                raw.extend_from_slice(&r.flags.to_le_bytes());
-            }
-            Some(ft_control::output_digest([hdr, &raw[..]]))
-        }
-        RequestKind::In { .. } | RequestKind::GetId { .. } | RequestKind::Unsupported(_) => None,
-    }
+/// The output digest of the chain of a parsed request. The parser has checked every
+/// descriptor against guest memory and bounded the total, so this fails only if the guest
+/// rewrote its descriptors meanwhile; the output is then announced with a digest of zeros,
+/// which the backup reports as a divergence (the output itself is held as any other).
+pub fn digest<M, C>(mem: &M, chain: DescriptorChain<C>) -> [u8; 32]
+where
+    M: GuestMemory + ?Sized,
+    C: std::ops::Deref,
+    C::Target: GuestMemory,
+{
+    let head = chain.head_index();
+    chain_digest(mem, chain).unwrap_or_else(|e| {
+        log::error!("output digest of chain {head}: {e}; announced as zeros");
+        [0; 32]
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blk::request::DiscardRange;
-    use vm_memory::GuestAddress;
+    use crate::blk::request::parse;
+    use virtio_bindings::virtio_blk::VIRTIO_BLK_T_OUT;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     fn req(kind: RequestKind) -> Request {
         Request {
             head: 3,
             kind,
             status_addr: GuestAddress(0x1000),
-            header: [7; 16],
         }
     }
 
@@ -66,7 +71,7 @@ mod tests {
             data: vec![9; 512],
         });
         assert!(is_output(&out));
-        assert!(is_output(&req(RequestKind::Flush { extra: vec![] })));
+        assert!(is_output(&req(RequestKind::Flush)));
         assert!(is_output(&req(RequestKind::Discard { ranges: vec![] })));
         let read = req(RequestKind::In {
             sector: 0,
@@ -76,34 +81,41 @@ mod tests {
         assert!(!is_output(&read));
         assert!(!is_output(&req(RequestKind::GetId { segs: vec![] })));
         assert!(!is_output(&req(RequestKind::Unsupported(99))));
-        assert_eq!(digest(&read), None);
     }
 
     #[test]
-    fn digest_covers_header_then_payload() {
-        let out = req(RequestKind::Out {
-            sector: 1,
-            data: vec![9; 512],
-        });
-        let mut all = vec![7u8; 16];
-        all.extend_from_slice(&[9; 512]);
-        assert_eq!(digest(&out), Some(ft_control::output_digest([&all[..]])));
-
-        let d = req(RequestKind::Discard {
-            ranges: vec![DiscardRange {
-                sector: 0x0102,
-                num_sectors: 8,
-                flags: 1,
-            }],
-        });
-        let mut all = vec![7u8; 16];
-        all.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 0]);
-        assert_eq!(digest(&d), Some(ft_control::output_digest([&all[..]])));
-
-        let f = req(RequestKind::Flush { extra: vec![] });
+    fn the_digest_covers_the_header_then_the_data_the_parser_copied() {
+        let m: GuestMemoryMmap =
+            GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).expect("mem");
+        let mut header = [0u8; 16];
+        header[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
+        header[8..].copy_from_slice(&5u64.to_le_bytes());
+        let data: Vec<u8> = (0..512u32).map(|i| (i * 7 % 256) as u8).collect();
+        m.write_slice(&header, GuestAddress(0x8000)).expect("w");
+        m.write_slice(&data, GuestAddress(0x9000)).expect("w");
+        let (next, write) = (VRING_DESC_F_NEXT as u16, VRING_DESC_F_WRITE as u16);
+        // Header and data split differently from the request's fields: 10 + 6+200 + 312.
+        let descs = [
+            Descriptor::new(0x8000, 10, next, 1),
+            Descriptor::new(0x800a, 6, next, 2),
+            Descriptor::new(0x9000, 200, next, 3),
+            Descriptor::new(0x9000 + 200, 312, next, 4),
+            Descriptor::new(0xa000, 1, write, 0),
+        ]
+        .map(RawDescriptor::from);
+        let vq = MockSplitQueue::new(&m, 16);
+        let chain = vq.build_multiple_desc_chains(&descs).expect("chain");
+        let got = digest(&m, chain.clone());
+        let parsed = parse(chain).expect("a valid write");
         assert_eq!(
-            digest(&f),
-            Some(ft_control::output_digest([&[7u8; 16][..]]))
+            parsed.kind,
+            RequestKind::Out {
+                sector: 5,
+                data: data.clone()
+            }
         );
+        let mut all = header.to_vec();
+        all.extend_from_slice(&data);
+        assert_eq!(got, vhost_harness::output_digest([&all[..]]));
     }
 }

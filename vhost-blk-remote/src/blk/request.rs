@@ -64,9 +64,8 @@ pub enum RequestKind {
     },
     /// `VIRTIO_BLK_T_OUT`: `data` copied out of the guest at parse time.
     Out { sector: u64, data: Vec<u8> },
-    /// `VIRTIO_BLK_T_FLUSH`; `extra`: readable bytes after the header (normally none; kept
-    /// only so that an FT output digest covers every readable byte of the chain).
-    Flush { extra: Vec<u8> },
+    /// `VIRTIO_BLK_T_FLUSH`.
+    Flush,
     /// `VIRTIO_BLK_T_GET_ID`: up to 20 bytes into `segs`.
     GetId { segs: Vec<Segment> },
     /// `VIRTIO_BLK_T_DISCARD`.
@@ -81,9 +80,6 @@ pub struct Request {
     pub head: u16,
     pub kind: RequestKind,
     pub status_addr: GuestAddress,
-    /// The 16-byte request header as read from the guest (the start of the readable bytes,
-    /// needed for the FT output digest).
-    pub header: [u8; 16],
 }
 
 /// A chain that could not be turned into a request.
@@ -188,8 +184,6 @@ where
         return Err(invalid(RequestError::ShortHeader(rlen as u32)));
     }
     let hdr = gather(mem, &readable, 0, 16).map_err(invalid)?;
-    let mut header = [0u8; 16];
-    header.copy_from_slice(&hdr);
     let rtype = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
     let sector = u64::from_le_bytes([
         hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
@@ -228,9 +222,7 @@ where
             let data = gather(mem, &readable, 16, len as usize).map_err(invalid)?;
             RequestKind::Out { sector, data }
         }
-        VIRTIO_BLK_T_FLUSH => RequestKind::Flush {
-            extra: gather(mem, &readable, 16, (rlen - 16) as usize).map_err(invalid)?,
-        },
+        VIRTIO_BLK_T_FLUSH => RequestKind::Flush,
         VIRTIO_BLK_T_GET_ID => RequestKind::GetId { segs: data_segs },
         VIRTIO_BLK_T_DISCARD => {
             let len = rlen - 16;
@@ -254,7 +246,6 @@ where
         head,
         kind,
         status_addr: status,
-        header,
     })
 }
 

@@ -1,25 +1,19 @@
 //! The sending half of the FT connection.
 //!
 //! Messages to the VMM (`Completion`, `OutputReady`) come from several threads (the vring
-//! worker, the NBD reader); the mutex keeps each frame whole. A failed write means the
-//! connection is broken: it is shut down (the connection's reader thread then sees the end
-//! and puts the backend back into plain mode) and the caller falls back to plain behaviour
-//! for the message it could not send.
-//!
-//! Writes block while the VMM does not read (no timeout on purpose: giving up would end the
-//! FT connection, i.e. discard the held outputs and stall the vhost-user connection behind
-//! them, on the say-so of a timer rather than the VMM).
+//! worker, the NBD reader); the mutex keeps each frame whole. A failed write (including
+//! `ft_backend`'s write timeout) means the connection is broken: [`VmmConn::send`] shuts it
+//! down, the server's reader then sees the end and puts the backend back into plain mode,
+//! and the caller falls back to plain behaviour for the message it could not send.
 
-use std::io::{self, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::sync::{Mutex, MutexGuard};
 
-use ft_control::Message;
+use ft_backend::VmmConn;
+use ft_control::{ControlError, Message};
 
 #[derive(Default)]
 struct State {
-    stream: Option<UnixStream>,
+    conn: Option<VmmConn>,
     /// FT mode: completions go to the VMM.
     primary: bool,
 }
@@ -35,31 +29,30 @@ impl Link {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A VMM connected: sends `greeting` (the handshake's answer) and installs the stream,
-    /// under one lock so that no other message can precede the greeting.
-    pub fn install(&self, stream: UnixStream, primary: bool, greeting: &[u8]) -> io::Result<()> {
+    /// A VMM connected: answers its `Hello` and installs the connection, under one lock so
+    /// that no other message can precede the answer.
+    pub fn install(&self, mut conn: VmmConn, primary: bool) -> Result<(), ControlError> {
         let mut st = self.lock();
-        (&stream).write_all(greeting)?;
-        st.stream = Some(stream);
+        conn.greet()?;
+        st.conn = Some(conn);
         st.primary = primary;
         Ok(())
+    }
+
+    /// The serial of the installed connection.
+    pub fn serial(&self) -> Option<u64> {
+        self.lock().conn.as_ref().map(VmmConn::serial)
     }
 
     /// The connection ended: back to plain mode.
     pub fn clear(&self) {
         let mut st = self.lock();
-        st.stream = None;
+        st.conn = None;
         st.primary = false;
     }
 
     pub fn set_primary(&self, primary: bool) {
         self.lock().primary = primary;
-    }
-
-    /// Whether completions currently go to the VMM.
-    pub fn is_primary(&self) -> bool {
-        let st = self.lock();
-        st.primary && st.stream.is_some()
     }
 
     /// In FT mode, sends `make()` and returns `true`. Returns `false` in plain mode or when
@@ -78,22 +71,15 @@ impl Link {
     }
 
     fn send_locked(st: &mut State, msg: &Message) -> bool {
-        let Some(stream) = st.stream.as_ref() else {
+        let Some(conn) = st.conn.as_mut() else {
             return false;
         };
-        let mut w: &UnixStream = stream;
-        match msg.write_to(&mut w) {
-            Ok(()) => true,
-            Err(e) => {
-                log::error!("FT connection: sending failed ({e}); dropping the connection");
-                // A partly written frame leaves the stream unusable: end it for both sides.
-                if let Err(e) = stream.shutdown(Shutdown::Both) {
-                    log::debug!("FT connection: shutdown: {e}");
-                }
-                st.stream = None;
-                st.primary = false;
-                false
-            }
+        if conn.send(msg).is_ok() {
+            return true;
         }
+        // Shut down by the failed send; dropping it ends FT mode at once.
+        st.conn = None;
+        st.primary = false;
+        false
     }
 }

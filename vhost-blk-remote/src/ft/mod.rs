@@ -1,14 +1,15 @@
 //! Fault-tolerance ("FT") mode: the backend side of the FT control channel
 //! (`ft-control`, docs/PROTOCOL.md "FT control channel").
 //!
-//! With `--ft-socket PATH` the backend also listens there for the VMM ([`server`]). While a
-//! VMM that said `Role::Primary` is connected:
+//! With `--ft-socket PATH` the backend also listens there for the VMM (`ft_backend::FtServer`,
+//! shared with vhost-net-ft; [`Ft`] is what it drives). While a VMM that said `Role::Primary`
+//! is connected:
 //!
 //! - completions are not applied by the backend (no guest-memory write, no used-ring
 //!   update, no call eventfd) but sent to the VMM as `Completion` messages, which the VMM
 //!   applies and logs at a landmark (determinism contract, point 4);
 //! - every output (a request that changes or orders the disk, see `blk::output`) is
-//!   numbered, announced with `OutputReady` and held in the [`gate`] until the VMM sends a
+//!   numbered, announced with `OutputReady` and held in the gate (`ft_backend::Gate`) until the VMM sends a
 //!   `Release` covering it (output rule); only then is its NBD command issued.
 //!
 //! Otherwise (no option, nobody connected, `Role::Live`) the backend is the plain
@@ -40,29 +41,43 @@
 //! one may complete a request synchronously, which takes the sequencer and then the link.
 //! Discard actions also run under the gate lock (they take the sequencer).
 
-pub mod gate;
 pub mod link;
-pub mod server;
 
-use std::io;
-use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ft_control::{Message, Role};
+use ft_backend::{FtBackend, Gate, VmmConn};
+use ft_control::{ControlError, Message, Role};
 
-use gate::{Action, Gate, Held};
 use link::Link;
+
+/// What releasing an output does (issue its NBD command), or discarding it (tell the
+/// sequencer that the request will never complete).
+pub type Action = Box<dyn FnOnce() + Send>;
+
+/// A held output: exactly one of its two actions is run.
+pub struct Held {
+    /// The output leaves (released by the VMM, or the VMM went live).
+    pub run: Action,
+    /// The output never leaves (its FT connection ended first).
+    pub discard: Action,
+}
 
 /// Process-wide FT state, shared by the FT server and every vhost-user connection.
 #[derive(Default)]
 pub struct Ft {
-    gate: Mutex<Gate>,
+    gate: Mutex<Gate<Held>>,
     link: Link,
 }
 
-fn run_all(actions: Vec<Action>) {
-    for a in actions {
-        a();
+fn run_all(held: Vec<Held>) {
+    for h in held {
+        (h.run)();
+    }
+}
+
+fn discard_all(held: Vec<Held>) {
+    for h in held {
+        (h.discard)();
     }
 }
 
@@ -71,7 +86,7 @@ impl Ft {
         Arc::new(Ft::default())
     }
 
-    fn gate(&self) -> MutexGuard<'_, Gate> {
+    fn gate(&self) -> MutexGuard<'_, Gate<Held>> {
         self.gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -81,16 +96,16 @@ impl Ft {
     }
 
     /// Submits an output. In plain mode `run(item)` is called at once. In FT mode the
-    /// output gets the next id, is announced (`OutputReady` with `digest(&item)`), and
-    /// exactly one of two things happens later, in id order: `run(item)` when a `Release`
-    /// covers it or the VMM goes live, or `discard()` (and `item` is dropped) when the FT
-    /// connection ends first.
+    /// output gets the next id, is announced (`OutputReady` with `digest()`), and exactly one
+    /// of two things happens later, in id order: `run(item)` when a `Release` covers it or
+    /// the VMM goes live, or `discard()` (and `item` is dropped) when the FT connection ends
+    /// first.
     pub fn output<T: Send + 'static>(
         &self,
         queue: u16,
         head: u16,
         item: T,
-        digest: impl FnOnce(&T) -> [u8; 32],
+        digest: impl FnOnce() -> [u8; 32],
         run: impl FnOnce(T) + Send + 'static,
         discard: impl FnOnce() + Send + 'static,
     ) {
@@ -101,21 +116,18 @@ impl Ft {
             // id order.
             return run(item);
         };
-        let digest = digest(&item);
         // If this fails the connection is being torn down; its end discards the output.
         self.link.send(&Message::OutputReady {
             id,
             queue,
             head,
-            digest,
+            digest: digest(),
         });
         let held = Held {
             run: Box::new(move || run(item)),
             discard: Box::new(discard),
         };
-        if let Some(now) = g.hold(id, held) {
-            now();
-        }
+        run_all(g.hold(Some(id), held));
     }
 
     /// In FT mode, sends the completion built by `make` to the VMM and returns `true`;
@@ -123,35 +135,14 @@ impl Ft {
     pub fn send_completion(&self, make: impl FnOnce() -> Message) -> bool {
         self.link.send_if_primary(make)
     }
+}
 
-    /// `Release { id }` from the VMM.
-    pub fn release(&self, id: u64) {
-        let mut g = self.gate();
-        let actions = g.release(id);
-        log::debug!("FT: release up to {id}: {} output(s) leave", actions.len());
-        run_all(actions);
-    }
-
-    /// `SetRole` from the VMM.
-    pub fn set_role(&self, role: Role) {
-        let mut g = self.gate();
-        let primary = role == Role::Primary;
-        let actions = g.set_primary(primary);
-        self.link.set_primary(primary);
-        log::info!(
-            "FT: role {role:?}{}",
-            match actions.len() {
-                0 => String::new(),
-                n => format!("; releasing {n} held output(s)"),
-            }
-        );
-        run_all(actions);
-    }
-
-    /// A VMM sent a valid `Hello`; `writer` is a clone of its stream, `ack` the encoded
-    /// `HelloAck`. The mode switches before the ack leaves: a VMM that has the ack can rely
-    /// on every later completion and output being under FT rules.
-    pub fn connected(&self, writer: UnixStream, role: Role, ack: &[u8]) -> io::Result<()> {
+/// What the shared FT server (`ft_backend::FtServer`) asks of this backend. The server
+/// serves one connection at a time, so a call always concerns the latest connection.
+impl FtBackend for Ft {
+    /// The mode switches before the answer leaves: a VMM that has the `HelloAck` can rely on
+    /// every later completion and output being under FT rules.
+    fn attach(&self, conn: VmmConn, role: Role) -> Result<(), ControlError> {
         let mut g = self.gate();
         let primary = role == Role::Primary;
         let mut left = g.connect(primary);
@@ -162,18 +153,42 @@ impl Ft {
                 left.len()
             );
         }
-        let r = self.link.install(writer, primary, ack);
+        let r = self.link.install(conn, primary);
         if r.is_err() {
             left.extend(g.disconnect());
         }
-        run_all(left);
+        discard_all(left);
         r
     }
 
-    /// The FT connection ended (`why`): plain mode; held outputs are discarded, never
-    /// issued (see the module documentation).
-    pub fn disconnected(&self, why: &str) {
+    fn release(&self, _serial: u64, id: u64) {
         let mut g = self.gate();
+        let out = g.release(id);
+        log::debug!("FT: release up to {id}: {} output(s) leave", out.len());
+        run_all(out);
+    }
+
+    fn set_role(&self, _serial: u64, role: Role) {
+        let mut g = self.gate();
+        let primary = role == Role::Primary;
+        let out = g.set_primary(primary);
+        self.link.set_primary(primary);
+        log::info!(
+            "FT: role {role:?}{}",
+            match out.len() {
+                0 => String::new(),
+                n => format!("; releasing {n} held output(s)"),
+            }
+        );
+        run_all(out);
+    }
+
+    /// Plain mode; held outputs are discarded, never issued (see the module documentation).
+    fn detach(&self, serial: u64, why: &str) {
+        let mut g = self.gate();
+        if self.link.serial().is_some_and(|s| s != serial) {
+            return;
+        }
         self.link.clear();
         let discards = g.disconnect();
         if !discards.is_empty() {
@@ -183,6 +198,6 @@ impl Ft {
                 discards.len()
             );
         }
-        run_all(discards);
+        discard_all(discards);
     }
 }

@@ -92,6 +92,7 @@ impl Completer for FtCompleter<'_> {
             if job.output.is_some() || st.holds(job.queue_index) {
                 // Completed only after its frame (and every frame before it) has left.
                 match st.hold(
+                    mem,
                     job.queue_index,
                     job.head,
                     job.output.take(),

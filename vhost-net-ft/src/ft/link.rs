@@ -30,27 +30,23 @@
 //! Lock order: vring (the worker holds its queue) -> link. The reader thread takes only the
 //! link lock and never touches a queue: the completions it sends are counted in the chain's
 //! [`VmmSlots`], which the worker adds to its queue's next used index under the link lock.
-//! Messages to the VMM are written under the link lock (at most [`FT_WRITE_TIMEOUT`] each);
-//! the VMM reads its FT socket on a thread of its own that never waits for the backend.
+//! Messages to the VMM are written under the link lock (at most `ft_backend`'s
+//! `FT_WRITE_TIMEOUT` each); the VMM reads its FT socket on a thread of its own that never
+//! waits for the backend. The numbering and the hold/release/discard rules are
+//! `ft_backend::Gate`'s; this module adds what is the NIC's own: frames go to the TAP, and a
+//! chain's completion follows its frame.
 
-use std::collections::VecDeque;
-use std::io;
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
-use ft_control::{output_digest, ControlError, Message, Role, VERSION};
-use log::{debug, info, warn};
+use ft_backend::{FtBackend, Gate, VmmConn};
+use ft_control::{ControlError, Message, Role};
+use log::{info, warn};
 use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemory;
 
 use crate::net::stats::NetStats;
 use crate::net::tx::{PacketSink, TapOutput, TxFrame, TxOutput};
-
-/// How long a message to the VMM may block before the connection is declared dead (the VMM
-/// must read its FT socket continuously; a stuck VMM must not stall the guest's NIC forever).
-pub const FT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Used-ring slots of one queue (of one frontend connection) that the VMM fills: completions
 /// sent to the VMM for chains of that queue, not yet counted in the queue's next used index.
@@ -84,24 +80,11 @@ impl VmmSlots {
     }
 }
 
-/// The VMM connection currently attached.
-struct Conn {
-    /// Write side (a clone of the reader thread's stream).
-    stream: UnixStream,
-    /// Number of the accepted connection (stale reader threads are ignored).
-    serial: u64,
-    role: Role,
-    /// Id of the next output (1, 2, 3, ... per connection).
-    next_id: u64,
-    /// Highest id the VMM has released.
-    released: u64,
-}
-
 /// A chain whose completion waits for its frame, or for the frames before it, to leave.
 struct Held {
-    /// Its output: id and frame. `None`: a chain without frame (refused), waiting only for
-    /// the held chains of its queue before it.
-    output: Option<(u64, TxFrame)>,
+    /// Its frame. `None`: a chain without frame (refused), waiting only for the held chains
+    /// of its queue before it (a follower, in the gate's terms).
+    frame: Option<TxFrame>,
     /// Virtqueue index.
     queue: u16,
     /// Its `Completion` message, sent once the frame has left.
@@ -110,20 +93,13 @@ struct Held {
     slots: Arc<VmmSlots>,
 }
 
-impl Held {
-    /// Whether `Release { released }` lets it go.
-    fn released_by(&self, released: u64) -> bool {
-        self.output.as_ref().is_none_or(|(id, _)| *id <= released)
-    }
-}
-
 /// Mutable link state (see the module documentation).
 pub(crate) struct State {
-    conn: Option<Conn>,
+    conn: Option<VmmConn>,
+    /// Held chains, in chain order (their outputs in id order), and the numbering.
+    gate: Gate<Held>,
     /// Where frames go when they leave (the TAP).
     pub(crate) out: TapOutput,
-    /// Held chains, in chain order (their outputs in id order).
-    held: VecDeque<Held>,
     stats: Arc<NetStats>,
 }
 
@@ -140,8 +116,8 @@ impl FtLink {
         FtLink {
             state: Mutex::new(State {
                 conn: None,
+                gate: Gate::default(),
                 out: TapOutput::new(sink, stats.clone()),
-                held: VecDeque::new(),
                 stats: stats.clone(),
             }),
             stats,
@@ -154,110 +130,106 @@ impl FtLink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Attaches the VMM connection `serial`, whose `Hello` asked for `role`, and answers
-    /// `HelloAck`; a previous connection, if any, is dropped first (its held outputs are
-    /// discarded, see the module documentation).
-    ///
+    /// The current role: `Live` when no VMM is attached.
+    pub fn role(&self) -> Role {
+        let st = self.lock();
+        if st.is_primary() {
+            Role::Primary
+        } else {
+            Role::Live
+        }
+    }
+
+    /// Number of outputs (frames) waiting for `Release`.
+    pub fn held(&self) -> usize {
+        self.lock().gate.held_outputs()
+    }
+
+    /// Number of chains whose completion waits (held frames and the chains behind them).
+    pub fn held_chains(&self) -> usize {
+        self.lock().gate.held_items()
+    }
+}
+
+/// What the shared FT server asks of the NIC.
+impl FtBackend for FtLink {
     /// The answer is sent under the lock, after the switch: every chain the backend completed
     /// itself was completed before the VMM sees `HelloAck`, and everything after it follows
-    /// `role` (with `ft_control::accept_hello` the ack would precede the switch).
-    pub fn attach(
-        &self,
-        mut stream: UnixStream,
-        role: Role,
-        serial: u64,
-    ) -> Result<(), ControlError> {
-        stream.set_write_timeout(Some(FT_WRITE_TIMEOUT))?;
+    /// `role`.
+    fn attach(&self, conn: VmmConn, role: Role) -> Result<(), ControlError> {
         let mut st = self.lock();
         st.drop_conn("replaced by a new FT connection");
-        Message::HelloAck { version: VERSION }.write_to(&mut stream)?;
-        st.conn = Some(Conn {
-            stream,
-            serial,
-            role,
-            next_id: 1,
-            released: 0,
-        });
+        st.gate.connect(role == Role::Primary);
+        let conn = st.conn.insert(conn);
+        if let Err(e) = conn.greet() {
+            st.drop_conn("the handshake answer could not be sent");
+            return Err(e);
+        }
         NetStats::inc(&self.stats.ft_connections);
-        info!("FT connection {serial}: attached, role {role:?}");
         Ok(())
     }
 
-    /// Detaches connection `serial` (it closed or misbehaved): its held outputs are
-    /// discarded, never sent (the VMM that held them is gone: see the module documentation),
-    /// and the link is back in plain mode.
-    pub fn detach(&self, serial: u64, why: &str) {
+    /// Outputs up to `id` leave, in id order, each followed by its chain's completion.
+    fn release(&self, serial: u64, id: u64) {
         let mut st = self.lock();
-        if st.conn.as_ref().is_some_and(|c| c.serial == serial) {
+        if st.serial() != Some(serial) {
+            return;
+        }
+        for h in st.gate.release(id) {
+            st.leave(h);
+        }
+    }
+
+    /// `Live`: plain mode, held outputs leave at once (and their chains are completed,
+    /// through this connection, as on `Release`). `Primary`: completions go to the VMM and
+    /// outputs are held from the next chain on.
+    fn set_role(&self, serial: u64, role: Role) {
+        let mut st = self.lock();
+        if st.serial() != Some(serial) {
+            return;
+        }
+        info!("FT connection {serial}: role {role:?}");
+        let out = st.gate.set_primary(role == Role::Primary);
+        if !out.is_empty() {
+            info!(
+                "FT: releasing {} held chain(s) and their output(s): role set to Live",
+                out.len()
+            );
+        }
+        for h in out {
+            st.leave(h);
+        }
+    }
+
+    /// Its held outputs are discarded, never sent (the VMM that held them is gone: see the
+    /// module documentation), and the link is back in plain mode.
+    fn detach(&self, serial: u64, why: &str) {
+        let mut st = self.lock();
+        if st.serial() == Some(serial) {
             info!("FT connection {serial}: detached ({why}); plain mode");
             st.drop_conn(why);
         }
     }
 
-    /// `Release { id }` from connection `serial`: outputs up to `id` leave, in id order, each
-    /// followed by its chain's completion.
-    pub fn release(&self, serial: u64, id: u64) {
-        let mut st = self.lock();
-        let Some(conn) = st.conn.as_mut().filter(|c| c.serial == serial) else {
-            return;
-        };
-        if id >= conn.next_id {
-            // Not an error: such a release also covers outputs produced later (the VMM only
-            // promises that everything up to `id` may leave).
-            debug!(
-                "FT: release {id} is ahead of the last output {}",
-                conn.next_id - 1
-            );
-        }
-        conn.released = conn.released.max(id);
-        st.leave_released();
-    }
-
-    /// `SetRole` from connection `serial`. `Live`: plain mode, held outputs leave at once
-    /// (and their chains are completed, through this connection, as on `Release`).
-    /// `Primary`: completions go to the VMM and outputs are held from the next chain on.
-    pub fn set_role(&self, serial: u64, role: Role) {
-        let mut st = self.lock();
-        let Some(conn) = st.conn.as_mut().filter(|c| c.serial == serial) else {
-            return;
-        };
-        info!("FT connection {serial}: role {:?} -> {role:?}", conn.role);
-        conn.role = role;
-        if role == Role::Live {
-            st.leave_all("role set to Live");
-        }
-    }
-
-    /// The current role: `Live` when no VMM is attached.
-    pub fn role(&self) -> Role {
-        self.lock().conn.as_ref().map_or(Role::Live, |c| c.role)
-    }
-
-    /// Number of outputs (frames) waiting for `Release`.
-    pub fn held(&self) -> usize {
-        self.lock()
-            .held
-            .iter()
-            .filter(|h| h.output.is_some())
-            .count()
-    }
-
-    /// Number of chains whose completion waits (held frames and the chains behind them).
-    pub fn held_chains(&self) -> usize {
-        self.lock().held.len()
+    fn bad_connection(&self) {
+        NetStats::inc(&self.stats.ft_bad_connections);
     }
 }
 
 impl State {
+    fn serial(&self) -> Option<u64> {
+        self.conn.as_ref().map(VmmConn::serial)
+    }
+
     /// Whether completions go to the VMM and outputs are held.
     pub(crate) fn is_primary(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.role == Role::Primary)
+        self.conn.is_some() && self.gate.is_primary()
     }
 
     /// Whether a chain of `queue` must wait behind held chains (its completion must not
     /// overtake theirs).
     pub(crate) fn holds(&self, queue: u16) -> bool {
-        self.held.iter().any(|h| h.queue == queue)
+        self.gate.iter().any(|h| h.queue == queue)
     }
 
     /// Sends one message to the attached VMM. On failure the connection is dropped (held
@@ -265,12 +237,11 @@ impl State {
     /// the plain-mode thing.
     pub(crate) fn send(&mut self, msg: &Message) -> Result<(), ControlError> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(ControlError::Io(io::ErrorKind::NotConnected.into()));
+            return Err(ControlError::Io(std::io::ErrorKind::NotConnected.into()));
         };
-        let result = msg.write_to(&mut conn.stream);
-        if let Err(e) = &result {
+        let result = conn.send(msg);
+        if result.is_err() {
             NetStats::inc(&self.stats.ft_bad_connections);
-            warn!("FT connection {}: sending failed: {e}", conn.serial);
             self.drop_conn("sending failed");
         }
         result
@@ -278,84 +249,60 @@ impl State {
 
     /// FT primary mode: takes charge of a chain of `queue` whose completion must wait, with
     /// its frame if it has one (output rule). The frame is numbered, announced with its
-    /// digest and held until the VMM releases its id; `completion` is sent right after the
-    /// frame has left (possibly at once, if a release already covers it). A chain without
-    /// frame waits for the held chains before it.
+    /// digest (over the chain in `mem`) and held until the VMM releases its id; `completion`
+    /// is sent right after the frame has left (possibly at once, if a release already
+    /// covers it). A chain without frame waits for the held chains before it.
     ///
     /// If announcing fails, the connection is gone and the chain is discarded with the other
     /// held ones (produced while an FT primary was attached, acknowledged by nobody): its
     /// frame is never sent, its completion never sent or applied. Returns the frame back,
     /// untouched, if the link is not in FT primary mode (the caller completes in plain mode).
-    pub(crate) fn hold(
+    pub(crate) fn hold<M: GuestMemory + ?Sized>(
         &mut self,
+        mem: &M,
         queue: u16,
         head: u16,
         frame: Option<TxFrame>,
         completion: Message,
         slots: &Arc<VmmSlots>,
     ) -> Result<(), Option<TxFrame>> {
-        let Some(conn) = self.conn.as_ref().filter(|c| c.role == Role::Primary) else {
+        if !self.is_primary() {
             return Err(frame);
-        };
-        let id = conn.next_id;
-        let announced = frame.as_ref().map(|f| Message::OutputReady {
-            id,
-            queue,
-            head,
-            digest: output_digest(f.guest_bytes()),
-        });
-        // Held before the announcement, so that a failed send discards it too.
-        self.held.push_back(Held {
-            output: frame.map(|f| (id, f)),
+        }
+        let mut held = Held {
+            frame: None,
             queue,
             completion,
             slots: slots.clone(),
-        });
-        if let Some(msg) = announced {
-            if self.send(&msg).is_err() {
-                return Ok(());
+        };
+        let id = match frame {
+            None => None,
+            Some(f) => {
+                let Some(id) = self.gate.next_id() else {
+                    return Err(Some(f));
+                };
+                let announce = Message::OutputReady {
+                    id,
+                    queue,
+                    head,
+                    digest: f.digest(mem),
+                };
+                if self.send(&announce).is_err() {
+                    NetStats::inc(&self.stats.ft_outputs_discarded);
+                    warn!("FT: output {id} could not be announced; discarded, never sent");
+                    return Ok(());
+                }
+                NetStats::inc(&self.stats.ft_outputs);
+                held.frame = Some(f);
+                Some(id)
             }
-            if let Some(c) = self.conn.as_mut() {
-                c.next_id += 1;
-            }
-            NetStats::inc(&self.stats.ft_outputs);
-        }
+        };
         // A release may already cover it (or, for a chain without frame, everything before
         // it may have left already).
-        self.leave_released();
+        for h in self.gate.hold(id, held) {
+            self.leave(h);
+        }
         Ok(())
-    }
-
-    /// Lets the held chains go whose output has been released, in order: each frame is
-    /// written, then its chain's completion sent.
-    fn leave_released(&mut self) {
-        let Some(released) = self.conn.as_ref().map(|c| c.released) else {
-            return;
-        };
-        let n = self
-            .held
-            .iter()
-            .take_while(|h| h.released_by(released))
-            .count();
-        // Taken out first: if a completion cannot be sent, the connection is dropped and the
-        // chains still held are discarded, but the released frames leave all the same.
-        let ready: Vec<Held> = self.held.drain(..n).collect();
-        for h in ready {
-            self.leave(h);
-        }
-    }
-
-    /// Lets every held chain go (`SetRole { Live }`: the VMM decided to go live).
-    fn leave_all(&mut self, why: &str) {
-        if !self.held.is_empty() {
-            info!(
-                "FT: releasing {} held chain(s) and their output(s): {why}",
-                self.held.len()
-            );
-        }
-        for h in std::mem::take(&mut self.held) {
-            self.leave(h);
-        }
     }
 
     /// One held chain goes: its frame is written to the TAP (a frame the TAP refuses is
@@ -363,7 +310,7 @@ impl State {
     /// is sent to the VMM, exactly once. If the connection is gone meanwhile (a send failed),
     /// the completion is not sent: the VMM that would apply it is gone.
     fn leave(&mut self, h: Held) {
-        if let Some((_, frame)) = h.output {
+        if let Some(frame) = h.frame {
             self.out.release(frame);
         }
         if self.conn.is_some() && self.send(&h.completion).is_ok() {
@@ -372,24 +319,16 @@ impl State {
         }
     }
 
-    /// Drops the connection (if any) and discards everything held: those frames never reach
-    /// the TAP and those chains are never completed (see the module documentation).
+    /// Drops the connection (if any; dropping it shuts it down, which wakes its reader up)
+    /// and discards everything held: those frames never reach the TAP and those chains are
+    /// never completed (see the module documentation).
     fn drop_conn(&mut self, why: &str) {
-        let serial = self.conn.take().map(|c| {
-            // Wakes the reader thread of that connection up, which then finds it detached.
-            let _ = c.stream.shutdown(Shutdown::Both);
-            c.serial
-        });
-        if self.held.is_empty() {
+        let serial = self.conn.take().map(|c| c.serial());
+        let ids: Vec<u64> = self.gate.held_ids().collect();
+        let chains = self.gate.disconnect().len();
+        if chains == 0 {
             return;
         }
-        let chains = self.held.len();
-        let ids: Vec<u64> = self
-            .held
-            .iter()
-            .filter_map(|h| h.output.as_ref().map(|(id, _)| *id))
-            .collect();
-        self.held.clear();
         let n = ids.len();
         NetStats::add(&self.stats.ft_outputs_discarded, n as u64);
         warn!(

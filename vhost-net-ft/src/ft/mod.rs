@@ -2,7 +2,7 @@
 //! (`ft_control`, docs/PROTOCOL.md "FT control channel").
 //!
 //! With `--ft-socket PATH` the backend also listens there for one VMM at a time
-//! ([`server::FtServer`]). The VMM's `Hello` names a role:
+//! (`ft_backend::FtServer`, shared with vhost-blk-remote; [`FtLink`] is what it drives). The VMM's `Hello` names a role:
 //! - `Primary` (FT mode). Determinism contract (design brief, point 4): the backend does not
 //!   write guest memory, the used ring or the call eventfd; each finished chain becomes a
 //!   `Completion` message carrying the writes, which the VMM applies at a landmark and logs
@@ -40,11 +40,9 @@
 
 pub mod completer;
 pub mod link;
-pub mod server;
 
 pub use completer::FtCompleter;
 pub use link::{FtLink, VmmSlots};
-pub use server::FtServer;
 
 #[cfg(test)]
 mod tests;

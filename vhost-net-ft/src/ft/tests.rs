@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ft_control::{output_digest, MemWrite, Message, Role, VERSION};
+use ft_backend::{FtBackend, VmmConn};
+use ft_control::{MemWrite, Message, Role, VERSION};
+use vhost_harness::output_digest;
 use virtio_queue::QueueT;
 
 use crate::ft::{FtCompleter, FtLink, VmmSlots};
@@ -79,7 +81,8 @@ fn attach(link: &FtLink, role: Role) -> UnixStream {
     let (ours, mut vmm) = UnixStream::pair().expect("socket pair");
     vmm.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    link.attach(ours, role, 1).expect("attach");
+    link.attach(VmmConn::new(ours, 1).expect("conn"), role)
+        .expect("attach");
     assert_eq!(recv(&mut vmm), Message::HelloAck { version: VERSION });
     vmm
 }
@@ -512,7 +515,8 @@ fn a_new_connection_replacing_the_old_one_discards_its_held_chains() {
     let (ours, mut vmm) = UnixStream::pair().expect("socket pair");
     vmm.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    link.attach(ours, Role::Primary, 2).expect("attach");
+    link.attach(VmmConn::new(ours, 2).expect("conn"), Role::Primary)
+        .expect("attach");
     assert_eq!(recv(&mut vmm), Message::HelloAck { version: VERSION });
     assert_eq!(link.held_chains(), 0);
     let old_got = recv_until_eof(&mut old);

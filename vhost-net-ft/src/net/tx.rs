@@ -15,7 +15,9 @@
 use std::io;
 use std::sync::Arc;
 
+use ft_control::digest::chain_digest;
 use log::error;
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT};
 use vm_memory::GuestMemory;
 
@@ -27,32 +29,44 @@ use crate::net::hdr::{split_packet, VirtioNetHdr, ETH_HLEN, MAX_FRAME_LEN, VNET_
 use crate::net::stats::NetStats;
 
 /// A frame produced by the guest, prefixed with the (clean) header the TAP expects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TxFrame {
     packet: Vec<u8>,
-    /// The header exactly as the guest wrote it (the backup's digest covers the chain's
-    /// readable bytes as they were, not the cleaned header).
-    guest_hdr: [u8; VNET_HDR_LEN],
+    /// The chain's descriptors (for the FT output digest, which covers the chain's readable
+    /// bytes as the guest wrote them, not the cleaned header).
+    descriptors: Vec<Descriptor>,
 }
 
 impl TxFrame {
-    /// A frame from `header || frame` bytes as the guest wrote them (unchecked; for tests and
-    /// for [`read_tx_chain`], which checks first).
-    pub fn from_guest(mut packet: Vec<u8>) -> Result<TxFrame, ChainError> {
-        let mut guest_hdr = [0u8; VNET_HDR_LEN];
-        let hdr = packet.get(..VNET_HDR_LEN).ok_or(ChainError::TooShort {
-            have: packet.len(),
+    /// A frame from `header || frame` bytes as the guest wrote them in the chain of
+    /// `descriptors` (unchecked; for tests and for [`read_tx_chain`], which checks first).
+    pub fn from_guest(
+        mut packet: Vec<u8>,
+        descriptors: Vec<Descriptor>,
+    ) -> Result<TxFrame, ChainError> {
+        let have = packet.len();
+        let hdr = packet.get_mut(..VNET_HDR_LEN).ok_or(ChainError::TooShort {
+            have,
             need: VNET_HDR_LEN,
         })?;
-        guest_hdr.copy_from_slice(hdr);
-        packet[..VNET_HDR_LEN].copy_from_slice(&VirtioNetHdr::default().to_bytes());
-        Ok(TxFrame { packet, guest_hdr })
+        hdr.copy_from_slice(&VirtioNetHdr::default().to_bytes());
+        Ok(TxFrame {
+            packet,
+            descriptors,
+        })
     }
 
-    /// The readable bytes of the chain as the guest wrote them, in chain order (header, then
-    /// frame): what the FT output digest covers.
-    pub fn guest_bytes(&self) -> [&[u8]; 2] {
-        [&self.guest_hdr, self.frame()]
+    /// The FT output digest (`ft_control::digest`, the function the backup's check calls):
+    /// over the chain's readable bytes, read again from `mem` while the chain is still the
+    /// device's (its buffers are the device's until it is used, virtio 1.2 section 2.7). [`read_tx_chain`] has
+    /// checked every descriptor and bounded the total, so this fails only if the guest
+    /// rewrote its descriptor table meanwhile: then a digest of zeros, which the backup
+    /// reports as a divergence (the frame itself is held as any other).
+    pub fn digest<M: GuestMemory + ?Sized>(&self, mem: &M) -> [u8; 32] {
+        chain_digest(mem, self.descriptors.iter().copied()).unwrap_or_else(|e| {
+            error!("TX: output digest: {e}; announced as zeros");
+            [0; 32]
+        })
     }
 
     /// Header and frame as written to the TAP.
@@ -124,7 +138,8 @@ pub fn read_tx_chain<M: GuestMemory>(
     mem: &M,
     chain: DescriptorChain<&M>,
 ) -> Result<TxFrame, ChainError> {
-    let segs = validate_chain(mem, chain, Direction::DeviceReadable)?;
+    let descriptors: Vec<Descriptor> = chain.collect();
+    let segs = validate_chain(mem, descriptors.iter().copied(), Direction::DeviceReadable)?;
     let min = VNET_HDR_LEN + ETH_HLEN;
     if segs.total < min {
         return Err(ChainError::TooShort {
@@ -142,7 +157,7 @@ pub fn read_tx_chain<M: GuestMemory>(
     // Validate the copy, not guest memory, so the guest cannot change it after the check.
     let packet = gather(mem, &segs)?;
     split_packet(&packet, VirtioNetHdr::check_tx)?;
-    TxFrame::from_guest(packet)
+    TxFrame::from_guest(packet, descriptors)
 }
 
 /// Takes every chain that is available now (a later addition comes with a new kick) and

@@ -5,14 +5,13 @@ use std::time::Instant;
 
 use kvm_bindings::kvm_interrupt;
 use kvm_ioctls::VcpuFd;
-use sha2::{Digest, Sha256};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
 use crate::devices::legacy::pit::TimerRequest;
 use crate::devices::legacy::{LegacyDevices, VmClock, PIT_IRQ};
-use crate::devices::virtio::ring::{push_used, readable_bytes, Written};
+use crate::devices::virtio::ring::{self, push_used, Written};
 use crate::devices::virtio::slots::VirtioDevices;
 use crate::devices::virtio::QueueConfig;
 use crate::event_loop::PitTimerHandle;
@@ -246,12 +245,11 @@ impl Machine for VcpuMachine {
 
     fn output_digest(&self, at: OutputAt) -> Result<[u8; 32], MachineError> {
         let q = self.queue(at.slot, at.queue)?;
-        let bytes = readable_bytes(&self.mem, &q, at.head).map_err(|e| MachineError::Queue {
+        ring::output_digest(&self.mem, &q, at.head).map_err(|e| MachineError::Queue {
             slot: at.slot,
             queue: at.queue,
             reason: e.to_string(),
-        })?;
-        Ok(Sha256::digest(&bytes).into())
+        })
     }
 
     fn halted(&self) -> bool {

@@ -1,14 +1,21 @@
 //! The VMM's own access to split virtqueues (virtio 1.2 section 2.7), for fault-tolerant mode:
 //! writing used elements for completions a backend handed over, and digesting the readable
 //! part of a descriptor chain (an output) so that the backup can compare it with the primary's.
+//!
+//! The digest is `ft_control::digest::chain_digest`, the function the backends announce
+//! their outputs with. This module only finds the chain's descriptors: virtio-queue walks
+//! chains only as it pops them off the available ring (`DescriptorChain::new` is private),
+//! and the backup must look at the chain of a given head without taking it.
 
+use ft_control::digest::{chain_digest, DigestError};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
+use virtio_queue::desc::{split::Descriptor, RawDescriptor};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::QueueConfig;
 
-const VIRTQ_DESC_F_NEXT: u16 = 1;
-const VIRTQ_DESC_F_WRITE: u16 = 2;
-const VIRTQ_DESC_F_INDIRECT: u16 = 4;
+const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RingError {
@@ -20,6 +27,8 @@ pub enum RingError {
     Memory(u64),
     #[error("descriptor chain longer than the queue (a loop?)")]
     Loop,
+    #[error("{0}")]
+    Digest(#[from] DigestError),
 }
 
 /// A guest-memory write the VMM made, to be logged for the backup: the same shape as the
@@ -64,33 +73,22 @@ pub fn push_used(
     write(mem, q.device + 2, &idx.wrapping_add(1).to_le_bytes(), log)
 }
 
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-}
-
-fn read_desc(mem: &GuestMemoryMmap, table: u64, i: u16) -> Result<Desc, RingError> {
-    let mut b = [0u8; 16];
+fn read_desc(mem: &GuestMemoryMmap, table: u64, i: u16) -> Result<Descriptor, RingError> {
     let at = table + 16 * u64::from(i);
-    mem.read_slice(&mut b, GuestAddress(at))
+    let raw: RawDescriptor = mem
+        .read_obj(GuestAddress(at))
         .map_err(|_| RingError::Memory(at))?;
-    Ok(Desc {
-        addr: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-        len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-        flags: u16::from_le_bytes([b[12], b[13]]),
-        next: u16::from_le_bytes([b[14], b[15]]),
-    })
+    Ok(Descriptor::from(raw))
 }
 
-/// The readable (device-readable) bytes of chain `head`, in chain order, following one level
-/// of indirect table (2.7.5.3).
-pub fn readable_bytes(
+/// The descriptors of chain `head`, in chain order, following one level of indirect table
+/// (2.7.5.3); an indirect descriptor itself is replaced by its table's entries. Bounded: at
+/// most two queues' worth of steps, so a looping chain is an error.
+pub fn chain(
     mem: &GuestMemoryMmap,
     q: &QueueConfig,
     head: u16,
-) -> Result<Vec<u8>, RingError> {
+) -> Result<Vec<Descriptor>, RingError> {
     if !q.ready || q.size == 0 {
         return Err(RingError::NotReady);
     }
@@ -106,23 +104,28 @@ pub fn readable_bytes(
         if steps > 2 * usize::from(u16::MAX) {
             return Err(RingError::Loop);
         }
-        if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
-            table = d.addr;
-            size = (d.len / 16).min(u32::from(u16::MAX)) as u16;
+        if d.flags() & F_INDIRECT != 0 {
+            table = d.addr().0;
+            size = u16::try_from(d.len() / 16).unwrap_or(u16::MAX);
             i = 0;
             continue;
         }
-        if d.flags & VIRTQ_DESC_F_WRITE == 0 {
-            let start = out.len();
-            out.resize(start + d.len as usize, 0);
-            mem.read_slice(&mut out[start..], GuestAddress(d.addr))
-                .map_err(|_| RingError::Memory(d.addr))?;
-        }
-        if d.flags & VIRTQ_DESC_F_NEXT == 0 {
+        out.push(d);
+        if d.flags() & F_NEXT == 0 {
             return Ok(out);
         }
-        i = d.next;
+        i = d.next();
     }
+}
+
+/// The output digest of chain `head`: what the backend announced for it, if the backup's
+/// guest produced the same output.
+pub fn output_digest(
+    mem: &GuestMemoryMmap,
+    q: &QueueConfig,
+    head: u16,
+) -> Result<[u8; 32], RingError> {
+    Ok(chain_digest(mem, chain(mem, q, head)?)?)
 }
 
 #[cfg(test)]
@@ -188,31 +191,41 @@ mod tests {
         );
     }
 
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(bytes).into()
+    }
+
+    const F_WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
+
     #[test]
-    fn readable_bytes_skip_writable_buffers_and_follow_indirect_tables() {
+    fn the_digest_skips_writable_buffers_and_follows_indirect_tables() {
         let (mem, q) = setup();
         mem.write_slice(b"hdr", GuestAddress(0x8000)).expect("w");
         mem.write_slice(b"data", GuestAddress(0x9000)).expect("w");
-        desc(&mem, q.desc, 0, 0x8000, 3, VIRTQ_DESC_F_NEXT, 5);
-        desc(&mem, q.desc, 5, 0x9000, 4, VIRTQ_DESC_F_NEXT, 2);
-        desc(&mem, q.desc, 2, 0xa000, 16, VIRTQ_DESC_F_WRITE, 0);
-        assert_eq!(readable_bytes(&mem, &q, 0).expect("chain"), b"hdrdata");
-        desc(&mem, 0x6000, 0, 0x9000, 4, VIRTQ_DESC_F_NEXT, 1);
+        desc(&mem, q.desc, 0, 0x8000, 3, F_NEXT, 5);
+        desc(&mem, q.desc, 5, 0x9000, 4, F_NEXT, 2);
+        desc(&mem, q.desc, 2, 0xa000, 16, F_WRITE, 0);
+        assert_eq!(output_digest(&mem, &q, 0), Ok(sha(b"hdrdata")));
+        desc(&mem, 0x6000, 0, 0x9000, 4, F_NEXT, 1);
         desc(&mem, 0x6000, 1, 0x8000, 3, 0, 0);
-        desc(&mem, q.desc, 1, 0x6000, 32, VIRTQ_DESC_F_INDIRECT, 0);
-        assert_eq!(readable_bytes(&mem, &q, 1).expect("indirect"), b"datahdr");
+        desc(&mem, q.desc, 1, 0x6000, 32, F_INDIRECT, 0);
+        assert_eq!(output_digest(&mem, &q, 1), Ok(sha(b"datahdr")));
     }
 
     #[test]
     fn bad_chains_are_errors_not_panics() {
         let (mem, q) = setup();
-        assert_eq!(readable_bytes(&mem, &q, 9), Err(RingError::BadIndex(9)));
-        desc(&mem, q.desc, 0, 0x8000, 1, VIRTQ_DESC_F_NEXT, 0); // loops on itself
-        assert_eq!(readable_bytes(&mem, &q, 0), Err(RingError::Loop));
+        assert_eq!(output_digest(&mem, &q, 9), Err(RingError::BadIndex(9)));
+        desc(&mem, q.desc, 0, 0x8000, 1, F_NEXT, 0); // loops on itself
+        assert_eq!(output_digest(&mem, &q, 0), Err(RingError::Loop));
         desc(&mem, q.desc, 3, 0xfff_0000, 8, 0, 0);
         assert_eq!(
-            readable_bytes(&mem, &q, 3),
-            Err(RingError::Memory(0xfff_0000))
+            output_digest(&mem, &q, 3),
+            Err(RingError::Digest(DigestError::OutOfMemory {
+                addr: 0xfff_0000,
+                len: 8
+            }))
         );
         let off = QueueConfig::default();
         assert_eq!(
