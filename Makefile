@@ -6,7 +6,10 @@ GUEST_DIR := resources/guest
 GUEST_ELF := $(BUILD)/guest.elf
 VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
-APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3 openssl
+APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3 openssl curl
+# promtool checks the metrics endpoints. Installed without its recommends (which would add
+# prometheus-node-exporter); the Prometheus server it comes with is stopped and never used.
+APT_TOOLS := prometheus
 
 .PHONY: help deps build guest run demo test test-long bench bench-compare fuzz clean
 
@@ -27,10 +30,18 @@ deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	else echo "debian packages: all present"; fi
+	tools=""; for p in $(APT_TOOLS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || tools="$$tools $$p"; \
+	done; \
+	if [ -n "$$missing$$tools" ]; then \
+		echo "installing:$$missing$$tools"; \
+		apt-get update -qq || exit 1; \
+	else echo "debian packages: all present"; fi; \
+	if [ -n "$$missing" ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing || exit 1; fi; \
+	if [ -n "$$tools" ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$tools || exit 1; \
+		service prometheus stop >/dev/null 2>&1 || true; \
+	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
 	$(CARGO) fetch --locked
 	cd $(GUEST_DIR) && $(CARGO) fetch --locked

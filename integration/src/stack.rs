@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Component;
 use crate::netns::{connect_from, exec_prefix, NetnsError};
 use crate::proc::{Proc, ProcError};
 use crate::repo_path;
@@ -405,6 +406,8 @@ impl Host {
             GUEST_MAC.into(),
             "--ft-socket".into(),
             ft.display().to_string(),
+            "--metrics-listen".into(),
+            Component::Net.listen(),
         ];
         Ok(Proc::spawn(
             &format!("{role}-vhost-net-ft"),
@@ -444,6 +447,11 @@ impl Host {
         Ok((out.status.success(), text(&out.stdout), text(&out.stderr)))
     }
 
+    /// `curl http://127.0.0.1:PORT/metrics` of one of this host's processes.
+    pub fn scrape(&self, c: Component) -> Result<String, StackError> {
+        crate::metrics::scrape(&self.ns, c)
+    }
+
     /// A control-socket connection to this host's vmm.
     pub fn api(&self) -> Result<crate::api::ApiClient, StackError> {
         crate::api::ApiClient::connect(&Self::api_socket(&self.dir, &self.role))
@@ -471,7 +479,7 @@ impl Host {
         let argv: Vec<String> = match backend {
             BlockBackend::Remote(uri) => {
                 let ft = dir.join(format!("{role}-blk-ft.sock")).display().to_string();
-                vec![bin("vhost-blk-remote"), "--socket".into(), sock, "--nbd".into(), uri.clone(), "--ft-socket".into(), ft]
+                vec![bin("vhost-blk-remote"), "--socket".into(), sock, "--nbd".into(), uri.clone(), "--ft-socket".into(), ft, "--metrics-listen".into(), Component::Blk.listen()]
             }
             BlockBackend::QemuStorageDaemon(image) => vec![
                 "qemu-storage-daemon".into(),
@@ -517,6 +525,8 @@ impl Host {
             format!("socket={}{blk_ft}", Self::blk_socket(dir, role).display()),
             "--api-sock".into(),
             Self::api_socket(dir, role).display().to_string(),
+            "--metrics-listen".into(),
+            Component::Vmm.listen(),
             "--stats".into(),
         ];
         let opts = match ft {

@@ -11,4 +11,5 @@
 pub mod blk;
 pub mod daemon;
 pub mod ft;
+pub mod metrics;
 pub mod nbd;

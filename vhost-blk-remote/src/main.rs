@@ -1,5 +1,5 @@
 //! `vhost-blk-remote --socket PATH --nbd URI [--readonly] [--ft-socket PATH]
-//! [--socket-group GROUP]`
+//! [--socket-group GROUP] [--metrics-listen ADDR:PORT]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ft_control::local::parse_group;
+use metrics_http::MetricsListener;
 use vhost_blk_remote::blk::BackendOptions;
 use vhost_blk_remote::daemon::{serve, DaemonConfig};
+use vhost_blk_remote::metrics::METRICS;
 use vhost_blk_remote::nbd::{Client, ClientOptions, NbdError, NbdUri};
 
 /// vhost-user block device backend whose storage is a remote NBD export.
@@ -42,6 +44,9 @@ struct Cli {
     /// with this group instead of 0600, and a peer whose gid is this group is accepted.
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/PROTOCOL.md, "Metrics").
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn connect(uri: &NbdUri, timeout: Duration) -> Result<Client, NbdError> {
@@ -77,6 +82,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(addr) = cli.metrics_listen {
+        let spawned =
+            MetricsListener::bind(addr).and_then(|l| l.spawn(&METRICS.registry, || {}, || {}));
+        if let Err(e) = spawned {
+            log::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let client = match connect(&uri, Duration::from_secs(cli.connect_timeout)) {
         Ok(c) => Arc::new(c),
         Err(e) => {

@@ -7,7 +7,8 @@
 //! Modules:
 //! - [`tap`]: opening and configuring the TAP device, frame I/O on it.
 //! - [`net`]: the virtio-net device (config space, virtio-net header, descriptor validation,
-//!   RX and TX paths, the `VhostUserBackendMut` implementation, counters).
+//!   RX and TX paths, the `VhostUserBackendMut` implementation, counters and their
+//!   Prometheus metrics).
 //! - [`server`]: the accept loop that serves one frontend after another on one socket path.
 //! - [`ft`]: FT mode: the `--ft-socket` control connection, completions sent to the VMM
 //!   instead of written to guest memory, TX frames held until the VMM releases them

@@ -1,5 +1,5 @@
 //! `vhost-net-ft --socket PATH --tap NAME [--mac MAC] [--ft-socket PATH]
-//! [--socket-group GROUP]`
+//! [--socket-group GROUP] [--metrics-listen ADDR:PORT]`
 //!
 //! Listens on the vhost-user socket `PATH` and serves one frontend at a time, forever
 //! (reconnecting frontends are accepted; a broken one is dropped). With `--ft-socket` it also
@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::{io, thread};
 
 use clap::Parser;
@@ -16,9 +16,11 @@ use ft_control::local::parse_group;
 use log::{error, info};
 
 use ft_backend::FtServer;
+use metrics_http::{MetricsError, MetricsListener};
 use vhost_net_ft::error::ServeError;
 use vhost_net_ft::ft::FtLink;
 use vhost_net_ft::net::config::{MacAddr, NetConfig};
+use vhost_net_ft::net::metrics::NetMetrics;
 use vhost_net_ft::net::stats::NetStats;
 use vhost_net_ft::server::Server;
 use vhost_net_ft::tap::Tap;
@@ -45,6 +47,22 @@ struct Cli {
     /// with this group instead of 0600, and a peer whose gid is this group is accepted.
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/PROTOCOL.md, "Metrics").
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// The registry `--metrics-listen` serves (it lives as long as the process).
+static METRICS: OnceLock<NetMetrics> = OnceLock::new();
+
+/// Starts the `--metrics-listen` endpoint over `stats`.
+fn serve_metrics(addr: std::net::SocketAddr, stats: Arc<NetStats>) -> Result<(), MetricsError> {
+    let listener = MetricsListener::bind(addr)?;
+    let metrics = NetMetrics::new()?;
+    let metrics = METRICS.get_or_init(|| metrics);
+    let refresh = move || metrics.refresh(&stats);
+    listener.spawn(&metrics.registry, || {}, refresh)?;
+    Ok(())
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread spawned later)
@@ -102,6 +120,12 @@ fn main() -> ExitCode {
     if let Err(e) = spawn_signal_thread(sockets, stats.clone()) {
         error!("cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
+    }
+    if let Some(addr) = cli.metrics_listen {
+        if let Err(e) = serve_metrics(addr, stats.clone()) {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
     }
     let tap = match Tap::open(&cli.tap) {
         Ok(t) => Arc::new(t),

@@ -172,6 +172,8 @@ pub struct VmmConfig {
     pub api_sock: Option<PathBuf>,
     /// `--socket-group`: the control socket is mode 0660 with this group (else 0600).
     pub socket_group: Option<u32>,
+    /// `--metrics-listen`: where Prometheus scrapes `GET /metrics` (crate::metrics).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub ft: FtConfig,
     pub failover: FailoverConfig,
 }

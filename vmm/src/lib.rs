@@ -11,6 +11,7 @@ pub mod ft;
 pub mod inbox;
 pub mod loader;
 pub mod memory;
+pub mod metrics;
 pub mod persist;
 pub mod seccomp;
 pub mod stats;
@@ -66,6 +67,8 @@ pub enum Error {
     IoEvent(kvm_ioctls::Error),
     #[error(transparent)]
     Api(#[from] api::ApiError),
+    #[error(transparent)]
+    Metrics(#[from] metrics_http::MetricsError),
     #[error(transparent)]
     FtLink(#[from] devices::virtio::ft_link::FtLinkError),
     #[error("FT mode needs an FT control socket for every device: add ft=PATH to --{0}")]
@@ -210,12 +213,18 @@ pub struct Vmm {
     inbox: Arc<Inbox>,
     api_sock: Option<std::path::PathBuf>,
     socket_group: Option<u32>,
+    /// `--metrics-listen`, bound at start (a port in use is a startup error).
+    metrics: Option<metrics_http::MetricsListener>,
     /// FT backup: where the primary connects, and how to go live later.
     backup: Option<(std::net::TcpListener, ft::backup::TakeoverPlan)>,
 }
 
 impl Vmm {
     pub fn new(config: &VmmConfig) -> Result<Self, Error> {
+        let metrics = config
+            .metrics_listen
+            .map(metrics_http::MetricsListener::bind)
+            .transpose()?;
         let mem_size = config.mem_mib << 20;
         let guest_memory = memory::create_guest_memory(mem_size)?;
         let vm = Vm::new(&guest_memory)?;
@@ -311,6 +320,7 @@ impl Vmm {
             inbox,
             api_sock,
             socket_group: config.socket_group,
+            metrics,
             backup,
         })
     }
@@ -381,6 +391,10 @@ impl Vmm {
         }
         if let Some(path) = &self.api_sock {
             api::spawn(path, self.socket_group, self.inbox.clone())?;
+        }
+        if let Some(listener) = self.metrics.take() {
+            let filter = || seccomp::enter(seccomp::ThreadKind::Metrics);
+            listener.spawn(&metrics::METRICS.registry, filter, || {})?;
         }
         if let Some((listener, plan)) = self.backup.take() {
             self.wait_for_primary(&listener, plan)?;

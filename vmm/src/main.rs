@@ -59,6 +59,9 @@ struct Cli {
     /// too (default: mode 0600, the VMM's user only).
     #[arg(long, value_name = "GROUP", requires = "api_sock", value_parser = parse_socket_group)]
     socket_group: Option<u32>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (docs/PROTOCOL.md, "Metrics").
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Fault tolerance: `primary` (needs --peer) or `backup` (needs --listen).
     #[arg(long, value_parser = ["primary", "backup"])]
     ft: Option<String>,
@@ -230,6 +233,7 @@ fn main() -> ExitCode {
         block: cli.block,
         api_sock: cli.api_sock,
         socket_group: cli.socket_group,
+        metrics_listen: cli.metrics_listen,
         ft,
         failover,
     };

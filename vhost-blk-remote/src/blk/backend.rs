@@ -36,6 +36,7 @@ use super::ft_sink::{FtSink, QUEUE};
 use super::output;
 use super::request::{parse, Request};
 use crate::ft::Ft;
+use crate::metrics::METRICS;
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 
@@ -133,8 +134,12 @@ impl BlkBackend {
             let descriptors = chain.clone();
             match parse(chain) {
                 Ok(req) => {
+                    METRICS.request(QUEUE, &req.kind);
                     let seq = self.seq.clone();
-                    let done: Done = Box::new(move |c: Completion| seq.deliver(ticket, c));
+                    let done: Done = Box::new(move |c: Completion| {
+                        METRICS.completed(QUEUE, c.status);
+                        seq.deliver(ticket, c)
+                    });
                     match &self.ft {
                         Some(ft) if output::is_output(&req) => {
                             let digest = || output::digest(&*guard, descriptors);
@@ -145,6 +150,7 @@ impl BlkBackend {
                 }
                 Err(bad) => {
                     log::error!("invalid request (head {}): {}", bad.head, bad.error);
+                    METRICS.refused(QUEUE);
                     let c = Completion::status_only(
                         bad.head,
                         bad.status_addr,

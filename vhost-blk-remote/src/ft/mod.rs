@@ -48,6 +48,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ft_backend::{FtBackend, Gate, VmmConn};
 use ft_control::{ControlError, Message, Role};
 
+use crate::metrics::METRICS;
+
 use link::Link;
 
 /// What releasing an output does (issue its NBD command), or discarding it (tell the
@@ -76,6 +78,9 @@ fn run_all(held: Vec<Held>) {
 }
 
 fn discard_all(held: Vec<Held>) {
+    METRICS
+        .ft_outputs_discarded
+        .inc_by(u64::try_from(held.len()).unwrap_or(u64::MAX));
     for h in held {
         (h.discard)();
     }
@@ -116,6 +121,7 @@ impl Ft {
             // id order.
             return run(item);
         };
+        METRICS.ft_outputs_held.inc();
         // If this fails the connection is being torn down; its end discards the output.
         self.link.send(&Message::OutputReady {
             id,

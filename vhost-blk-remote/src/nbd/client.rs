@@ -21,12 +21,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::conn::{dial, lock, Inflight, Pending, Shared, WriterState};
 use super::handshake::ExportInfo;
 use super::uri::NbdUri;
 use super::NbdError;
+use crate::metrics::METRICS;
 
 /// One NBD command. Lengths are in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,18 @@ pub enum Command {
     Write { offset: u64, data: Vec<u8> },
     Flush,
     Trim { offset: u64, len: u32 },
+}
+
+impl Command {
+    /// The command's name in the NBD protocol, lower case (for metrics and logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Read { .. } => "read",
+            Command::Write { .. } => "write",
+            Command::Flush => "flush",
+            Command::Trim { .. } => "trim",
+        }
+    }
 }
 
 /// Called exactly once with the result of a command: the data for READ, empty otherwise.
@@ -198,6 +211,11 @@ impl Client {
         if empty {
             return done(Ok(Vec::new()));
         }
+        let (started, command) = (Instant::now(), cmd.name());
+        let done: Callback = Box::new(move |result| {
+            METRICS.nbd_reply(command, started.elapsed(), result.is_ok());
+            done(result)
+        });
         let sh = &self.shared;
         let cookie = {
             let mut inf = lock(&sh.inflight);

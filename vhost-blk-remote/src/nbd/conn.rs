@@ -265,6 +265,7 @@ impl Shared {
                     self.writer_cv.notify_all();
                     self.connected.store(true, Ordering::Release);
                     self.reconnects.fetch_add(1, Ordering::AcqRel);
+                    crate::metrics::METRICS.nbd_reconnects.inc();
                     log::info!(
                         "reconnected to {} after {attempts} attempt(s); re-sending {resent} request(s)",
                         self.uri

@@ -50,6 +50,7 @@ pub mod chain;
 pub mod completion;
 pub mod config;
 pub mod hdr;
+pub mod metrics;
 pub mod rx;
 pub mod stats;
 pub mod tx;

@@ -19,6 +19,7 @@ use super::record::{Record, RecordReader, RecordWriter};
 use super::timers;
 use crate::event_loop::{writable_now, Registrar};
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::metrics::{set_count, METRICS};
 use crate::sync::lock;
 
 /// Heartbeat period in both directions when nothing else is sent.
@@ -324,6 +325,7 @@ fn writer_loop(
                 log::error!("ft: logging channel write failed: {e}");
                 return;
             }
+            METRICS.record(true, o.record.kind());
             if let Some(l) = o.record.entry_landmark() {
                 let mut h = lock(&shared.history);
                 if h.back().is_none_or(|&(last, _)| last < l) {
@@ -340,6 +342,7 @@ fn writer_loop(
             return;
         }
         shared.bytes_sent.fetch_add(before, Ordering::Relaxed);
+        METRICS.ft_log_bytes_sent.inc_by(before);
     }
 }
 
@@ -357,6 +360,9 @@ pub fn release_acked(shared: &PrimaryShared, release: &ReleaseFn) {
                 break;
             }
             hold.record(h.since.elapsed());
+            METRICS
+                .ft_output_hold
+                .observe(h.since.elapsed().as_secs_f64());
             match newest.iter_mut().find(|(d, _)| *d == h.device) {
                 Some(entry) => entry.1 = entry.1.max(h.id),
                 None => newest.push((h.device, h.id)),
@@ -390,6 +396,7 @@ fn ack_loop(stream: LinkStream, shared: &PrimaryShared, release: &ReleaseFn) {
             Ok(Some((_, Record::Heartbeat { landmark, .. }))) => {
                 *lock(&shared.last_heard) = Instant::now();
                 shared.backup_landmark.store(landmark, Ordering::Relaxed);
+                set_count(&METRICS.ft_backup_landmark, landmark);
                 // Lag in time: how long ago the primary logged the landmark the backup is at.
                 let mut h = lock(&shared.history);
                 let mut at = None;
@@ -402,6 +409,7 @@ fn ack_loop(stream: LinkStream, shared: &PrimaryShared, release: &ReleaseFn) {
                     at.map_or(Duration::ZERO, |t| t.elapsed())
                 };
                 lock(&shared.lag).record(lag);
+                METRICS.ft_lag.observe(lag.as_secs_f64());
             }
             Ok(Some((_, Record::Diverged { landmark, reason }))) => {
                 let msg = format!("backup diverged at landmark {landmark}: {reason}");
@@ -514,6 +522,7 @@ fn receive_loop(stream: LinkStream, shared: &BackupShared, inbox: &Inbox) {
     let mut reader = RecordReader::new(stream);
     let mut batch: Vec<(u64, Record)> = Vec::new();
     loop {
+        let before = reader.bytes_decoded();
         let (seq, record) = match reader.next() {
             Ok(Some(r)) => r,
             Ok(None) => {
@@ -526,6 +535,10 @@ fn receive_loop(stream: LinkStream, shared: &BackupShared, inbox: &Inbox) {
             }
         };
         *lock(&shared.last_heard) = Instant::now();
+        let bytes = reader.bytes_decoded() - before;
+        shared.bytes_received.fetch_add(bytes, Ordering::Relaxed);
+        METRICS.ft_log_bytes_received.inc_by(bytes);
+        METRICS.record(false, record.kind());
         if let Some(l) = record.entry_landmark() {
             shared.newest_landmark.fetch_max(l, Ordering::SeqCst);
         }

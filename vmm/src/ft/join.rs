@@ -21,6 +21,7 @@ use crate::devices::legacy::serial::SerialError;
 use crate::devices::virtio::slots::VirtioStateError;
 use crate::inbox::Inbox;
 use crate::memory::{ram_size, zero_ram, zero_range, RamError};
+use crate::metrics::METRICS;
 use crate::persist::envelope::{MAGIC_MACHINE, MAGIC_VCPU};
 use crate::sync::lock;
 
@@ -192,6 +193,8 @@ impl Recorder<Primary> {
                 p.attach(link, epoch);
                 let pause = pause.elapsed();
                 p.stats.join_pause = Some(pause);
+                METRICS.ft_joins.inc();
+                METRICS.ft_join_pause.observe(pause.as_secs_f64());
                 p.stats.join_total = Some(started.elapsed());
                 p.stats.join_rounds = rounds;
                 p.stats.join_throttle_max_pct = max_throttle;

@@ -20,6 +20,7 @@ use crate::config::FailoverConfig;
 use crate::devices::virtio::ft_link::FtLink;
 use crate::event_loop::Registrar;
 use crate::inbox::Inbox;
+use crate::metrics::METRICS;
 use crate::sync::lock;
 
 /// Flow control: the vCPU waits at a landmark while more records than this are unacknowledged.
@@ -276,6 +277,10 @@ impl Primary {
         let asked = self.arbitration.take().map(|a| a.started.elapsed());
         match verdict {
             Verdict::Won => {
+                METRICS
+                    .ft_arbiter_decisions
+                    .with_label_values(&["won"])
+                    .inc();
                 log::error!(
                     "ft: won epoch {} at the arbiter ({:.1} ms): primary running UNPROTECTED",
                     self.epoch,
@@ -289,7 +294,13 @@ impl Primary {
                 self.join_wanted.store(true, Ordering::SeqCst);
                 Ok(())
             }
-            Verdict::Lost { owner, epoch } => Err(EngineStop::LostArbitration { epoch, owner }),
+            Verdict::Lost { owner, epoch } => {
+                METRICS
+                    .ft_arbiter_decisions
+                    .with_label_values(&["lost"])
+                    .inc();
+                Err(EngineStop::LostArbitration { epoch, owner })
+            }
         }
     }
 

@@ -770,6 +770,8 @@ pub struct RecordReader<R: Read> {
     start: usize,
     end: usize,
     next_seq: u64,
+    /// Bytes of the frames decoded so far.
+    decoded: u64,
 }
 
 impl<R: Read> RecordReader<R> {
@@ -786,7 +788,13 @@ impl<R: Read> RecordReader<R> {
             start: 0,
             end: 0,
             next_seq: first_seq,
+            decoded: 0,
         }
+    }
+
+    /// Bytes of the frames returned so far (what the log cost on the wire).
+    pub fn bytes_decoded(&self) -> u64 {
+        self.decoded
     }
 
     /// Whether a complete frame is already buffered, i.e. `next` will not block. The backup
@@ -809,6 +817,7 @@ impl<R: Read> RecordReader<R> {
         loop {
             if let Some((seq, record, consumed)) = decode(&self.buf[self.start..self.end])? {
                 self.start += consumed;
+                self.decoded += consumed as u64;
                 if seq != self.next_seq {
                     return Err(RecordError::Sequence {
                         expected: self.next_seq,

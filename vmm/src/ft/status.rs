@@ -5,9 +5,28 @@ use std::sync::atomic::Ordering;
 use vmm_api::{FtStatus, JoinProgress, Role};
 
 use super::engine::Engine;
+use crate::metrics::{set_count, METRICS};
 use crate::sync::lock;
 
 impl Engine {
+    /// Publishes what the vCPU thread alone knows to the metrics: the landmark, the role,
+    /// the epoch, protection. Called at every turn of the vCPU loop, so only atomic stores.
+    pub fn publish_metrics(&self) {
+        let m = &*METRICS;
+        set_count(&m.landmark, self.landmark());
+        let (role, epoch) = match self {
+            Engine::Plain(_) => (Role::Off, 0),
+            Engine::Recorder(r) => {
+                m.ft_protected.set(i64::from(r.sink.protected()));
+                m.ft_joining.set(i64::from(r.sink.join.is_some()));
+                (Role::Primary, r.sink.epoch)
+            }
+            Engine::Replayer(b) => (Role::Backup, b.epoch),
+        };
+        m.set_role(role);
+        set_count(&m.ft_epoch, epoch);
+    }
+
     /// The role, the epoch and, on a backup, its view of the log; on a primary, the
     /// replication and join figures.
     pub fn ft_status(&self) -> FtStatus {

@@ -16,6 +16,7 @@ use super::failover::{Arbitration, Verdict};
 use super::primary::Primary;
 use crate::devices::virtio::ft_link::FtLink;
 use crate::inbox::Inbox;
+use crate::metrics::METRICS;
 use crate::sync::lock;
 
 impl Engine {
@@ -51,8 +52,16 @@ impl Engine {
         inbox: &Arc<Inbox>,
     ) -> Result<(), EngineStop> {
         if let Verdict::Lost { owner, epoch } = verdict {
+            METRICS
+                .ft_arbiter_decisions
+                .with_label_values(&["lost"])
+                .inc();
             return Err(EngineStop::LostArbitration { epoch, owner });
         }
+        METRICS
+            .ft_arbiter_decisions
+            .with_label_values(&["won"])
+            .inc();
         let asked = asked_at.elapsed();
         let Engine::Replayer(b) = std::mem::take(self) else {
             return Ok(());
@@ -83,6 +92,7 @@ impl Engine {
             "ft: backends started in {:.1} ms",
             start.elapsed().as_secs_f64() * 1e3
         );
+        METRICS.ft_failovers.inc();
         log::error!(
             "ft: backup is LIVE at landmark {landmark} (epoch {epoch}; arbiter answered in {:.1} ms)",
             asked.as_secs_f64() * 1e3

@@ -17,6 +17,7 @@ use super::precopy::JoinState;
 use super::record::Record;
 use crate::event_loop::{every, writable_now, EventLoopError, Registrar, Tick};
 use crate::inbox::{DeviceEvent, Inbox};
+use crate::metrics::METRICS;
 use crate::sync::lock;
 
 /// Watches a logging channel: once nothing (record, ack or heartbeat) has arrived for
@@ -37,6 +38,7 @@ pub fn watch(
         timeout,
         last_heard: Box::new(last_heard),
         alive: Box::new(alive),
+        overdue: 0,
     };
     every(events, tick, watchdog)
 }
@@ -47,6 +49,8 @@ struct Watchdog {
     timeout: Duration,
     last_heard: Box<dyn Fn() -> Instant + Send>,
     alive: Box<dyn Fn() -> bool + Send>,
+    /// Heartbeat periods already counted as missed in the current silence.
+    overdue: u64,
 }
 
 impl Tick for Watchdog {
@@ -55,9 +59,18 @@ impl Tick for Watchdog {
             return false;
         }
         let silent = (self.last_heard)().elapsed();
+        // Each heartbeat period beyond the first without a word is a missed heartbeat
+        // (counted once, however many ticks see the same silence).
+        let periods = silent.as_millis() / HEARTBEAT.as_millis();
+        let overdue = u64::try_from(periods.saturating_sub(1)).unwrap_or(u64::MAX);
+        if overdue > self.overdue {
+            METRICS.ft_heartbeats_missed.inc_by(overdue - self.overdue);
+        }
+        self.overdue = overdue;
         if silent <= self.timeout {
             return true;
         }
+        METRICS.ft_peers_lost.with_label_values(&[self.name]).inc();
         log::error!(
             "ft: nothing from the {} for {} ms (timeout {} ms): declaring it lost",
             self.name,

@@ -195,6 +195,10 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             socket_io(&mut r);
             spawn(&mut r)?; // one api-client thread per client (inherits this filter)
         }
+        ThreadKind::Metrics => {
+            allow(&mut r, &[libc::SYS_accept, libc::SYS_accept4]);
+            socket_io(&mut r);
+        }
         ThreadKind::Vcpu => {
             kvm(&mut r)?;
             socket_io(&mut r);

@@ -29,19 +29,22 @@ pub enum ThreadKind {
     Precopy,
     /// api and its api-client threads.
     Api,
+    /// metrics: the `--metrics-listen` endpoint (accept, one request, close).
+    Metrics,
     /// ft-tls-connect: the primary's TLS handshakes; it starts each session's relay thread.
     TlsHandshake,
     /// ft-tls-relay: moves bytes between a TLS session's TCP socket and its Unix pair.
     TlsRelay,
 }
 
-const KINDS: [ThreadKind; 8] = [
+const KINDS: [ThreadKind; 9] = [
     ThreadKind::Main,
     ThreadKind::Vcpu,
     ThreadKind::EventLoop,
     ThreadKind::Ft,
     ThreadKind::Precopy,
     ThreadKind::Api,
+    ThreadKind::Metrics,
     ThreadKind::TlsHandshake,
     ThreadKind::TlsRelay,
 ];

@@ -16,6 +16,7 @@ use crate::devices::virtio::slots::VirtioDevices;
 use crate::devices::virtio::QueueConfig;
 use crate::event_loop::PitTimerHandle;
 use crate::ft::engine::{Machine, MachineError, OutputAt};
+use crate::metrics::METRICS;
 use crate::stats::Stats;
 
 // KVM_INTERRUPT (Linux Documentation/virt/kvm/api.rst 4.16): queue an external interrupt
@@ -103,6 +104,7 @@ impl VcpuMachine {
             ));
         }
         self.stats.interrupts_injected += 1;
+        METRICS.interrupts_injected.inc();
         self.injection_queued = true;
         self.halted = false;
         if let Some(t) = self.irq_raised_at.take() {
@@ -206,16 +208,27 @@ impl Machine for VcpuMachine {
         writes: Vec<Written>,
         wrote: &mut Vec<Written>,
     ) -> Result<(), MachineError> {
-        let q = self.queue(slot, queue)?;
-        for w in writes {
-            self.write_memory(w.gpa, &w.data)?;
-            wrote.push(w);
-        }
-        push_used(&self.mem, &q, head, len, wrote).map_err(|e| MachineError::Queue {
-            slot,
-            queue,
-            reason: format!("cannot write the used ring: {e}"),
-        })
+        let ty = self
+            .virtio
+            .slots
+            .get(slot)
+            .map_or(0, |s| s.transport.device_type());
+        // The guest-memory writes, then the used element (virtio 1.2 section 2.7.8).
+        let apply = || -> Result<(), MachineError> {
+            let q = self.queue(slot, queue)?;
+            for w in writes {
+                self.write_memory(w.gpa, &w.data)?;
+                wrote.push(w);
+            }
+            push_used(&self.mem, &q, head, len, wrote).map_err(|e| MachineError::Queue {
+                slot,
+                queue,
+                reason: format!("cannot write the used ring: {e}"),
+            })
+        };
+        let done = apply();
+        METRICS.completion(ty, queue, done.is_ok());
+        done
     }
 
     fn inject_pending(&mut self) -> Result<Option<u8>, MachineError> {

@@ -167,6 +167,7 @@ impl Vcpu {
     fn run_loop(&mut self) -> Result<VmExit, VcpuError> {
         let mut state = State::Running;
         loop {
+            self.engine.publish_metrics();
             // A pause takes effect just after a landmark, before its host events: what the
             // engine applies from here on is in the log after the pause point, on both sides.
             if state.may_pause() && self.control.pause_due(self.engine.landmark()) {

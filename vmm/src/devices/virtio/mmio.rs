@@ -156,6 +156,11 @@ impl MmioTransport {
         state.check(self.backend.as_ref())
     }
 
+    /// The virtio device type (virtio 1.2 section 5: 1 net, 2 block).
+    pub fn device_type(&self) -> u32 {
+        self.backend.device_type()
+    }
+
     pub fn backend_mut(&mut self) -> &mut dyn VirtioBackend {
         self.backend.as_mut()
     }
