@@ -158,17 +158,14 @@ impl Cluster {
     /// of the backup host's logging-link address.
     pub fn protect(&mut self, port: u16) -> Result<(), crate::stack::StackError> {
         let peer = format!("{}:{port}", ft_ip(self.backup_index()));
-        let reply = self
-            .primary_host()
+        let addr = peer
+            .parse()
+            .map_err(|e| crate::stack::StackError::Other(format!("protect {peer}: {e}")))?;
+        self.primary_host()
             .api()?
-            .call(&format!(r#"{{"cmd":"protect","peer":"{peer}"}}"#))?;
-        if reply.ok() {
-            Ok(())
-        } else {
-            Err(crate::stack::StackError::Other(format!(
-                "protect {peer}: {reply:?}"
-            )))
-        }
+            .protect(addr)
+            .map_err(|e| crate::stack::StackError::Other(format!("protect {peer}: {e}")))?;
+        Ok(())
     }
 
     /// Waits until the backup has loaded the primary's state and the primary has said that
@@ -289,46 +286,37 @@ fn kill_all(procs: &mut [&mut Proc]) {
 pub fn assert_identical(primary: &Host, backup: &Host) {
     let mut pa = primary.api().expect("primary api");
     let mut ba = backup.api().expect("backup api");
-    let now = pa
-        .call(r#"{"cmd":"status"}"#)
-        .expect("status")
-        .u64("landmark")
-        .expect("landmark");
+    let now = pa.status().expect("status").landmark;
     let target = now + 3000;
-    let request = format!(r#"{{"cmd":"pause","landmark":{target}}}"#);
     let mut ba2 = backup.api().expect("backup api");
-    let backup_paused = std::thread::spawn(move || ba2.call(&request).expect("backup pause"));
-    let p = pa
-        .call(&format!(r#"{{"cmd":"pause","landmark":{target}}}"#))
-        .expect("primary pause");
+    let backup_paused = std::thread::spawn(move || ba2.pause(Some(target)));
+    let p = pa.pause(Some(target));
     let b = backup_paused.join().expect("pause thread");
-    if p.str("state").as_deref() != Some("paused") || b.str("state").as_deref() != Some("paused") {
+    let paused = |s: &std::io::Result<vmm_api::Status>| {
+        s.as_ref()
+            .is_ok_and(|s| s.state == vmm_api::RunState::Paused && s.landmark == target)
+    };
+    if !paused(&p) || !paused(&b) {
         // Where each side is (a backup's status tells what it received and has queued),
         // and whether the backup moves at all: a second status a second later.
-        let ps = pa.call(r#"{"cmd":"status"}"#);
-        let bs = ba.call(r#"{"cmd":"status"}"#);
+        let ps = pa.status();
+        let bs = ba.status();
         std::thread::sleep(Duration::from_secs(1));
-        let later = ba.call(r#"{"cmd":"status"}"#);
+        let later = ba.status();
         panic!(
             "no pause at landmark {target}: primary {p:?} (status {ps:?}), backup {b:?} \
              (status {bs:?}; a second later {later:?})"
         );
     }
-    let dp = pa.call(r#"{"cmd":"digest"}"#).expect("digest");
-    let db = ba.call(r#"{"cmd":"digest"}"#).expect("digest");
-    assert!(dp.ok() && db.ok(), "{dp:?} {db:?}");
-    assert_eq!(dp.u64("landmark"), Some(target));
-    assert_eq!(db.u64("landmark"), Some(target));
+    let dp = pa.digest().expect("primary digest");
+    let db = ba.digest().expect("backup digest");
+    assert_eq!(dp.landmark, target);
+    assert_eq!(db.landmark, target);
     assert_eq!(
-        dp.str("memory"),
-        db.str("memory"),
+        dp.memory, db.memory,
         "guest memory differs at landmark {target}"
     );
-    assert_eq!(
-        dp.str("vcpu"),
-        db.str("vcpu"),
-        "vCPU state differs at landmark {target}"
-    );
-    assert!(pa.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
-    assert!(ba.call(r#"{"cmd":"resume"}"#).expect("resume").ok());
+    assert_eq!(dp.vcpu, db.vcpu, "vCPU state differs at landmark {target}");
+    pa.resume().expect("primary resume");
+    ba.resume().expect("backup resume");
 }

@@ -459,8 +459,8 @@ impl Host {
     }
 
     /// The vmm's `status` reply (a new control-socket connection).
-    pub fn status(&self) -> Result<crate::api::ApiReply, StackError> {
-        Ok(self.api()?.call(r#"{"cmd":"status"}"#)?)
+    pub fn status(&self) -> Result<vmm_api::Status, StackError> {
+        Ok(self.api()?.status()?)
     }
 
     fn blk_socket(dir: &Path, role: &str) -> PathBuf {

@@ -80,11 +80,7 @@ fn killing_the_backup_leaves_the_primary_running_until_a_replacement_joins() {
         .expect("redis-benchmark while the backup died and was replaced");
     log.assert_clean("INCR client");
     let status = c.primary_host().status().expect("status");
-    assert_eq!(
-        status.get("ft_protected"),
-        &serde_json::json!(true),
-        "{status:?}"
-    );
+    assert_eq!(status.ft.ft_protected, Some(true), "{status:?}");
 }
 
 #[test]
@@ -199,9 +195,9 @@ fn assert_no_interrupt_stuck_in_service(c: &mut Cluster) {
     let mut api = c.primary_host().api().expect("api");
     let mut seen = Vec::new();
     for _ in 0..50 {
-        let s = api.call(r#"{"cmd":"status"}"#).expect("status");
-        let isr = s.get("pic")["isr"].clone();
-        if isr == serde_json::json!([0, 0]) {
+        let s = api.status().expect("status");
+        let isr = s.pic.isr;
+        if isr == [0, 0] {
             return;
         }
         seen.push(isr);

@@ -123,22 +123,14 @@ fn output_rule_holds_replies_until_the_backup_acknowledges() {
     let mut api = p.primary_host().api().expect("api");
     // Stall the logging channel: the stopped backup acknowledges nothing.
     signal(backup_pid, libc::SIGSTOP);
-    let before = api
-        .call(r#"{"cmd":"status"}"#)
-        .expect("status")
-        .u64("landmark")
-        .expect("landmark");
+    let before = api.status().expect("status").landmark;
     let (tx, rx) = std::sync::mpsc::channel();
     let client = std::thread::spawn(move || {
         let reply = c.cmd(&[b"INCR", b"rule"]);
         let _ = tx.send(reply.map_err(|e| e.to_string()));
     });
     let held = rx.recv_timeout(Duration::from_millis(1500));
-    let after = api
-        .call(r#"{"cmd":"status"}"#)
-        .expect("status")
-        .u64("landmark")
-        .expect("landmark");
+    let after = api.status().expect("status").landmark;
     signal(backup_pid, libc::SIGCONT);
     assert!(
         held.is_err(),

@@ -27,7 +27,7 @@ fn wait_precopy(c: &mut Cluster) {
     let seen = wait_until(Duration::from_secs(60), || {
         c.primary_host()
             .status()
-            .is_ok_and(|s| !s.get("ft_join").is_null())
+            .is_ok_and(|s| s.ft.ft_join.is_some())
     });
     assert!(seen, "no pre-copy seen: {}", c.primary_host().vmm.output());
 }
@@ -49,10 +49,10 @@ fn a_1gib_guest_in_use_joins_under_load_as_an_exact_replica_and_fails_over() {
     eprintln!("join: {line}");
     assert!(line.contains("the guest paused"), "{line}");
     let st = c.primary_host().status().expect("status");
-    assert_eq!(st.get("ft_protected").as_bool(), Some(true), "{st:?}");
-    assert!(st.u64("ft_join_rounds").unwrap_or(0) >= 1, "{st:?}");
+    assert_eq!(st.ft.ft_protected, Some(true), "{st:?}");
+    assert!(st.ft.ft_join_rounds.unwrap_or(0) >= 1, "{st:?}");
     assert!(
-        st.u64("ft_join_bytes").unwrap_or(0) >= 900 * MIB,
+        st.ft.ft_join_bytes.unwrap_or(0) >= 900 * MIB,
         "the memory in use travelled: {st:?}"
     );
     c.assert_replica();
@@ -99,8 +99,8 @@ fn a_guest_that_dirties_faster_than_the_link_is_throttled_until_the_join_converg
         let st = c.primary_host().status();
         throttled |= st
             .as_ref()
-            .is_ok_and(|s| s.get("ft_join")["throttle_pct"].as_u64().unwrap_or(0) > 0);
-        st.is_ok_and(|s| s.get("ft_protected").as_bool() == Some(true))
+            .is_ok_and(|s| s.ft.ft_join.as_ref().is_some_and(|j| j.throttle_pct > 0));
+        st.is_ok_and(|s| s.ft.ft_protected == Some(true))
     });
     drop(slow);
     let out = c.primary_host().vmm.output();
@@ -109,10 +109,7 @@ fn a_guest_that_dirties_faster_than_the_link_is_throttled_until_the_join_converg
     assert!(out.contains("throttling the guest by"), "{out}");
     eprintln!("join: {}", join_line(&mut c));
     let st = c.primary_host().status().expect("status");
-    assert!(
-        st.u64("ft_join_throttle_max_pct").unwrap_or(0) > 0,
-        "{st:?}"
-    );
+    assert!(st.ft.ft_join_throttle_max_pct.unwrap_or(0) > 0, "{st:?}");
     c.wait_joined(Duration::from_secs(60))
         .expect("backup loaded the state");
     c.assert_replica();
@@ -137,7 +134,7 @@ fn a_cut_join_leaves_the_primary_serving_and_a_later_join_succeeds() {
         )
         .expect("the primary notices");
     let st = c.primary_host().status().expect("status");
-    assert_eq!(st.get("ft_protected").as_bool(), Some(false), "{st:?}");
+    assert_eq!(st.ft.ft_protected, Some(false), "{st:?}");
 
     // 2. The logging link goes down in the middle of the next transfer: both watchdogs see
     // the silence; the backup waits for a primary again, and once the link is back the

@@ -26,14 +26,14 @@ fn twenty_joins_of_a_1gib_guest_in_use_under_load() {
         let to = t0.elapsed().as_secs_f64();
         std::thread::sleep(Duration::from_millis(500));
         let st = c.primary_host().status().expect("status");
-        let pause = st.f64("ft_join_pause_ms").unwrap_or(f64::NAN);
-        let total = st.f64("ft_join_total_ms").unwrap_or(f64::NAN);
+        let pause = st.ft.ft_join_pause_ms.unwrap_or(f64::NAN);
+        let total = st.ft.ft_join_total_ms.unwrap_or(f64::NAN);
         joins.push((from, to + 0.5, pause, total));
         let _gone = c.kill_backup();
         let unprotected = wait_until(Duration::from_secs(10), || {
             c.primary_host()
                 .status()
-                .is_ok_and(|s| s.get("ft_protected").as_bool() == Some(false))
+                .is_ok_and(|s| s.ft.ft_protected == Some(false))
         });
         assert!(
             unprotected,

@@ -120,8 +120,8 @@ fn rogue_backups_get_no_guest_memory() {
         p.vmm.output()
     );
     let status = p.status().expect("status");
-    assert_eq!(status.get("ft_link"), &serde_json::json!("tls"));
-    assert_eq!(status.get("ft_protected"), &serde_json::json!(false));
+    assert_eq!(status.ft.ft_link.as_deref(), Some("tls"));
+    assert_eq!(status.ft.ft_protected, Some(false));
     // The genuine backup, once the rogue is gone.
     drop(listener);
     c.spawn_backup().expect("backup");
@@ -207,6 +207,6 @@ fn rogue_primaries_are_not_heard_and_the_pair_serves_while_they_try() {
     log.assert_clean("writes while rogues knock");
     assert!(log.samples.len() > 10, "only {} replies", log.samples.len());
     let status = c.primary_host().status().expect("status");
-    assert_eq!(status.get("ft_protected"), &serde_json::json!(true));
+    assert_eq!(status.ft.ft_protected, Some(true));
     c.assert_replica();
 }

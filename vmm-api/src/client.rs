@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{Request, Status};
+use crate::{Digest, Protecting, Request, Resumed, SnapshotWritten, Status};
 
 /// How long a reply may take. A pause at a far landmark may need more (`--timeout-ms`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,5 +108,28 @@ impl Client {
 
     pub fn status(&mut self) -> Result<Status, ClientError> {
         self.call_typed(&Request::Status)
+    }
+
+    /// Pauses at `landmark` (None: the current one); returns the status once paused.
+    pub fn pause(&mut self, landmark: Option<u64>) -> Result<Status, ClientError> {
+        self.call_typed(&Request::Pause { landmark })
+    }
+
+    pub fn resume(&mut self) -> Result<Resumed, ClientError> {
+        self.call_typed(&Request::Resume)
+    }
+
+    /// Paused only.
+    pub fn digest(&mut self) -> Result<Digest, ClientError> {
+        self.call_typed(&Request::Digest)
+    }
+
+    pub fn protect(&mut self, peer: std::net::SocketAddr) -> Result<Protecting, ClientError> {
+        self.call_typed(&Request::Protect { peer })
+    }
+
+    /// Paused only; `path` absolute and not existing.
+    pub fn snapshot(&mut self, path: PathBuf) -> Result<SnapshotWritten, ClientError> {
+        self.call_typed(&Request::Snapshot { path })
     }
 }

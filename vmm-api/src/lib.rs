@@ -4,7 +4,8 @@
 //! `{"ok":false,"error":"..."}`.
 //!
 //! - [`Request`]: the commands.
-//! - [`Status`] (with [`FtStatus`]), [`Digest`]: the typed replies.
+//! - [`Status`] (with [`FtStatus`]), [`Digest`], [`Resumed`], [`Protecting`],
+//!   [`SnapshotWritten`]: the typed replies.
 //! - [`Client`]: a blocking client with a reply timeout and errors a person can act on.
 
 mod client;
@@ -13,4 +14,7 @@ mod status;
 
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT};
 pub use request::{Request, MAX_LINE};
-pub use status::{Digest, FtStatus, JoinProgress, Pic, Role, RunState, Status};
+pub use status::{
+    Digest, FtStatus, JoinProgress, Pic, Protecting, Resumed, Role, RunState, SnapshotWritten,
+    Status,
+};

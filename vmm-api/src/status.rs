@@ -1,4 +1,5 @@
-//! The typed replies: `status` and `digest`. The vmm builds these and `ftctl` and the
+//! The typed replies: `status`, `digest`, `resume`, `protect` and `snapshot` (a `pause`
+//! is answered with the `status` once paused). The vmm builds these and `ftctl` and the
 //! tests read them, so a field cannot be renamed on one side only.
 
 use serde::{Deserialize, Serialize};
@@ -145,4 +146,24 @@ pub struct Digest {
     pub memory: String,
     /// SHA-256 of the vCPU's registers and special registers, hex.
     pub vcpu: String,
+}
+
+/// The reply to `resume`: where the vCPU goes on from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resumed {
+    pub landmark: u64,
+}
+
+/// The reply to `protect`: the address the primary's joiner looks for a backup at now.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Protecting {
+    pub peer: std::net::SocketAddr,
+}
+
+/// The reply to `snapshot` (paused only): the file written, at which landmark, its size.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    pub landmark: u64,
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
 }

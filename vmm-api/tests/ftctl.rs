@@ -52,7 +52,7 @@ fn primary_status(landmark: u64, bytes: u64) -> Status {
 }
 
 /// A fake vmm on `sock`: answers each `status` with a primary whose landmark and log
-/// bytes grow, `pause` with a landmark, anything else with an error.
+/// bytes grow, `pause` with the status once paused, anything else with an error.
 fn fake_vmm(sock: &Path) -> std::thread::JoinHandle<()> {
     let listener = UnixListener::bind(sock).expect("bind");
     std::thread::spawn(move || {
@@ -71,7 +71,12 @@ fn fake_vmm(sock: &Path) -> std::thread::JoinHandle<()> {
                         v.to_string()
                     }
                     Ok(Request::Pause { landmark }) => {
-                        format!("{{\"ok\":true,\"landmark\":{}}}", landmark.unwrap_or(7))
+                        // As the vmm does: the status, once paused.
+                        let mut paused = primary_status(landmark.unwrap_or(7), 0);
+                        paused.state = RunState::Paused;
+                        let mut v = serde_json::to_value(paused).expect("json");
+                        v["ok"] = true.into();
+                        v.to_string()
                     }
                     _ => r#"{"ok":false,"error":"pause the vCPU first"}"#.into(),
                 };

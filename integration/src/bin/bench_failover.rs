@@ -67,7 +67,7 @@ fn main() {
                 .primary_host()
                 .status()
                 .ok()
-                .and_then(|s| s.f64("ft_join_pause_ms"))
+                .and_then(|s| s.ft.ft_join_pause_ms)
                 .unwrap_or(f64::NAN),
         });
     }

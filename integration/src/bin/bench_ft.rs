@@ -84,21 +84,14 @@ fn main() {
     let join_ms = primary
         .status()
         .expect("status")
-        .f64("ft_join_pause_ms")
+        .ft
+        .ft_join_pause_ms
         .map_or("-".to_string(), |v| format!("{v:.1}"));
 
     let idle_secs = 5.0;
-    let b0 = primary
-        .status()
-        .expect("status")
-        .u64("ft_bytes")
-        .unwrap_or(0);
+    let b0 = primary.status().expect("status").ft.ft_bytes.unwrap_or(0);
     std::thread::sleep(Duration::from_secs_f64(idle_secs));
-    let b1 = primary
-        .status()
-        .expect("status")
-        .u64("ft_bytes")
-        .unwrap_or(0);
+    let b1 = primary.status().expect("status").ft.ft_bytes.unwrap_or(0);
     let idle_mbit = (b1 - b0) as f64 * 8.0 / idle_secs / 1e6;
 
     let t0 = std::time::Instant::now();
@@ -106,7 +99,7 @@ fn main() {
     let (ft, ft_cpu) = measure_cpu(&[primary, backup], || lab.redis_benchmark(&ARGS));
     let load_secs = t0.elapsed().as_secs_f64();
     let s = primary.status().expect("status");
-    let load_mbit = (s.u64("ft_bytes").unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
+    let load_mbit = (s.ft.ft_bytes.unwrap_or(0) - b1) as f64 * 8.0 / load_secs / 1e6;
 
     let mut md =
         String::from("## Fault tolerance: the same workload with and without a backup\n\n");
@@ -131,7 +124,7 @@ fn main() {
             f.p99_ms
         );
     }
-    let opt = |k: &str| s.u64(k).map_or("-".to_string(), |v| v.to_string());
+    let opt = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
     md.push_str("\n| FT measure | value |\n| --- | --- |\n");
     let _ = writeln!(
         md,
@@ -144,14 +137,14 @@ fn main() {
     let _ = writeln!(
         md,
         "| backup lag (time behind the primary, sampled at heartbeats) p50 / p99 | {} us / {} us |",
-        opt("ft_lag_us_p50"),
-        opt("ft_lag_us_p99")
+        opt(s.ft.ft_lag_us_p50),
+        opt(s.ft.ft_lag_us_p99)
     );
     let _ = writeln!(
         md,
         "| output hold time (output rule) p50 / p99 | {} us / {} us |",
-        opt("ft_hold_us_p50"),
-        opt("ft_hold_us_p99")
+        opt(s.ft.ft_hold_us_p50),
+        opt(s.ft.ft_hold_us_p99)
     );
     let _ = writeln!(
         md,

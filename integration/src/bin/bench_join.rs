@@ -52,13 +52,15 @@ fn one_join(mem: u64, touch: u64) -> Join {
         "INCR history: {:?}",
         log.check_sequence()
     );
-    let f = |k: &str| st.f64(k).unwrap_or(f64::NAN);
+    let ft = &st.ft;
+    let f = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    let u = |v: Option<u64>| v.map_or(f64::NAN, |v| v as f64);
     Join {
-        pause_ms: f("ft_join_pause_ms"),
-        total_ms: f("ft_join_total_ms"),
-        rounds: st.u64("ft_join_rounds").unwrap_or(0),
-        mib: f("ft_join_bytes") / f64::from(1u32 << 20),
-        first_round_ms: f("ft_join_first_round_ms"),
+        pause_ms: f(ft.ft_join_pause_ms),
+        total_ms: f(ft.ft_join_total_ms),
+        rounds: u64::from(ft.ft_join_rounds.unwrap_or(0)),
+        mib: u(ft.ft_join_bytes) / f64::from(1u32 << 20),
+        first_round_ms: u(ft.ft_join_first_round_ms),
         gap_ms: log.max_gap_between(from, to + 0.5),
     }
 }

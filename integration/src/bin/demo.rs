@@ -31,7 +31,7 @@ fn step(t0: Instant, what: &str) {
 fn join_pause_ms(host: &Host) -> f64 {
     host.status()
         .ok()
-        .and_then(|s| s.f64("ft_join_pause_ms"))
+        .and_then(|s| s.ft.ft_join_pause_ms)
         .unwrap_or(f64::NAN)
 }
 
@@ -61,7 +61,7 @@ fn main() {
         .primary_host()
         .status()
         .ok()
-        .and_then(|s| s.get("ft_link").as_str().map(String::from))
+        .and_then(|s| s.ft.ft_link)
         .unwrap_or_else(|| "?".into());
     step(t0, &format!("logging channel: {link} (mutual TLS 1.3; certificates of a throwaway CA in {}/host-*-tls)", c.lab.dir.path().display()));
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use vmm_api::{Client, ClientError, Digest, Request, Role, Status};
+use vmm_api::{Client, ClientError, Request, Role, Status};
 
 #[derive(Parser)]
 #[command(
@@ -90,25 +90,23 @@ fn run(cli: &Cli) -> Result<(), ClientError> {
         Cmd::Status { json: false } => print!("{}", table(&client.status()?)),
         Cmd::Watch { interval, count } => watch(&mut client, *interval, *count)?,
         Cmd::Pause { landmark } => {
-            let v = client.call(&Request::Pause {
-                landmark: *landmark,
-            })?;
-            println!("paused at landmark {}", v["landmark"]);
+            let paused = client.pause(*landmark)?;
+            println!("paused at landmark {}", paused.landmark);
         }
         Cmd::Resume => {
-            client.call(&Request::Resume)?;
-            println!("running");
+            let resumed = client.resume()?;
+            println!("running from landmark {}", resumed.landmark);
         }
         Cmd::Digest => {
-            let d: Digest = client.call_typed(&Request::Digest)?;
+            let d = client.digest()?;
             println!(
                 "landmark {}\nrip      {:#x}\nmemory   {}\nvcpu     {}",
                 d.landmark, d.rip, d.memory, d.vcpu
             );
         }
         Cmd::Protect { peer } => {
-            client.call(&Request::Protect { peer: *peer })?;
-            println!("looking for a backup at {peer}");
+            let p = client.protect(*peer)?;
+            println!("looking for a backup at {}", p.peer);
         }
     }
     Ok(())

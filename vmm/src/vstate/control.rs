@@ -4,7 +4,7 @@
 
 use std::sync::mpsc::Sender;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::vcpu::{State, Vcpu};
@@ -109,23 +109,22 @@ impl Vcpu {
                 if self.control.paused {
                     self.control.paused = false;
                     self.control.pause_at = None;
-                    json!({"ok": true, "landmark": now})
+                    ok_reply(&vmm_api::Resumed { landmark: now })
                 } else {
                     error_reply("not paused")
                 }
             }
             ApiRequest::Protect { peer } => match self.engine.protect(peer) {
-                Ok(()) => json!({"ok": true, "peer": peer.to_string()}),
+                Ok(()) => ok_reply(&vmm_api::Protecting { peer }),
                 Err(e) => error_reply(e),
             },
             ApiRequest::Digest if self.control.paused => self.digest(),
             ApiRequest::Snapshot { path } if self.control.paused => {
                 match self.machine.write_snapshot(&path, self.engine.trace()) {
-                    Ok(bytes) => json!({
-                        "ok": true,
-                        "landmark": now,
-                        "path": path.display().to_string(),
-                        "bytes": bytes,
+                    Ok(bytes) => ok_reply(&vmm_api::SnapshotWritten {
+                        landmark: now,
+                        path,
+                        bytes,
                     }),
                     Err(e) => error_reply(e),
                 }
