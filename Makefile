@@ -11,7 +11,7 @@ APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3 openssl curl
 # prometheus-node-exporter); the Prometheus server it comes with is stopped and never used.
 APT_TOOLS := prometheus
 
-.PHONY: help deps build guest run demo test test-long bench bench-compare fuzz clean
+.PHONY: help deps build guest run demo lint test test-long bench bench-compare fuzz clean
 
 help:
 	@echo "make deps    install what the build and the tests need (idempotent; apt-get + cargo)"
@@ -19,6 +19,7 @@ help:
 	@echo "make guest   build the test guest into $(GUEST_ELF)"
 	@echo "make run     boot the test guest interactively (GUEST_CMDLINE=... to choose a mode)"
 	@echo "make demo    the product demo"
+	@echo "make lint    clippy with the workspace lints, warnings as errors (make test runs it)"
 	@echo "make test    every test: unit, guest boots, end-to-end"
 	@echo "make test-long  long tests (minutes): twenty joins of a 1 GiB guest under load"
 	@echo "make bench   measure and write docs/BENCHMARKS.md"
@@ -43,6 +44,7 @@ deps:
 		service prometheus stop >/dev/null 2>&1 || true; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy rustfmt
 	$(CARGO) fetch --locked
 	cd $(GUEST_DIR) && $(CARGO) fetch --locked
 
@@ -66,7 +68,11 @@ demo: deps build guest
 	$(CARGO) run --release --locked -q -p integration --bin demo
 
 # Unit tests of every crate, then the tests that boot guests and run real processes.
-test: build guest
+# The compiler's house rules first (the workspace lints in Cargo.toml): a warning fails.
+lint:
+	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+
+test: lint build guest
 	$(CARGO) test --release --workspace --locked
 	cd $(GUEST_DIR) && $(CARGO) test --lib --locked
 

@@ -1,6 +1,8 @@
 //! Integration tests against the real binary: grants, status, the state file's rules
 //! (`--init`, `reset`) and the epoch bound. Hostile connections: tests/hostile.rs.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

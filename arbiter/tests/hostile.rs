@@ -2,6 +2,8 @@
 //! connections, garbage, oversized and truncated requests. After each, a genuine
 //! test-and-set must be answered correctly.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,6 +2,8 @@
 //! name its certificate carries, and whoever is not a client of the CA, or speaks clear
 //! TCP, or sends garbage inside the session, is closed without harm to the others.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

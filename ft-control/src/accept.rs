@@ -98,7 +98,9 @@ fn run(listener: &UnixListener, rules: &AcceptRules, tx: &SyncSender<Accepted>) 
             .iter()
             .map(|s| s.deadline.saturating_duration_since(now))
             .min()
-            .map_or(-1, |d| d.as_millis().min(i32::MAX as u128) as i32 + 1);
+            .map_or(-1, |d| {
+                i32::try_from(d.as_millis()).map_or(i32::MAX, |ms| ms.saturating_add(1))
+            });
         let mut fds: Vec<libc::pollfd> = std::iter::once(listener.as_raw_fd())
             .chain(silent.iter().map(|s| s.stream.as_raw_fd()))
             .map(|fd| libc::pollfd {
@@ -263,7 +265,7 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .expect("handed over");
         assert!(t0.elapsed() < Duration::from_millis(500), "not delayed");
-        assert_eq!(a.peer.pid, std::process::id() as i32);
+        assert_eq!(a.peer.pid, std::process::id().cast_signed());
         let mut b = [0u8; 1];
         (&a.stream)
             .read_exact(&mut b)

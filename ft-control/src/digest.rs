@@ -51,7 +51,8 @@ where
         };
         let mut done: u64 = 0;
         while done < u64::from(d.len()) {
-            let n = (u64::from(d.len()) - done).min(PIECE as u64) as usize;
+            // At most PIECE (4 KiB): fits a usize.
+            let n = usize::try_from((u64::from(d.len()) - done).min(PIECE as u64)).unwrap_or(PIECE);
             let at = d.addr().0.checked_add(done).ok_or_else(outside)?;
             mem.read_slice(&mut piece[..n], GuestAddress(at))
                 .map_err(|_| outside())?;
@@ -69,7 +70,10 @@ mod tests {
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::GuestMemoryMmap;
 
+    // The flag bits are 1 and 2 (virtio 1.2 section 2.7.5): they fit a u16.
+    #[allow(clippy::cast_possible_truncation)]
     const F_NEXT: u16 = virtio_bindings::bindings::virtio_ring::VRING_DESC_F_NEXT as u16;
+    #[allow(clippy::cast_possible_truncation)]
     const F_WRITE: u16 = virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
 
     fn sha(bytes: &[u8]) -> [u8; 32] {
@@ -83,7 +87,9 @@ mod tests {
     #[test]
     fn readable_bytes_in_chain_order_writable_skipped_big_descriptors_streamed() {
         let m = mem();
-        let big: Vec<u8> = (0..3 * PIECE + 17).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..3 * PIECE + 17)
+            .map(|i| u8::try_from(i % 251).expect("below 251"))
+            .collect();
         m.write_slice(b"head", GuestAddress(0x10_0000)).expect("w");
         m.write_slice(&big, GuestAddress(0x20_0000)).expect("w");
         m.write_slice(b"WRITABLE", GuestAddress(0x30_0000))
@@ -91,7 +97,12 @@ mod tests {
         let vq = MockSplitQueue::new(&m, 16);
         let descs = [
             RawDescriptor::from(Descriptor::new(0x10_0000, 4, F_NEXT, 1)),
-            RawDescriptor::from(Descriptor::new(0x20_0000, big.len() as u32, F_NEXT, 2)),
+            RawDescriptor::from(Descriptor::new(
+                0x20_0000,
+                u32::try_from(big.len()).expect("12 KiB"),
+                F_NEXT,
+                2,
+            )),
             RawDescriptor::from(Descriptor::new(0x30_0000, 8, F_WRITE, 0)),
         ];
         let chain = vq.build_multiple_desc_chains(&descs).expect("chain");

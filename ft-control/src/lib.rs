@@ -88,6 +88,13 @@ pub enum ControlError {
     Stalled,
 }
 
+/// A length field of the wire format. Lengths of the frames this crate builds are bounded by
+/// `MAX_FRAME`, far below `u32::MAX`; one that were not would saturate, and the reader would
+/// refuse the frame as longer than `MAX_FRAME`.
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn role_byte(r: Role) -> u8 {
     match r {
         Role::Primary => 1,
@@ -139,10 +146,10 @@ impl Message {
                 b.extend_from_slice(&queue.to_le_bytes());
                 b.extend_from_slice(&head.to_le_bytes());
                 b.extend_from_slice(&len.to_le_bytes());
-                b.extend_from_slice(&(writes.len() as u32).to_le_bytes());
+                b.extend_from_slice(&len_u32(writes.len()).to_le_bytes());
                 for w in writes {
                     b.extend_from_slice(&w.gpa.to_le_bytes());
-                    b.extend_from_slice(&(w.data.len() as u32).to_le_bytes());
+                    b.extend_from_slice(&len_u32(w.data.len()).to_le_bytes());
                     b.extend_from_slice(&w.data);
                 }
             }
@@ -167,7 +174,7 @@ impl Message {
                 b.push(role_byte(*role));
             }
         }
-        let len = (b.len() - 4) as u32;
+        let len = len_u32(b.len() - 4);
         b[..4].copy_from_slice(&len.to_le_bytes());
         b
     }
@@ -372,7 +379,7 @@ mod tests {
             Message::decode(&extra),
             Err(ControlError::Malformed(_))
         ));
-        let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        let huge = len_u32(MAX_FRAME + 1).to_le_bytes();
         assert!(matches!(
             Message::read_from(&mut &huge[..]),
             Err(ControlError::TooLarge(_))

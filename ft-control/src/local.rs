@@ -67,6 +67,8 @@ impl PeerCred {
     pub fn of(stream: &UnixStream) -> io::Result<PeerCred> {
         // SAFETY: all-zero is a valid `ucred` (plain integers).
         let mut cred: libc::ucred = unsafe { mem::zeroed() };
+        // 12 bytes: fits a socklen_t.
+        #[allow(clippy::cast_possible_truncation)]
         let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large and
         // lives across the call; the fd is a socket we own.
@@ -162,16 +164,21 @@ fn remove_stale(path: &Path) -> Result<(), SocketError> {
 fn sockaddr(path: &Path) -> Result<(libc::sockaddr_un, libc::socklen_t), SocketError> {
     // SAFETY: all-zero is a valid `sockaddr_un`.
     let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // AF_UNIX is 1: fits a sa_family_t.
+    #[allow(clippy::cast_possible_truncation)]
+    let family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = family;
     let bytes = path.as_os_str().as_bytes();
     // One byte stays for the terminating NUL (unix(7)).
     if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
         return Err(SocketError::TooLong(path.to_path_buf()));
     }
     for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
+        *dst = src.cast_signed();
     }
     let len = mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // At most sizeof(sockaddr_un) (110 bytes, checked above): fits a socklen_t.
+    #[allow(clippy::cast_possible_truncation)]
     Ok((addr, len as libc::socklen_t))
 }
 
@@ -302,7 +309,7 @@ mod tests {
         let c = UnixStream::connect(&p).expect("connect");
         let (s, _) = l.accept().expect("accept");
         let peer = PeerCred::of(&s).expect("peer");
-        assert_eq!(peer.pid, std::process::id() as i32);
+        assert_eq!(peer.pid, std::process::id().cast_signed());
         assert_eq!(peer.uid, euid());
         assert!(peer.may_connect(None));
         drop(c);

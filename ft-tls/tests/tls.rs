@@ -1,6 +1,8 @@
 //! Real sockets on loopback: a handshake, the relay in both directions, and each way a
 //! peer can fail to prove who it is.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;

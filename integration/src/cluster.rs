@@ -274,7 +274,7 @@ fn kill_all(procs: &mut [&mut Proc]) {
     for p in procs.iter() {
         if let Some(pid) = p.pid() {
             // SAFETY: kill(2) on the PID of a child this process started and has not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) };
         }
     }
     for p in procs.iter_mut() {

@@ -225,7 +225,7 @@ fn draw(
             ))
             .map_err(backend)?;
         let x = chart.backend_coord(&(e.at_s, b.y.1)).0;
-        let y = plot_top + 4 + LABEL_ROW_PX * (i % LABEL_ROWS) as i32;
+        let y = plot_top + 4 + LABEL_ROW_PX * i32::try_from(i % LABEL_ROWS).unwrap_or(0);
         // Labels of events in the right half grow to the left, so they stay inside.
         let (pos, dx) = if x > plot_right - (plot_right - root.get_base_pixel().0) / 3 {
             (Pos::new(HPos::Right, VPos::Top), -4)
@@ -273,11 +273,11 @@ mod tests {
     fn synthetic() -> Vec<(f64, f64)> {
         (0..400)
             .map(|i| {
-                let t = i as f64 * 0.05;
+                let t = f64::from(i) * 0.05;
                 let ms = if (12.3..12.6).contains(&t) {
                     1500.0
                 } else {
-                    0.15 + (i % 7) as f64 * 0.02
+                    0.15 + f64::from(i % 7) * 0.02
                 };
                 (t, ms)
             })

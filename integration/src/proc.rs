@@ -57,7 +57,7 @@ impl Proc {
             .open(&log)
             .map_err(err)?;
         let errf = out.try_clone().map_err(err)?;
-        let start = out.metadata().map_err(err)?.len() as usize;
+        let start = usize::try_from(out.metadata().map_err(err)?.len()).unwrap_or(usize::MAX);
         let mut full: Vec<String> = ns.map(crate::netns::exec_prefix).unwrap_or_default();
         full.extend_from_slice(argv);
         let child = Command::new(&full[0])

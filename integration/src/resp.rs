@@ -5,6 +5,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The longest bulk string read (the test guest's values are far smaller).
+const MAX_BULK: usize = 64 << 20;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Status(String),
@@ -74,9 +77,14 @@ impl Client {
                 if len < 0 {
                     return Ok(Reply::Bulk(None));
                 }
-                let mut buf = vec![0u8; len as usize + 2];
+                // The guest's length, bounded before anything is allocated.
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|&l| l <= MAX_BULK)
+                    .ok_or_else(|| RespError::Protocol(line.clone()))?;
+                let mut buf = vec![0u8; len + 2];
                 std::io::Read::read_exact(&mut self.reader, &mut buf)?;
-                buf.truncate(len as usize);
+                buf.truncate(len);
                 Ok(Reply::Bulk(Some(buf)))
             }
             "*" => {

@@ -67,7 +67,7 @@ impl RecordLog {
     /// Checks that the values are 1, 2, 3, ... with no gap and no repeat.
     pub fn check_sequence(&self) -> Result<(), String> {
         for (i, s) in self.samples.iter().enumerate() {
-            let want = i as i64 + 1;
+            let want = i64::try_from(i).unwrap_or(i64::MAX) + 1;
             if s.value != want {
                 return Err(format!(
                     "reply {} at {:.3} s is {} (expected {want}); previous {:?}",

@@ -1,6 +1,8 @@
 //! Fault tolerance, end to end: a primary in host-a and a backup in host-b, each with its own
 //! backends, the `kv` guest under a client workload. The backup must stay an exact copy.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 use std::time::{Duration, Instant};
 
 use integration::cluster::Cluster;

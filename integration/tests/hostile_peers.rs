@@ -2,6 +2,8 @@
 //! connections that are no genuine primary. Each must leave it waiting for the next
 //! connection; the genuine primary then joins it as usual.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;

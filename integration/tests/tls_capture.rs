@@ -3,6 +3,12 @@
 //! TLS the value is nowhere in them; with `--ft-insecure`, the control run, it is (the backup
 //! gets the client's request as logged network input), so the capture does see the traffic.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,7 +24,7 @@ fn packet_socket(ns: &str, dev: &'static str) -> OwnedFd {
     in_ns(ns, move || {
         let proto = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); the fd is owned below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto as i32) };
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
         assert!(
             fd >= 0,
             "AF_PACKET socket: {}",
@@ -39,7 +45,7 @@ fn packet_socket(ns: &str, dev: &'static str) -> OwnedFd {
         let r = unsafe {
             libc::bind(
                 fd.as_raw_fd(),
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
@@ -62,7 +68,7 @@ fn capture(fd: OwnedFd, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u8
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
-                &tv as *const libc::timeval as *const libc::c_void,
+                (&tv as *const libc::timeval).cast::<libc::c_void>(),
                 std::mem::size_of::<libc::timeval>() as u32,
             );
         }

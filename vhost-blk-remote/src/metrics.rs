@@ -136,8 +136,8 @@ mod tests {
     fn every_metric_is_defined_and_rendered() {
         let m = &*METRICS;
         m.request(0, &RequestKind::Flush);
-        m.completed(0, Some(VIRTIO_BLK_S_IOERR as u8));
-        m.completed(0, Some(VIRTIO_BLK_S_OK as u8));
+        m.completed(0, Some(crate::blk::status::IOERR));
+        m.completed(0, Some(crate::blk::status::OK));
         m.nbd_reply("flush", Duration::from_millis(3), true);
         m.ft_outputs_held.inc();
         let text = metrics_http::render(&m.registry);

@@ -1,5 +1,7 @@
 //! The vhost-blk-remote binary, driven through vhost-harness, on top of qemu-nbd.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::path::PathBuf;
@@ -103,7 +105,7 @@ fn publish(h: &mut Harness, rtype: u32, sector: u64, out: &[u8], in_len: u32) ->
         descs.push(Desc::readable(data, out.len() as u32));
     }
     if in_len > 0 {
-        data = h.alloc(in_len as u64, 512).unwrap();
+        data = h.alloc(u64::from(in_len), 512).unwrap();
         descs.push(Desc::writable(data, in_len));
     }
     descs.push(Desc::writable(status, 1));
@@ -119,7 +121,7 @@ fn run(h: &mut Harness, rtype: u32, sector: u64, out: &[u8], in_len: u32) -> (Re
     let r = publish(h, rtype, sector, out, in_len);
     h.kick(0).unwrap();
     let u = h.wait_used(0, 1, T).expect("completion");
-    assert_eq!(u[0].id, r.head as u32);
+    assert_eq!(u[0].id, u32::from(r.head));
     (r, u[0])
 }
 
@@ -215,7 +217,7 @@ fn works_without_event_idx() {
     let r = publish(&mut h, T_GET_ID, 0, &[], 20);
     h.kick(0).unwrap();
     assert!(h.wait_call(0, T).unwrap(), "call eventfd signalled");
-    assert_eq!(h.pop_used(0).unwrap()[0].id, r.head as u32);
+    assert_eq!(h.pop_used(0).unwrap()[0].id, u32::from(r.head));
 }
 
 #[test]
@@ -395,7 +397,7 @@ fn completions_follow_avail_order() {
         } else {
             publish(&mut h, T_OUT, 4096 + i, &[i as u8; 512], 0) // small write
         };
-        heads.push(r.head as u32);
+        heads.push(u32::from(r.head));
         reqs.push(r);
     }
     h.kick(0).unwrap();
@@ -460,7 +462,7 @@ fn frontend_disconnect_and_reconnect() {
     h.kick(0).unwrap();
     let u = h.wait_used(0, 1, T).unwrap();
     assert_eq!(u.len(), 1);
-    assert_eq!(u[0].id, pending.head as u32);
+    assert_eq!(u[0].id, u32::from(pending.head));
     assert_eq!(status(&h, &pending), S_OK);
     assert_bytes(
         &h.read(pending.data, 512).unwrap(),
@@ -549,7 +551,10 @@ fn get_vring_base_rewinds_to_used_index_after_drain_timeout() {
     h.kick(0).unwrap();
     let used = h.wait_used(0, 3, T).unwrap();
     let ids: Vec<u32> = used.iter().map(|u| u.id).collect();
-    assert_eq!(ids, reqs.iter().map(|r| r.head as u32).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        reqs.iter().map(|r| u32::from(r.head)).collect::<Vec<_>>()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(h.pop_used(0).unwrap().is_empty(), "nothing completed twice");
     assert_eq!(h.used_idx(0).unwrap(), 4);
@@ -588,7 +593,7 @@ fn nbd_outage_only_delays_requests() {
     let u = h
         .wait_used(0, 1, T)
         .expect("completes after the server is back");
-    assert_eq!(u[0].id, r.head as u32);
+    assert_eq!(u[0].id, u32::from(r.head));
     assert_eq!(status(&h, &r), S_OK);
     assert_bytes(&read_file_at(&s.img, 512, 1024), &vec![0x33; 1024], "data");
 }

@@ -1,6 +1,8 @@
 //! FT mode (`--ft-socket`): the binary driven through vhost-harness (guest side) and an FT
 //! client (VMM side), on top of qemu-nbd.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -82,7 +84,7 @@ fn publish(h: &mut Harness, rtype: u32, sector: u64, out: &[u8], in_len: u32) ->
         descs.push(Desc::readable(data, out.len() as u32));
     }
     if in_len > 0 {
-        data = h.alloc(in_len as u64, 512).unwrap();
+        data = h.alloc(u64::from(in_len), 512).unwrap();
         descs.push(Desc::writable(data, in_len));
     }
     descs.push(Desc::writable(status, 1));
@@ -122,7 +124,7 @@ fn plain_write(h: &mut Harness, sector: u64, data: &[u8]) {
     let r = publish(h, T_OUT, sector, data, 0);
     h.kick(0).unwrap();
     let u = h.wait_used(0, 1, T).expect("plain completion");
-    assert_eq!(u[0].id, r.head as u32);
+    assert_eq!(u[0].id, u32::from(r.head));
     assert_eq!(h.read(r.status, 1).unwrap(), vec![0]);
 }
 
@@ -222,7 +224,7 @@ fn primary_completions_go_to_the_vmm_and_the_used_ring_is_untouched() {
         vmm_apply(&mut h, m);
     }
     let ids: Vec<u32> = h.pop_used(0).unwrap().iter().map(|u| u.id).collect();
-    assert_eq!(ids, vec![head as u32, r.head as u32]);
+    assert_eq!(ids, vec![u32::from(head), u32::from(r.head)]);
     assert_bytes(&h.read(b2, 512).unwrap(), &original(4, 512), "applied data");
 }
 
@@ -311,7 +313,7 @@ fn set_role_live_releases_held_outputs_and_restores_plain_mode() {
     let u = h
         .wait_used(0, 1, T)
         .expect("completed by the backend itself");
-    assert_eq!(u[0].id, w1.head as u32);
+    assert_eq!(u[0].id, u32::from(w1.head));
     assert_eq!(h.used_idx(0).unwrap(), 2, "after the VMM's entry");
     assert_eq!(h.read(w1.status, 1).unwrap(), vec![0]);
     assert_bytes(

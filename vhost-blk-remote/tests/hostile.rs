@@ -2,6 +2,8 @@
 //! each one happens, the backend keeps serving, and a genuine frontend then works. Needs
 //! root (other users are played by forked children that change their uid).
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

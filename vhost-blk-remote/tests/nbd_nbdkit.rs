@@ -1,5 +1,7 @@
 //! The NBD client against nbdkit (a second, independent server implementation).
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_sign_loss)]
 mod common;
 
 use common::*;

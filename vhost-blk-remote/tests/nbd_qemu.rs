@@ -1,5 +1,7 @@
 //! The NBD client against a real qemu-nbd.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::sync::{mpsc, Arc, Mutex};

@@ -6,7 +6,12 @@
 //! - [`connect_from_child`]: a connection made by another process (optionally as another
 //!   user), so that `SO_PEERCRED` on the backend's side names that process and not the test.
 
-use std::fs::File;
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -20,18 +25,6 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::{connect_stream, HarnessError};
-
-fn memfd(size: u64) -> Result<File, HarnessError> {
-    // SAFETY: a valid NUL-terminated name; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"vhost-harness-short".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size)?;
-    Ok(f)
-}
 
 /// Waits up to `timeout` for the peer to close `s` (EOF or reset; bytes before are
 /// skipped); `true` if it did. A peer that keeps sending does not extend the wait.
@@ -73,7 +66,7 @@ pub fn send_short_memory_table(
     fe.set_owner()?;
     let features = fe.get_features()?;
     fe.set_features(features & crate::F_VERSION_1)?;
-    let file = memfd(4096)?;
+    let file = crate::memory::memfd("vhost-harness-short", 4096)?;
     let base: u64 = 0x7f00_0000_0000;
     let region = VhostUserMemoryRegionInfo {
         guest_phys_addr: 0,

@@ -21,6 +21,8 @@
 //! ([`DriverQueue::write_desc`], [`DriverQueue::publish`]) to build malformed chains.
 //! Everything returns [`HarnessError`]; nothing panics.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod garbage;
 mod hostile;
 mod memory;

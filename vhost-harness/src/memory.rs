@@ -1,7 +1,6 @@
 //! memfd-backed guest memory that a vhost-user backend can map.
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
 
 use vm_memory::{
     Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
@@ -18,16 +17,13 @@ pub struct GuestMem {
     next: u64,
 }
 
-fn memfd(size: u64) -> Result<File, HarnessError> {
-    let name = c"vhost-harness-guest";
-    // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other
-    // preconditions and returns a new fd or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(HarnessError::Io(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
+/// A memfd of `size` bytes named `name` (what the frontend shares as guest RAM).
+pub(crate) fn memfd(name: &str, size: u64) -> Result<File, HarnessError> {
+    let file = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .create(name)
+        .map_err(|e| HarnessError::Setup(format!("memfd_create: {e}")))?
+        .into_file();
     file.set_len(size)?;
     Ok(file)
 }
@@ -35,7 +31,7 @@ fn memfd(size: u64) -> Result<File, HarnessError> {
 impl GuestMem {
     /// Creates `size` bytes of zeroed guest memory at guest physical address 0.
     pub fn new(size: u64) -> Result<Self, HarnessError> {
-        let file = memfd(size)?;
+        let file = memfd("vhost-harness-guest", size)?;
         let len =
             usize::try_from(size).map_err(|_| HarnessError::Setup("memory too large".into()))?;
         let mem = GuestMemoryMmap::from_ranges_with_files([(

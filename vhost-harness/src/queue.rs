@@ -75,7 +75,7 @@ impl DriverQueue {
         if size == 0 || !size.is_power_of_two() {
             return Err(HarnessError::Setup(format!("bad queue size {size}")));
         }
-        let n = size as u64;
+        let n = u64::from(size);
         let desc = mem.alloc(16 * n, 4096)?;
         let avail = mem.alloc(6 + 2 * n, 4096)?;
         let used = mem.alloc(6 + 8 * n, 4096)?;

@@ -14,6 +14,8 @@ use std::{io, thread};
 use clap::Parser;
 use ft_control::local::parse_group;
 use log::{error, info};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use ft_backend::FtServer;
 use metrics_http::{MetricsError, MetricsListener};
@@ -65,32 +67,15 @@ fn serve_metrics(addr: std::net::SocketAddr, stats: Arc<NetStats>) -> Result<(),
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread spawned later)
-/// and handles them in a dedicated thread: remove the sockets, log the counters, exit 0.
+/// Handles SIGINT and SIGTERM on a dedicated thread (signal-hook's iterator: the handler
+/// only wakes that thread, which then does the work outside signal context): remove the
+/// sockets, log the counters, exit 0.
 fn spawn_signal_thread(sockets: Vec<PathBuf>, stats: Arc<NetStats>) -> io::Result<()> {
-    // SAFETY: `sigset_t` is a plain bit set; all-zero is a valid (empty) value, and
-    // sigemptyset/sigaddset only write to the set we own.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: see above; the pointer is to our local set, signal numbers are valid.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-    }
-    // SAFETY: changes only this thread's signal mask; the set is valid and the old mask is
-    // not requested (null pointer allowed).
-    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
     thread::Builder::new()
         .name("signals".to_string())
-        .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` and `sig` are valid for the duration of the call; the signals in
-            // `set` are blocked in every thread, as sigwait requires.
-            let rc = unsafe { libc::sigwait(&set, &mut sig) };
-            if rc == 0 {
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
                 info!("signal {sig}: exiting; counters: {}", stats.snapshot());
                 for s in &sockets {
                     remove_socket(s);

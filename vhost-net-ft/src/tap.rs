@@ -59,12 +59,19 @@ pub fn interface_exists(name: &str) -> bool {
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
+// The interface flags as the c_short of `ifr_flags` (netdevice(7)); they fit 16 bits.
+#[allow(clippy::cast_possible_truncation)]
+const IFF_UP: libc::c_short = libc::IFF_UP as libc::c_short;
+#[allow(clippy::cast_possible_truncation)]
+const TAP_FLAGS: libc::c_short =
+    (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+
 fn ifreq_for(name: &str) -> libc::ifreq {
     // SAFETY: `ifreq` is a plain C struct (name array plus a union of integers, addresses and
     // a pointer) for which all-zero bytes are a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
+        *dst = src.cast_signed();
     }
     ifr
 }
@@ -74,7 +81,7 @@ fn name_of(ifr: &libc::ifreq) -> String {
         .ifr_name
         .iter()
         .take_while(|&&c| c != 0)
-        .map(|&c| c as u8)
+        .map(|&c| c.cast_unsigned())
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -96,10 +103,10 @@ fn set_up(name: &str) -> io::Result<()> {
     // SAFETY: the kernel filled `ifru_flags` (a c_short) on success; reading that union
     // member is reading an initialized integer.
     let flags = unsafe { ifr.ifr_ifru.ifru_flags };
-    if flags & libc::IFF_UP as libc::c_short != 0 {
+    if flags & IFF_UP != 0 {
         return Ok(());
     }
-    ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    ifr.ifr_ifru.ifru_flags = flags | IFF_UP;
     // SAFETY: SIOCSIFFLAGS only reads the valid `ifr` we pass.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
         return Err(io::Error::last_os_error());
@@ -121,7 +128,7 @@ impl Tap {
         let fd = file.as_raw_fd();
 
         let mut ifr = ifreq_for(name);
-        ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as _;
+        ifr.ifr_ifru.ifru_flags = TAP_FLAGS;
         // SAFETY: TUNSETIFF reads and updates the valid `ifreq` we pass; `fd` is open.
         if unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut ifr) } < 0 {
             return Err(TapError::SetIff {
@@ -131,7 +138,7 @@ impl Tap {
         }
         let name = name_of(&ifr);
 
-        let hdr_len = VNET_HDR_LEN as libc::c_int;
+        let hdr_len = libc::c_int::try_from(VNET_HDR_LEN).unwrap_or(12);
         // SAFETY: TUNSETVNETHDRSZ reads one c_int through the pointer, which is valid.
         if unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ, &hdr_len) } < 0 {
             return Err(TapError::SetVnetHdrSz(io::Error::last_os_error()));

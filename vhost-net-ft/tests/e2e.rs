@@ -2,6 +2,8 @@
 //! vhost-user socket by `vhost-harness` (a test frontend with memfd guest memory), with an
 //! `AF_PACKET` socket on the TAP interface standing for the outside world. Needs root.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! namespace, a `vhost-harness` frontend for the rings, an `AF_PACKET` socket on the TAP, and
 //! this test playing the VMM on the FT control socket. Needs root.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::io::{Read, Write};

@@ -3,6 +3,8 @@
 //! reaches the TAP. Needs root (a network namespace; other users are played by forked
 //! children that change their uid).
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 mod common;
 
 use std::ffi::OsStr;

@@ -134,20 +134,19 @@ pub fn check(request: u32, body: &[u8], files: &[File]) -> Result<(), RegionErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::FromRawFd;
 
     fn memfd(size: u64) -> File {
-        // SAFETY: a valid NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"guard-test".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0, "memfd_create");
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let f = unsafe { File::from_raw_fd(fd) };
+        let f = memfd::MemfdOptions::default()
+            .close_on_exec(true)
+            .create("guard-test")
+            .expect("memfd_create")
+            .into_file();
         f.set_len(size).expect("set_len");
         f
     }
 
     fn table(regions: &[(u64, u64, u64)]) -> Vec<u8> {
-        let mut b = VhostUserMemory::new(regions.len() as u32)
+        let mut b = VhostUserMemory::new(u32::try_from(regions.len()).expect("a few test regions"))
             .as_slice()
             .to_vec();
         for &(gpa, size, offset) in regions {

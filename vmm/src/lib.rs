@@ -104,7 +104,7 @@ type FtLinks = Vec<Option<Arc<FtLink>>>;
 type FtSockets = Vec<Option<std::path::PathBuf>>;
 
 /// VIRTIO_NET_F_MAC (virtio 1.2 section 5.1.3): the VMM provides the MAC in config space.
-const VIRTIO_NET_F_MAC: u64 = 1 << 5;
+const VIRTIO_NET_F_MAC: u64 = 1 << virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 
 /// Connects the vhost-user devices of `config`, registers their kick ioeventfds with KVM and
 /// their call eventfds and hang-up monitors with the event loop.
@@ -156,8 +156,12 @@ fn virtio_devices(
         )?;
         let (base, _) = devices.next_slot()?;
         for (i, kick) in dev.kick.iter().enumerate() {
-            vm.register_kick(kick, base + QUEUE_NOTIFY_OFFSET, i as u32)
-                .map_err(Error::IoEvent)?;
+            vm.register_kick(
+                kick,
+                base + QUEUE_NOTIFY_OFFSET,
+                u32::try_from(i).unwrap_or(u32::MAX),
+            )
+            .map_err(Error::IoEvent)?;
         }
         let calls = dev
             .call

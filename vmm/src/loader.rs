@@ -129,10 +129,12 @@ pub fn load_initrd(
     let addr = low_end
         .checked_sub(size)
         .map(|a| a & !0xfff)
-        .filter(|&a| a >= kernel_end && size <= u32::MAX as u64)
+        .filter(|&a| a >= kernel_end)
         .ok_or_else(|| LoaderError::InitrdTooBig(path.to_path_buf()))?;
+    // The boot protocol's ramdisk_size is 32 bits.
+    let size32 = u32::try_from(size).map_err(|_| LoaderError::InitrdTooBig(path.to_path_buf()))?;
     let mut slice = mem
-        .get_slice(GuestAddress(addr), size as usize)
+        .get_slice(GuestAddress(addr), size32 as usize)
         .map_err(|e| LoaderError::ReadInitrd {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -142,7 +144,7 @@ pub fn load_initrd(
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-    Ok((addr, size as u32))
+    Ok((addr, size32))
 }
 
 /// Loads everything needed to boot and returns the entry point.
@@ -159,11 +161,13 @@ pub fn load_guest(
         .transpose()?;
     let cmdline = Cmdline::try_from(cmdline, CMDLINE_MAX_SIZE).map_err(LoaderError::Cmdline)?;
     load_cmdline(mem, GuestAddress(CMDLINE_START), &cmdline).map_err(LoaderError::WriteCmdline)?;
-    let cmdline_size = cmdline
+    let cmdline_len = cmdline
         .as_cstring()
         .map_err(LoaderError::Cmdline)?
         .as_bytes_with_nul()
-        .len() as u32;
+        .len();
+    // At most CMDLINE_MAX_SIZE (checked by Cmdline::try_from above).
+    let cmdline_size = u32::try_from(cmdline_len).unwrap_or(u32::MAX);
     let info = BootInfo {
         ram: ram_ranges(mem_size),
         cmdline_size,

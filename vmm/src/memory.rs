@@ -1,9 +1,7 @@
 //! Guest memory: one memfd shared by all RAM regions, so that vhost-user backends can map the
 //! same pages (vhost-user `SET_MEM_TABLE` passes this fd with each region's offset).
 
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 
 use sha2::{Digest, Sha256};
 use vm_memory::{
@@ -18,7 +16,7 @@ pub enum MemoryError {
     #[error("guest memory size must be a non-zero multiple of 2 MiB, got {0} bytes")]
     BadSize(u64),
     #[error("memfd_create failed: {0}")]
-    Memfd(std::io::Error),
+    Memfd(memfd::Error),
     #[error("cannot size the guest memory file: {0}")]
     SetLen(std::io::Error),
     #[error("cannot map guest memory: {0}")]
@@ -39,15 +37,11 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size == 0 || !size.is_multiple_of(2 << 20) {
         return Err(MemoryError::BadSize(size));
     }
-    let name = CString::new("guest-ram").map_err(|_| MemoryError::BadSize(size))?;
-    // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other inputs and
-    // returns either a new fd or -1.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd) };
+    let file = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .create("guest-ram")
+        .map_err(MemoryError::Memfd)?
+        .into_file();
     file.set_len(size).map_err(MemoryError::SetLen)?;
     let file = std::sync::Arc::new(file);
 
@@ -56,7 +50,7 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
         .scan(0u64, |offset, (start, len)| {
             let region = (
                 GuestAddress(start),
-                len as usize,
+                usize::try_from(len).unwrap_or(usize::MAX),
                 Some(FileOffset::from_arc(file.clone(), *offset)),
             );
             *offset += len;
@@ -86,7 +80,8 @@ pub fn data_extents(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
     let mut pos = 0u64;
     while pos < len {
         // SAFETY: lseek on an fd we own (the memfd outlives `region`); no memory is passed.
-        let data = unsafe { libc::lseek(fd, (base + pos) as libc::off_t, libc::SEEK_DATA) };
+        // File offsets inside guest RAM are far below 2^63: the cast to off_t keeps them.
+        let data = unsafe { libc::lseek(fd, (base + pos).cast_signed(), libc::SEEK_DATA) };
         if data < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::ENXIO) {
@@ -94,7 +89,7 @@ pub fn data_extents(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
             }
             return vec![(0, len)];
         }
-        let start = (data as u64).saturating_sub(base);
+        let start = data.cast_unsigned().saturating_sub(base);
         if start >= len {
             break;
         }
@@ -103,7 +98,7 @@ pub fn data_extents(region: &GuestRegionMmap) -> Vec<(u64, u64)> {
         let end = if hole < 0 {
             len
         } else {
-            ((hole as u64).saturating_sub(base)).min(len)
+            (hole.cast_unsigned().saturating_sub(base)).min(len)
         };
         if end <= start {
             return vec![(0, len)];
@@ -128,7 +123,7 @@ pub fn for_each_chunk<E: From<RamError>>(
         let extents = data_extents(region);
         let mut off = 0u64;
         while off < region.len() {
-            let n = chunk.min((region.len() - off) as usize);
+            let n = usize::try_from(region.len() - off).map_or(chunk, |left| chunk.min(left));
             let end = off + n as u64;
             let has_data = extents.iter().any(|&(s, l)| s < end && off < s + l);
             let bytes = if has_data {
@@ -180,8 +175,8 @@ pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), RamEr
                 libc::fallocate(
                     fo.file().as_raw_fd(),
                     libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                    (fo.start() + first) as libc::off_t,
-                    (last - first) as libc::off_t,
+                    (fo.start() + first).cast_signed(),
+                    (last - first).cast_signed(),
                 )
             };
             rc == 0
@@ -189,10 +184,11 @@ pub fn zero_range(mem: &GuestMemoryMmap, gpa: u64, len: u64) -> Result<(), RamEr
         _ => false,
     };
     let write_zeros = |from: u64, to: u64| -> Result<(), RamError> {
-        let zeros = vec![0u8; (1usize << 20).min((to - from) as usize)];
+        let left = |at: u64| usize::try_from(to - at).unwrap_or(usize::MAX);
+        let zeros = vec![0u8; (1usize << 20).min(left(from))];
         let mut at = from;
         while at < to {
-            let n = zeros.len().min((to - at) as usize);
+            let n = zeros.len().min(left(at));
             region.write_slice(&zeros[..n], MemoryRegionAddress(at))?;
             at += n as u64;
         }
@@ -217,6 +213,8 @@ pub fn zero_ram(mem: &GuestMemoryMmap) -> Result<(), RamError> {
 
 /// The page size of KVM's dirty log and of pre-copy.
 pub const PAGE_SIZE: u64 = 4096;
+/// `PAGE_SIZE` for indexing host buffers.
+pub const PAGE_BYTES: usize = 4096;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// Whole milliseconds of `d`, saturating (a u64 of milliseconds lasts 584 million years).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The kinds of guest-initiated exits that are landmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LandmarkKind {
@@ -22,7 +27,8 @@ const MAX_SAMPLES: usize = 1 << 20;
 impl Samples {
     pub fn record(&mut self, d: Duration) {
         if self.0.len() < MAX_SAMPLES {
-            self.0.push(d.as_micros().min(u32::MAX as u128) as u32);
+            self.0
+                .push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
         }
     }
 

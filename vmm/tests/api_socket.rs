@@ -12,8 +12,8 @@ const GROUP: u32 = 4242;
 
 #[test]
 fn another_user_gets_eacces_and_a_group_member_gets_in() {
-    // SAFETY: geteuid has no preconditions.
     assert_eq!(
+        // SAFETY: geteuid has no preconditions.
         unsafe { libc::geteuid() },
         0,
         "this test needs root (it runs a child as uid {NOBODY})"

@@ -1,5 +1,7 @@
 //! The real `arbiter` binary for integration tests, on loopback with ephemeral ports.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(dead_code)]
 
 use std::fs::File;

@@ -16,6 +16,8 @@ const ROUNDS: usize = 5;
 
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
+    // A rank between 0 and len - 1 (p is a fraction).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v.get(i).copied().unwrap_or(f64::NAN)
 }

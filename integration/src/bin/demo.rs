@@ -18,11 +18,9 @@ use integration::stack::Host;
 use integration::topology::GUEST_IP;
 use integration::workload::{BenchLoop, Recorder};
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
+/// Set by Ctrl-C, SIGTERM or Enter.
+static STOP: std::sync::LazyLock<std::sync::Arc<AtomicBool>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(AtomicBool::new(false)));
 
 fn step(t0: Instant, what: &str) {
     println!("[{:>7.3} s] {what}", t0.elapsed().as_secs_f64());
@@ -46,11 +44,11 @@ fn ft_lines(host: &Host) -> Vec<String> {
 }
 
 fn main() {
-    // SAFETY: installs a handler that only stores to an atomic (async-signal-safe), so that
-    // Ctrl-C still runs the teardown below.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    // Ctrl-C (or SIGTERM) sets STOP, so that the teardown below still runs.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&STOP)) {
+            eprintln!("demo: cannot handle signal {sig}: {e}");
+        }
     }
     let t0 = Instant::now();
     step(t0, "starting: namespaces client/storage/host-a/host-b, qemu-nbd + arbiter in storage, backup in host-b, primary in host-a");

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR;
 use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -154,7 +153,7 @@ impl BlkBackend {
                     let c = Completion::status_only(
                         bad.head,
                         bad.status_addr,
-                        VIRTIO_BLK_S_IOERR as u8,
+                        crate::blk::status::IOERR,
                     );
                     self.deliver(ticket, c);
                 }

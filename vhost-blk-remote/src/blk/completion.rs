@@ -99,7 +99,7 @@ impl CompletionSink for VringSink {
                 "request {}: writing data to guest memory failed: {e}",
                 c.head
             );
-            status = status.map(|_| virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR as u8);
+            status = status.map(|_| crate::blk::status::IOERR);
         }
         if let (Some(s), Some(a)) = (status, c.status_addr) {
             if let Err(e) = mem.write_obj(s, a) {

@@ -9,6 +9,8 @@ use crate::nbd::ExportInfo;
 
 /// Sector size of virtio-blk (capacity and request offsets are in these units).
 pub const SECTOR_SIZE: u64 = 512;
+/// `SECTOR_SIZE` where the config space wants a u32.
+pub const SECTOR_BYTES: u32 = 512;
 /// Size of one virtqueue.
 pub const QUEUE_SIZE: usize = 256;
 /// Largest request (sum of its data buffers) the device accepts.
@@ -40,7 +42,7 @@ impl DeviceConfig {
         serial.truncate(VIRTIO_BLK_ID_BYTES as usize);
         DeviceConfig {
             capacity_sectors: info.size / SECTOR_SIZE,
-            blk_size: info.min_block.max(SECTOR_SIZE as u32),
+            blk_size: info.min_block.max(SECTOR_BYTES),
             read_only: force_read_only || info.read_only(),
             flush: info.can_flush(),
             discard: info.can_trim() && !(force_read_only || info.read_only()),
@@ -82,7 +84,7 @@ impl DeviceConfig {
     /// Maximum sectors of one discard segment.
     pub fn max_discard_sectors(&self) -> u32 {
         // NBD_CMD_TRIM takes a 32-bit byte length.
-        (u32::MAX as u64 / SECTOR_SIZE) as u32 & !((self.blk_size / SECTOR_SIZE as u32) - 1)
+        (u32::MAX / SECTOR_BYTES) & !((self.blk_size / SECTOR_BYTES) - 1)
     }
 
     /// The `struct virtio_blk_config` bytes (little-endian).
@@ -102,7 +104,7 @@ impl DeviceConfig {
         if self.discard {
             put32(&mut c, 36, self.max_discard_sectors()); // max_discard_sectors
             put32(&mut c, 40, 1); // max_discard_seg
-            put32(&mut c, 44, self.blk_size / SECTOR_SIZE as u32); // discard_sector_alignment
+            put32(&mut c, 44, self.blk_size / SECTOR_BYTES); // discard_sector_alignment
         }
         // write zeroes (48..60) not offered
         c

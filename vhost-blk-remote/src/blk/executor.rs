@@ -6,16 +6,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
-
 use super::completion::Completion;
 use super::config::{DeviceConfig, SECTOR_SIZE};
 use super::request::{Request, RequestKind};
 use crate::nbd::{Client, Command, NbdError};
 
-const S_OK: u8 = VIRTIO_BLK_S_OK as u8;
-const S_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
-const S_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
+use super::status::{IOERR as S_IOERR, OK as S_OK, UNSUPP as S_UNSUPP};
 
 /// Receives the completion of one request.
 pub type Done = Box<dyn FnOnce(Completion) + Send>;
@@ -63,21 +59,22 @@ impl Executor {
         let status_only = move |s: u8| Completion::status_only(head, st, s);
         match req.kind {
             RequestKind::In { sector, segs, len } => {
-                let Some(off) = self.range(sector, len as u64) else {
+                let Some(off) = self.range(sector, u64::from(len)) else {
                     log::warn!("read of {len} bytes at sector {sector} is beyond the disk");
                     return done(status_only(S_IOERR));
                 };
-                let max = self.nbd.info().max_payload as u64;
-                let cmds = (0..len as u64)
-                    .step_by(max as usize)
+                let max = u64::from(self.nbd.info().max_payload);
+                let cmds = (0..u64::from(len))
+                    .step_by(usize::try_from(max).unwrap_or(usize::MAX).max(1))
                     .map(|o| {
-                        let n = (len as u64 - o).min(max) as u32;
+                        // At most `len`, a u32.
+                        let n = u32::try_from((u64::from(len) - o).min(max)).unwrap_or(len);
                         (
                             Command::Read {
                                 offset: off + o,
                                 len: n,
                             },
-                            o as usize,
+                            usize::try_from(o).unwrap_or(usize::MAX),
                         )
                     })
                     .collect();
@@ -145,13 +142,13 @@ impl Executor {
                 });
             }
             RequestKind::GetId { segs } => {
-                let room: u64 = segs.iter().map(|s| s.len as u64).sum();
+                let room: u64 = segs.iter().map(|s| u64::from(s.len)).sum();
                 let mut id = self.dev.serial.clone();
                 id.resize(20, 0); // NUL-padded, no terminator when 20 bytes long
                 id.truncate(room.min(20) as usize);
                 done(Completion {
                     head,
-                    len: id.len() as u32 + 1,
+                    len: u32::try_from(id.len()).unwrap_or(20) + 1, // at most 20 bytes
                     status: Some(S_OK),
                     status_addr: st,
                     data: id,
@@ -167,7 +164,7 @@ impl Executor {
                 }
                 let mut cmds = Vec::with_capacity(ranges.len());
                 for r in &ranges {
-                    let len = r.num_sectors as u64 * SECTOR_SIZE;
+                    let len = u64::from(r.num_sectors) * SECTOR_SIZE;
                     match (self.range(r.sector, len), u32::try_from(len)) {
                         (Some(offset), Ok(len))
                             if r.num_sectors <= self.dev.max_discard_sectors() =>

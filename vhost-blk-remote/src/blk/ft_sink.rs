@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use ft_control::{MemWrite, Message, MAX_FRAME};
 use vhost_user_backend::{VringRwLock, VringT};
-use virtio_bindings::virtio_blk::VIRTIO_BLK_S_IOERR;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend, GuestMemoryMmap};
 
@@ -76,7 +75,7 @@ fn frame_len(writes: &[MemWrite]) -> usize {
 
 /// The `Completion` message equivalent to applying `c` with [`VringSink`].
 pub fn to_message<M: GuestMemoryBackend + ?Sized>(mem: &M, c: &Completion) -> Message {
-    let ioerr = VIRTIO_BLK_S_IOERR as u8;
+    let ioerr = crate::blk::status::IOERR;
     let mut writes = Vec::new();
     let mut status = c.status;
     let mut off = 0usize;
@@ -149,7 +148,7 @@ mod tests {
             len: 1025,
             status: Some(0),
             status_addr: Some(GuestAddress(0x3000)),
-            data: (0..1024u32).map(|i| i as u8).collect(),
+            data: (0..1024u32).map(|i| i.to_le_bytes()[0]).collect(),
             data_segs: vec![seg(0x1000, 100), seg(0x2000, 924)],
         };
         let Message::Completion {
@@ -213,10 +212,10 @@ mod tests {
         };
         assert_eq!(len, 1025, "same used length as the plain sink");
         assert_eq!(writes.len(), 2);
-        assert_eq!(writes[1].data, vec![VIRTIO_BLK_S_IOERR as u8]);
+        assert_eq!(writes[1].data, vec![crate::blk::status::IOERR]);
 
         c.data = vec![7; MAX_FRAME];
-        c.data_segs = vec![seg(0, MAX_FRAME as u32)];
+        c.data_segs = vec![seg(0, u32::try_from(MAX_FRAME).expect("40 MiB"))];
         let big =
             GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MAX_FRAME + 0x4000)]).unwrap();
         let Message::Completion { writes, len, .. } = to_message(&big, &c) else {
@@ -224,6 +223,6 @@ mod tests {
         };
         assert_eq!(len, 1);
         assert_eq!(writes.len(), 1);
-        assert_eq!(writes[0].data, vec![VIRTIO_BLK_S_IOERR as u8]);
+        assert_eq!(writes[0].data, vec![crate::blk::status::IOERR]);
     }
 }

@@ -21,3 +21,14 @@ pub use backend::{BackendOptions, BlkBackend};
 pub use completion::{Completion, CompletionSink, Sequencer};
 pub use config::DeviceConfig;
 pub use executor::Executor;
+
+/// The virtio-blk status bytes (virtio 1.2 section 5.2.6), as the `u8` the device writes;
+/// virtio-bindings has them as `u32`.
+#[allow(clippy::cast_possible_truncation)] // 0, 1 and 2
+pub mod status {
+    use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
+
+    pub const OK: u8 = VIRTIO_BLK_S_OK as u8;
+    pub const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+    pub const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
+}

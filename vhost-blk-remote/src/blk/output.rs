@@ -90,10 +90,11 @@ mod tests {
         let mut header = [0u8; 16];
         header[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
         header[8..].copy_from_slice(&5u64.to_le_bytes());
-        let data: Vec<u8> = (0..512u32).map(|i| (i * 7 % 256) as u8).collect();
+        let data: Vec<u8> = (0..512u32).map(|i| (i * 7).to_le_bytes()[0]).collect();
         m.write_slice(&header, GuestAddress(0x8000)).expect("w");
         m.write_slice(&data, GuestAddress(0x9000)).expect("w");
-        let (next, write) = (VRING_DESC_F_NEXT as u16, VRING_DESC_F_WRITE as u16);
+        let flag = |f: u32| u16::try_from(f).expect("a flag bit");
+        let (next, write) = (flag(VRING_DESC_F_NEXT), flag(VRING_DESC_F_WRITE));
         // Header and data split differently from the request's fields: 10 + 6+200 + 312.
         let descs = [
             Descriptor::new(0x8000, 10, next, 1),

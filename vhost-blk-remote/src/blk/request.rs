@@ -32,7 +32,7 @@ pub enum RequestError {
     #[error("device-readable descriptor after a device-writable one")]
     WrongDirection,
     #[error("request header shorter than 16 bytes ({0})")]
-    ShortHeader(u32),
+    ShortHeader(u64),
     #[error("no device-writable byte for the status")]
     NoStatus,
     #[error("request of {0} bytes is too large")]
@@ -104,11 +104,11 @@ fn gather<M: GuestMemoryBackend>(
         if done == len {
             break;
         }
-        if skip >= s.len as u64 {
-            skip -= s.len as u64;
+        if skip >= u64::from(s.len) {
+            skip -= u64::from(s.len);
             continue;
         }
-        let n = ((s.len as u64 - skip) as usize).min(len - done);
+        let n = usize::try_from(u64::from(s.len) - skip).map_or(len - done, |n| n.min(len - done));
         let addr = s.addr.checked_add(skip).ok_or(RequestError::ReadFailed)?;
         mem.read_slice(&mut out[done..done + n], addr)
             .map_err(|_| RequestError::ReadFailed)?;
@@ -122,7 +122,7 @@ fn gather<M: GuestMemoryBackend>(
 }
 
 fn total(segs: &[Segment]) -> u64 {
-    segs.iter().map(|s| s.len as u64).sum()
+    segs.iter().map(|s| u64::from(s.len)).sum()
 }
 
 /// Parses and validates one descriptor chain.
@@ -161,7 +161,7 @@ where
     }
     // The status byte is the last byte of the last writable descriptor.
     let status_addr = writable.last().and_then(|s| {
-        let a = s.addr.checked_add(s.len as u64 - 1)?;
+        let a = s.addr.checked_add(u64::from(s.len) - 1)?;
         GuestMemoryBackend::check_range(mem, a, 1).then_some(a)
     });
     let invalid = |error| Invalid {
@@ -176,12 +176,12 @@ where
         return Err(invalid(RequestError::NoStatus));
     };
     let data_bytes = total(&readable) + total(&writable);
-    if data_bytes > MAX_REQUEST_BYTES as u64 + 4096 {
+    if data_bytes > u64::from(MAX_REQUEST_BYTES) + 4096 {
         return Err(invalid(RequestError::TooLarge(data_bytes)));
     }
     let rlen = total(&readable);
     if rlen < 16 {
-        return Err(invalid(RequestError::ShortHeader(rlen as u32)));
+        return Err(invalid(RequestError::ShortHeader(rlen)));
     }
     let hdr = gather(mem, &readable, 0, 16).map_err(invalid)?;
     let rtype = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
@@ -202,13 +202,14 @@ where
             if !len.is_multiple_of(SECTOR_SIZE) {
                 return Err(invalid(RequestError::BadLength(len)));
             }
-            if len > MAX_REQUEST_BYTES as u64 {
-                return Err(invalid(RequestError::TooLarge(len)));
-            }
+            let len32 = u32::try_from(len)
+                .ok()
+                .filter(|&l| l <= MAX_REQUEST_BYTES)
+                .ok_or_else(|| invalid(RequestError::TooLarge(len)))?;
             RequestKind::In {
                 sector,
                 segs: data_segs,
-                len: len as u32,
+                len: len32,
             }
         }
         VIRTIO_BLK_T_OUT => {
@@ -216,10 +217,11 @@ where
             if !len.is_multiple_of(SECTOR_SIZE) {
                 return Err(invalid(RequestError::BadLength(len)));
             }
-            if len > MAX_REQUEST_BYTES as u64 {
-                return Err(invalid(RequestError::TooLarge(len)));
-            }
-            let data = gather(mem, &readable, 16, len as usize).map_err(invalid)?;
+            let n = usize::try_from(len)
+                .ok()
+                .filter(|_| len <= u64::from(MAX_REQUEST_BYTES))
+                .ok_or_else(|| invalid(RequestError::TooLarge(len)))?;
+            let data = gather(mem, &readable, 16, n).map_err(invalid)?;
             RequestKind::Out { sector, data }
         }
         VIRTIO_BLK_T_FLUSH => RequestKind::Flush,
@@ -229,7 +231,9 @@ where
             if len == 0 || !len.is_multiple_of(16) || len > 16 * 256 {
                 return Err(invalid(RequestError::BadDiscard(len)));
             }
-            let raw = gather(mem, &readable, 16, len as usize).map_err(invalid)?;
+            // At most 16 * 256 bytes, checked above.
+            let n = usize::try_from(len).map_err(|_| invalid(RequestError::BadDiscard(len)))?;
+            let raw = gather(mem, &readable, 16, n).map_err(invalid)?;
             let ranges = raw
                 .chunks_exact(16)
                 .map(|c| DiscardRange {

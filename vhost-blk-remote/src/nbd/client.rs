@@ -170,10 +170,12 @@ impl Client {
             Command::Write { .. } | Command::Trim { .. } if info.read_only() => {
                 return Err(NbdError::ReadOnly)
             }
-            Command::Read { offset, len } | Command::Trim { offset, len } => (*offset, *len as u64),
+            Command::Read { offset, len } | Command::Trim { offset, len } => {
+                (*offset, u64::from(*len))
+            }
             Command::Write { offset, data } => (*offset, data.len() as u64),
         };
-        if !matches!(cmd, Command::Trim { .. }) && len > info.max_payload as u64 {
+        if !matches!(cmd, Command::Trim { .. }) && len > u64::from(info.max_payload) {
             return Err(NbdError::TooLarge {
                 len,
                 max: info.max_payload,
@@ -186,7 +188,7 @@ impl Client {
                 size: info.size,
             });
         }
-        let mb = info.min_block as u64;
+        let mb = u64::from(info.min_block);
         if offset % mb != 0 || len % mb != 0 {
             return Err(NbdError::Unaligned {
                 offset,
@@ -261,7 +263,8 @@ impl Client {
             let off = offset + out.len() as u64;
             out.extend(self.call(Command::Read {
                 offset: off,
-                len: n as u32,
+                // At most the server's max payload, a u32.
+                len: u32::try_from(n).unwrap_or(u32::MAX),
             })?);
         }
         Ok(out)

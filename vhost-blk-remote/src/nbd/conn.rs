@@ -317,7 +317,14 @@ fn write_command(stream: &Stream, cookie: u64, cmd: &Command) -> std::io::Result
             (encode_request(0, NBD_CMD_READ, cookie, *offset, *len), &[])
         }
         Command::Write { offset, data } => (
-            encode_request(0, NBD_CMD_WRITE, cookie, *offset, data.len() as u32),
+            // Client::check bounded the write to the export's max payload (a u32).
+            encode_request(
+                0,
+                NBD_CMD_WRITE,
+                cookie,
+                *offset,
+                u32::try_from(data.len()).unwrap_or(u32::MAX),
+            ),
             data,
         ),
         Command::Flush => (encode_request(0, NBD_CMD_FLUSH, cookie, 0, 0), &[]),

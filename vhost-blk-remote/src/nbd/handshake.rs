@@ -127,7 +127,17 @@ pub fn negotiate<S: Read + Write>(mut s: S, export: &str) -> Result<ExportInfo, 
 /// `NBD_OPT_GO`. `Ok(None)` means the server answered `NBD_REP_ERR_UNSUP`.
 fn opt_go<S: Read + Write>(s: &mut S, export: &str) -> Result<Option<ExportInfo>, NbdError> {
     let mut data = Vec::with_capacity(8 + export.len());
-    data.extend_from_slice(&(export.len() as u32).to_be_bytes());
+    // The NBD protocol limits names to 4096 bytes ("Option types").
+    let name_len = u32::try_from(export.len())
+        .ok()
+        .filter(|&n| n <= 4096)
+        .ok_or_else(|| {
+            NbdError::Protocol(format!(
+                "export name of {} bytes is longer than 4096",
+                export.len()
+            ))
+        })?;
+    data.extend_from_slice(&name_len.to_be_bytes());
     data.extend_from_slice(export.as_bytes());
     data.extend_from_slice(&1u16.to_be_bytes());
     data.extend_from_slice(&NBD_INFO_BLOCK_SIZE.to_be_bytes());

@@ -182,7 +182,7 @@ pub fn vmm_apply(h: &mut Harness, m: &Message) {
     let q = h.queue(0).expect("queue 0");
     let (used, size) = (q.used, q.size);
     let idx = h.used_idx(0).expect("used idx");
-    let mut elem = (*head as u32).to_le_bytes().to_vec();
+    let mut elem = u32::from(*head).to_le_bytes().to_vec();
     elem.extend_from_slice(&len.to_le_bytes());
     h.write(GuestAddress(used.0 + 4 + 8 * u64::from(idx % size)), &elem)
         .expect("used element");

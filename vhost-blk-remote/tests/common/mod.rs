@@ -1,5 +1,8 @@
 //! Test fixtures: temporary directories, NBD servers (qemu-nbd, nbdkit) and the backend
 //! process, all cleaned up on Drop (also when the test fails).
+
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 #![allow(dead_code)]
 
 pub mod ft;

@@ -137,7 +137,10 @@ fn primary_rx_sends_the_writes_and_leaves_guest_memory_and_used_ring_alone() {
     let mut vmm = attach(&link, Role::Primary);
     let m = mem();
     let mut drv = Driver::new(&m);
-    let bad = drv.add(&[w(MEM_SIZE + 0x1000, MIN_RX_CHAIN_LEN as u32)]);
+    let bad = drv.add(&[w(
+        MEM_SIZE + 0x1000,
+        u32::try_from(MIN_RX_CHAIN_LEN).expect("small"),
+    )]);
     let good = drv.add(&[w(BUF_BASE, 100), w(BUF_BASE + 0x1000, 1426)]);
     let mut q = drv.queue();
     let mut packet = vec![0u8; 12];

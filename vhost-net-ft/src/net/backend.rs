@@ -54,6 +54,7 @@ pub type EpollHandler = VringEpollHandler<SharedBackend>;
 
 /// Epoll token of the TAP file descriptor (must be above `NUM_QUEUES`, which the library
 /// reserves).
+#[allow(clippy::cast_possible_truncation)] // two queues
 pub const TAP_EVENT: u16 = NUM_QUEUES as u16 + 1;
 
 /// Plain-mode bounce capacity: a frame is read from the TAP only when the previous one found

@@ -186,7 +186,9 @@ mod tests {
     use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use vm_memory::GuestMemoryMmap;
 
+    #[allow(clippy::cast_possible_truncation)] // flag bit 2
     const W: u16 = VRING_DESC_F_WRITE as u16;
+    #[allow(clippy::cast_possible_truncation)] // flag bit 1
     const N: u16 = VRING_DESC_F_NEXT as u16;
 
     fn mem() -> GuestMemoryMmap<()> {

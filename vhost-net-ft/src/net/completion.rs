@@ -150,7 +150,7 @@ impl Completer for GuestCompleter<'_> {
         }
         let completion = Completion {
             head: job.head,
-            len: len as u32,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
         };
         complete(queue, mem, completion, self.stats)?;
         self.used += 1;

@@ -20,9 +20,16 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use crate::error::MacError;
 
 /// Index of the receive queue.
+/// `status` of the config space (virtio 1.2 section 5.1.4), a u16 field.
+#[allow(clippy::cast_possible_truncation)] // bit 0
+const LINK_UP: u16 = VIRTIO_NET_S_LINK_UP as u16;
+
 pub const RX_QUEUE: usize = 0;
+/// The queue indices as vhost-user-backend's `u16`.
+pub const RX_QUEUE_U16: u16 = 0;
 /// Index of the transmit queue.
 pub const TX_QUEUE: usize = 1;
+pub const TX_QUEUE_U16: u16 = 1;
 /// Number of virtqueues (one RX/TX pair, no control queue).
 pub const NUM_QUEUES: usize = 2;
 /// Largest queue size the frontend may configure.
@@ -102,7 +109,7 @@ impl NetConfig {
     pub fn config_space(&self) -> [u8; CONFIG_SPACE_LEN] {
         let mut c = [0u8; CONFIG_SPACE_LEN];
         c[0..6].copy_from_slice(&self.mac.0);
-        c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        c[6..8].copy_from_slice(&LINK_UP.to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
         c
     }

@@ -140,6 +140,11 @@ mod tests {
     use super::*;
     use virtio_bindings::virtio_net::VIRTIO_NET_HDR_F_NEEDS_CSUM;
 
+    #[allow(clippy::cast_possible_truncation)] // bit 0
+    const F_NEEDS_CSUM: u8 = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+    #[allow(clippy::cast_possible_truncation)] // bit 1
+    const F_DATA_VALID: u8 = VIRTIO_NET_HDR_F_DATA_VALID as u8;
+
     #[test]
     fn round_trip_is_little_endian() {
         let h = VirtioNetHdr {
@@ -176,7 +181,7 @@ mod tests {
         assert_eq!(h.check_tx(), Ok(()));
         h.num_buffers = 7; // ignored on TX
         assert_eq!(h.check_tx(), Ok(()));
-        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        h.flags = F_NEEDS_CSUM;
         assert_eq!(h.check_tx(), Err(HdrError::Flags(1)));
         h.flags = 0;
         h.gso_type = 1; // TCPV4
@@ -186,11 +191,11 @@ mod tests {
     #[test]
     fn tap_header_data_valid_is_accepted_needs_csum_is_not() {
         let mut h = VirtioNetHdr {
-            flags: VIRTIO_NET_HDR_F_DATA_VALID as u8,
+            flags: F_DATA_VALID,
             ..Default::default()
         };
         assert_eq!(h.check_from_tap(), Ok(()));
-        h.flags |= VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        h.flags |= F_NEEDS_CSUM;
         assert_eq!(h.check_from_tap(), Err(HdrError::Flags(3)));
         h.flags = 0;
         h.gso_type = 4; // TCPV6

@@ -24,7 +24,7 @@ use vm_memory::GuestMemory;
 use crate::error::{HdrError, UsedRingError};
 use crate::net::chain::{validate_chain, Direction};
 use crate::net::completion::{Completer, Completion, FinishError, Job};
-use crate::net::config::RX_QUEUE;
+use crate::net::config::RX_QUEUE_U16;
 use crate::net::hdr::{split_packet, VirtioNetHdr, MAX_FRAME_LEN, MIN_RX_CHAIN_LEN, VNET_HDR_LEN};
 use crate::net::stats::NetStats;
 
@@ -140,7 +140,7 @@ fn refuse<M: GuestMemory, C: Completer>(
         error!("RX: refusing chain {head}: {why}; returned with length 0 (#{n})");
     }
     let job = Job {
-        queue_index: RX_QUEUE as u16,
+        queue_index: RX_QUEUE_U16,
         head,
         write: None,
         output: None,
@@ -202,7 +202,7 @@ pub fn apply_rx_frame<M: GuestMemory, C: Completer>(
             return Ok(RxOutcome::Dropped);
         }
         let job = Job {
-            queue_index: RX_QUEUE as u16,
+            queue_index: RX_QUEUE_U16,
             head,
             write: Some((&segs, frame.packet())),
             output: None,

@@ -24,7 +24,7 @@ use vm_memory::GuestMemory;
 use crate::error::{ChainError, UsedRingError};
 use crate::net::chain::{gather, validate_chain, Direction};
 use crate::net::completion::{Completer, Completion, FinishError, Job};
-use crate::net::config::TX_QUEUE;
+use crate::net::config::TX_QUEUE_U16;
 use crate::net::hdr::{split_packet, VirtioNetHdr, ETH_HLEN, MAX_FRAME_LEN, VNET_HDR_LEN};
 use crate::net::stats::NetStats;
 
@@ -210,7 +210,7 @@ pub fn run_tx<M: GuestMemory, C: Completer>(
             }
         };
         let job = Job {
-            queue_index: TX_QUEUE as u16,
+            queue_index: TX_QUEUE_U16,
             head: c.head,
             write: None,
             output,

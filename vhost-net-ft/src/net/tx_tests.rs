@@ -1,5 +1,7 @@
 //! TX path tests against a driver-side mock queue in real guest memory.
 
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(clippy::cast_possible_truncation)]
 use std::sync::Mutex;
 
 use super::*;

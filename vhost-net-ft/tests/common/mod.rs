@@ -1,6 +1,13 @@
 //! Shared test fixtures: a private network namespace, the backend as a child process inside
 //! it, and an `AF_PACKET` socket on an interface of that namespace. Everything is torn down
 //! by `Drop` guards, also when a test fails.
+
+// Test fixtures: the casts are of small constants and of lengths of test buffers.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -252,7 +259,7 @@ impl PacketSocket {
         let rc = unsafe {
             libc::bind(
                 fd.as_raw_fd(),
-                &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+                (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
@@ -268,7 +275,7 @@ impl PacketSocket {
         let n = unsafe {
             libc::send(
                 self.fd.as_raw_fd(),
-                frame.as_ptr() as *const libc::c_void,
+                frame.as_ptr().cast::<libc::c_void>(),
                 frame.len(),
                 0,
             )
@@ -309,10 +316,10 @@ impl PacketSocket {
             let n = unsafe {
                 libc::recvfrom(
                     self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
                     buf.len(),
                     libc::MSG_DONTWAIT,
-                    &mut sll as *mut libc::sockaddr_ll as *mut libc::sockaddr,
+                    (&mut sll as *mut libc::sockaddr_ll).cast::<libc::sockaddr>(),
                     &mut len,
                 )
             };

@@ -35,8 +35,8 @@ pub fn pit_timer(inbox: Arc<Inbox>) -> Result<(PitTimer, PitTimerHandle), EventL
     if dup < 0 {
         return Err(EventLoopError::Timer(std::io::Error::last_os_error()));
     }
-    // SAFETY: `dup` is a fresh fd that nothing else owns.
     let handle = PitTimerHandle {
+        // SAFETY: `dup` is a fresh fd that nothing else owns.
         timer: unsafe { TimerFd::from_raw_fd(dup) },
     };
     Ok((PitTimer { timer, inbox }, handle))

@@ -28,7 +28,7 @@ pub const HEARTBEAT: Duration = Duration::from_millis(50);
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(crate::stats::millis)
         .unwrap_or(0)
 }
 

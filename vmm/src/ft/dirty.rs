@@ -137,7 +137,8 @@ impl DirtyLog {
             .map(|(i, r)| {
                 let pages = r.len() / PAGE_SIZE;
                 Slot {
-                    slot: i as u32,
+                    // One slot per region: a handful, far below u32::MAX.
+                    slot: u32::try_from(i).unwrap_or(u32::MAX),
                     gpa: r.start_addr().raw_value(),
                     size: r.len(),
                     host: r.as_ptr() as u64,
@@ -219,7 +220,7 @@ impl DirtyLog {
         for s in &self.slots {
             let mut bits = self
                 .vm
-                .get_dirty_log(s.slot, s.size as usize)
+                .get_dirty_log(s.slot, usize::try_from(s.size).unwrap_or(usize::MAX))
                 .map_err(|source| DirtyError::Read {
                     slot: s.slot,
                     source,

@@ -31,7 +31,7 @@ pub enum Verdict {
 pub fn next_epoch(previous: u64) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+        .map_or(0, crate::stats::millis);
     now.max(previous + 1)
 }
 

@@ -31,7 +31,8 @@ use super::state::StateError;
 use super::timers;
 use crate::event_loop::Registrar;
 use crate::inbox::{DeviceEvent, Inbox};
-use crate::memory::{data_extents, PAGE_SIZE};
+use crate::memory::{data_extents, PAGE_BYTES, PAGE_SIZE};
+use crate::stats::millis;
 use crate::sync::lock;
 
 /// Memory records carry at most this many pages (the record format's 1 MiB data limit).
@@ -131,24 +132,30 @@ impl TransferWriter {
         skip_zero: bool,
         buf: &mut Vec<u8>,
     ) -> Result<(), JoinError> {
-        let len = (pages * PAGE_SIZE) as usize;
+        let too_big = || {
+            JoinError::Memory(format!(
+                "{pages} pages at {gpa:#x}: too many for one buffer"
+            ))
+        };
+        let pages = usize::try_from(pages).map_err(|_| too_big())?;
+        let len = pages.checked_mul(PAGE_BYTES).ok_or_else(too_big)?;
         buf.resize(len, 0);
         mem.read_slice(&mut buf[..len], GuestAddress(gpa))
             .map_err(|e| JoinError::Memory(format!("cannot read {gpa:#x}+{len:#x}: {e}")))?;
         let is_zero = |p: usize| {
-            buf[p * PAGE_SIZE as usize..(p + 1) * PAGE_SIZE as usize]
+            buf[p * PAGE_BYTES..(p + 1) * PAGE_BYTES]
                 .chunks_exact(8)
                 .all(|w| w == [0u8; 8])
         };
         let mut p = 0usize;
-        while p < pages as usize {
+        while p < pages {
             let zero = is_zero(p);
             let mut q = p + 1;
-            while q < pages as usize && is_zero(q) == zero {
+            while q < pages && is_zero(q) == zero {
                 q += 1;
             }
-            let at = gpa + p as u64 * PAGE_SIZE;
-            let (from, to) = (p * PAGE_SIZE as usize, q * PAGE_SIZE as usize);
+            let (from, to) = (p * PAGE_BYTES, q * PAGE_BYTES);
+            let at = gpa + from as u64;
             if !zero {
                 self.bytes += (to - from) as u64;
                 self.write(&Record::MemoryChunk {
@@ -294,7 +301,7 @@ fn rounds(job: &PrecopyJob) -> Result<Handoff, JoinError> {
     let took = start.elapsed();
     job.progress
         .first_round_ms
-        .store(took.as_millis() as u64, Ordering::Relaxed);
+        .store(millis(took), Ordering::Relaxed);
     // Bytes per second the link (and the backup) took; what the convergence test divides by.
     let mut rate = (w.bytes as f64 / took.as_secs_f64().max(1e-3)).max(1e6);
     log::info!(

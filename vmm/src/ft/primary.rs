@@ -27,6 +27,19 @@ use crate::sync::lock;
 pub const MAX_UNACKED: u64 = 20_000;
 
 /// A backup that is joining: the pre-copy runs, the link is read and watched.
+/// Why the control socket's `protect` was refused (the reply's message).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtectError {
+    #[error("not an FT primary")]
+    NotPrimary,
+    #[error("already protected by a backup")]
+    Protected,
+    #[error("a backup is joining")]
+    Joining,
+    #[error("waiting for the arbiter's verdict")]
+    Arbitrating,
+}
+
 pub struct Join {
     pub link: PendingLink,
     pub epoch: u64,
@@ -236,15 +249,15 @@ impl Primary {
 
     /// The control socket's `protect`: look for a backup at `peer` from now on (a survivor
     /// whose old peer's host is gone for good). Refused while protected or arbitrating.
-    pub fn protect(&mut self, peer: SocketAddr) -> Result<(), String> {
+    pub fn protect(&mut self, peer: SocketAddr) -> Result<(), ProtectError> {
         if self.link.is_some() {
-            return Err("already protected by a backup".into());
+            return Err(ProtectError::Protected);
         }
         if self.join.is_some() {
-            return Err("a backup is joining".into());
+            return Err(ProtectError::Joining);
         }
         if self.arbitration.is_some() {
-            return Err("waiting for the arbiter's verdict".into());
+            return Err(ProtectError::Arbitrating);
         }
         *lock(&self.join_target) = Some(peer);
         self.join_wanted.store(true, Ordering::SeqCst);

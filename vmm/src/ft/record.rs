@@ -348,13 +348,13 @@ fn put_sig(out: &mut Vec<u8>, sig: &ExitSignature) {
 
 /// Length-prefixed (u16) UTF-8. The caller has checked the length against its limit (<= 1024).
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(&u16::try_from(s.len()).unwrap_or(u16::MAX).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
 }
 
 /// Length-prefixed (u32) bytes. The caller has checked the length against [`MAX_DATA`].
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(b);
 }
 
@@ -492,7 +492,8 @@ pub fn encode(seq: u64, record: &Record, out: &mut Vec<u8>) -> Result<(), Record
         out.truncate(start);
         return Err(RecordError::TooLarge(body_len));
     }
-    out[start + 4..start + 8].copy_from_slice(&(body_len as u32).to_le_bytes());
+    let body_len = u32::try_from(body_len).map_err(|_| RecordError::TooLarge(body_len))?;
+    out[start + 4..start + 8].copy_from_slice(&body_len.to_le_bytes());
     let crc = checksum(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(())

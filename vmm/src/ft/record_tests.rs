@@ -35,7 +35,7 @@ fn samples() -> Vec<Record> {
         },
         Record::MemoryChunk {
             gpa: 0x1000,
-            data: (0..MAX_DATA).map(|i| (i * 7) as u8).collect(),
+            data: (0..MAX_DATA).map(|i| (i * 7).to_le_bytes()[0]).collect(),
         },
         Record::MemoryChunk {
             gpa: u64::MAX - 3,
@@ -102,7 +102,7 @@ fn samples() -> Vec<Record> {
             slot: 2,
             queue: 1,
             head: 32767,
-            digest: std::array::from_fn(|i| i as u8),
+            digest: std::array::from_fn(|i| u8::try_from(i).expect("32")),
         },
         Record::Checkpoint {
             landmark: 12,
@@ -148,7 +148,7 @@ fn frame(seq: u64, r: &Record) -> Vec<u8> {
 /// Recomputes body_len and the CRC of a frame whose body was edited by a test.
 fn reseal(mut f: Vec<u8>) -> Vec<u8> {
     f.truncate(f.len() - FRAME_TRAILER);
-    let body_len = (f.len() - FRAME_HEADER) as u32;
+    let body_len = u32::try_from(f.len() - FRAME_HEADER).expect("small frame");
     f[4..8].copy_from_slice(&body_len.to_le_bytes());
     let crc = checksum(&f);
     f.extend_from_slice(&crc.to_le_bytes());
@@ -628,7 +628,7 @@ fn malformed_payloads_are_refused() {
     // A string longer than its limit, although the bytes are present.
     let mut b = body_header(Kind::Hello as u8, 1);
     b.extend_from_slice(&[0; 16]);
-    b.extend_from_slice(&(MAX_VM_ID as u16 + 1).to_le_bytes());
+    b.extend_from_slice(&(u16::try_from(MAX_VM_ID).expect("limit") + 1).to_le_bytes());
     b.extend_from_slice(&[b'a'; MAX_VM_ID + 1]);
     assert!(matches!(
         decode(&frame_around(&b)),
@@ -641,7 +641,7 @@ fn malformed_payloads_are_refused() {
     // A data length beyond MAX_DATA, and one beyond the bytes present.
     let mut b = body_header(Kind::MemoryChunk as u8, 1);
     b.extend_from_slice(&[0; 8]);
-    b.extend_from_slice(&(MAX_DATA as u32 + 1).to_le_bytes());
+    b.extend_from_slice(&(u32::try_from(MAX_DATA).expect("limit") + 1).to_le_bytes());
     assert!(matches!(
         decode(&frame_around(&b)),
         Err(RecordError::FieldTooLong { field: "data", .. })
@@ -673,14 +673,15 @@ fn malformed_payloads_are_refused() {
 
 #[test]
 fn oversize_length_fails_from_the_header_alone() {
-    for len in [MAX_RECORD as u32 + 1, u32::MAX] {
+    let max = u32::try_from(MAX_RECORD).expect("limit");
+    for len in [max + 1, u32::MAX] {
         let mut h = b"FTLR".to_vec();
         h.extend_from_slice(&len.to_le_bytes());
         assert!(matches!(decode(&h), Err(RecordError::TooLarge(l)) if l == len as usize));
     }
     // The cap itself is accepted: the decoder waits for the rest.
     let mut h = b"FTLR".to_vec();
-    h.extend_from_slice(&(MAX_RECORD as u32).to_le_bytes());
+    h.extend_from_slice(&u32::try_from(MAX_RECORD).expect("limit").to_le_bytes());
     assert!(matches!(decode(&h), Ok(None)));
 }
 

@@ -36,16 +36,22 @@ pub fn write_sig(kind: ExitKind, addr: u64, data: &[u8]) -> ExitSignature {
     ExitSignature {
         kind,
         addr,
-        size: data.len() as u8,
+        size: access_size(data.len()),
         data: u64::from_le_bytes(v),
     }
+}
+
+/// The width of a port or MMIO access: 1 to 8 bytes (KVM's exit data); a wider one is
+/// recorded as 255, which no replay matches.
+fn access_size(n: usize) -> u8 {
+    u8::try_from(n).unwrap_or(u8::MAX)
 }
 
 pub fn read_sig(kind: ExitKind, addr: u64, size: usize) -> ExitSignature {
     ExitSignature {
         kind,
         addr,
-        size: size as u8,
+        size: access_size(size),
         data: 0,
     }
 }

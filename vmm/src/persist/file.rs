@@ -179,7 +179,9 @@ impl SnapshotFile {
         if meta_len > MAX_META || meta_len > (payload.len() - 8) as u64 {
             return Err(malformed("metadata length out of bounds"));
         }
-        let meta_end = 8 + meta_len as usize;
+        // At most MAX_META (16 MiB) and inside the payload, checked above.
+        let meta_end = 8 + usize::try_from(meta_len)
+            .map_err(|_| malformed("metadata length out of bounds"))?;
         let meta: Meta = serde_json::from_slice(&payload[8..meta_end])?;
         if meta.regions.len() > MAX_REGIONS {
             return Err(malformed("too many RAM regions"));

@@ -134,7 +134,9 @@ fn socket_io(rules: &mut Rules) {
 
 /// New connections: socket (Unix, IPv4, IPv6 only) and connect.
 fn connect(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
-    let domains = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6].map(|d| d as u64);
+    // Small positive constants (socket(2), prctl(2)): the casts keep them.
+    let domains =
+        [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6].map(|d| u64::from(d.cast_unsigned()));
     allow_if(rules, libc::SYS_socket, 0, u64::MAX, &domains)?;
     allow(rules, &[libc::SYS_connect]);
     Ok(())
@@ -144,14 +146,15 @@ fn connect(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
 /// its creator's filter) and the child installing its own filter (no_new_privs, seccomp).
 fn spawn(rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
     allow(rules, &[libc::SYS_clone, libc::SYS_clone3]);
-    let options = [libc::PR_SET_NAME, libc::PR_SET_NO_NEW_PRIVS].map(|o| o as u64);
+    let options =
+        [libc::PR_SET_NAME, libc::PR_SET_NO_NEW_PRIVS].map(|o| u64::from(o.cast_unsigned()));
     allow_if(rules, libc::SYS_prctl, 0, u64::MAX, &options)?;
     allow_if(
         rules,
         libc::SYS_seccomp,
         0,
         u64::MAX,
-        &[libc::SECCOMP_SET_MODE_FILTER as u64],
+        &[u64::from(libc::SECCOMP_SET_MODE_FILTER)],
     )?;
     Ok(())
 }

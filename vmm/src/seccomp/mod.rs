@@ -174,7 +174,7 @@ mod tests {
         let mut out = vec![0u8; 512];
         // SAFETY: reading into a buffer of out.len() bytes.
         let n = unsafe { libc::read(fds[0], out.as_mut_ptr().cast(), out.len()) };
-        out.truncate(n.max(0) as usize);
+        out.truncate(usize::try_from(n).unwrap_or(0));
         let line = String::from_utf8_lossy(&out);
         assert!(libc::WIFEXITED(status), "status {status}, stderr {line}");
         assert_eq!(libc::WEXITSTATUS(status), EXIT_DENIED, "stderr {line}");

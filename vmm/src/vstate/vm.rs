@@ -11,6 +11,8 @@ use crate::arch::x86_64::layout::KVM_TSS_ADDRESS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    #[error("more guest memory regions than KVM has slots")]
+    TooManyRegions,
     #[error(
         "cannot open /dev/kvm: {0} (the VMM needs read/write access to /dev/kvm, usually root)"
     )]
@@ -52,7 +54,8 @@ impl Vm {
         fd.set_tss_address(KVM_TSS_ADDRESS).map_err(VmError::Tss)?;
         for (slot, region) in mem.iter().enumerate() {
             let kvm_region = kvm_userspace_memory_region {
-                slot: slot as u32,
+                // One slot per RAM region (at most two, below and above the MMIO gap).
+                slot: u32::try_from(slot).map_err(|_| VmError::TooManyRegions)?,
                 flags: 0,
                 guest_phys_addr: region.start_addr().raw_value(),
                 memory_size: region.len(),

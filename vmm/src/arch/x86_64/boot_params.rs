@@ -24,8 +24,16 @@ const E820_MAX_ENTRIES: usize = 128;
 pub enum BootParamsError {
     #[error("too many E820 entries")]
     E820Overflow,
+    /// The boot protocol's 32-bit fields (cmd_line_ptr, ramdisk_image) take addresses
+    /// below 4 GiB (Linux boot protocol, "The real-mode kernel header").
+    #[error("address {0:#x} is above 4 GiB, out of reach of a 32-bit boot-protocol field")]
+    AboveFourGiB(u64),
     #[error("cannot write the zero page: {0}")]
     Write(linux_loader::configurator::Error),
+}
+
+fn low_u32(addr: u64) -> Result<u32, BootParamsError> {
+    u32::try_from(addr).map_err(|_| BootParamsError::AboveFourGiB(addr))
 }
 
 /// What the zero page must describe.
@@ -81,10 +89,10 @@ pub fn build_boot_params(info: &BootInfo) -> Result<boot_params, BootParamsError
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
     params.hdr.loadflags |= LOADED_HIGH;
     params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
-    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    params.hdr.cmd_line_ptr = low_u32(CMDLINE_START)?;
     params.hdr.cmdline_size = info.cmdline_size;
     if let Some((addr, size)) = info.initrd {
-        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_image = low_u32(addr)?;
         params.hdr.ramdisk_size = size;
     }
     let map = e820_map(&info.ram);
@@ -94,7 +102,8 @@ pub fn build_boot_params(info: &BootInfo) -> Result<boot_params, BootParamsError
     for (slot, entry) in params.e820_table.iter_mut().zip(map.iter()) {
         *slot = *entry;
     }
-    params.e820_entries = map.len() as u8;
+    // At most E820_MAX_ENTRIES (128), checked above.
+    params.e820_entries = u8::try_from(map.len()).map_err(|_| BootParamsError::E820Overflow)?;
     Ok(params)
 }
 
@@ -153,7 +162,7 @@ mod tests {
             mem.read_obj::<u8>(GuestAddress(ZERO_PAGE_START + off))
                 .expect("read")
         };
-        assert_eq!(read_u32(0x228), CMDLINE_START as u32, "cmd_line_ptr");
+        assert_eq!(u64::from(read_u32(0x228)), CMDLINE_START, "cmd_line_ptr");
         assert_eq!(read_u32(0x202), KERNEL_HDR_MAGIC, "header magic");
         assert_eq!(read_u32(0x218), 0x80_0000, "ramdisk_image");
         assert_eq!(read_u32(0x21c), 4096, "ramdisk_size");

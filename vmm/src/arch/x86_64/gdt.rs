@@ -36,15 +36,18 @@ pub fn boot_gdt() -> [u64; 5] {
     ]
 }
 
+/// `bits` (at most 8) bits of `entry` from bit `shift`.
 fn field(entry: u64, shift: u32, bits: u32) -> u8 {
-    ((entry >> shift) & ((1 << bits) - 1)) as u8
+    let masked = (entry >> shift) & ((1 << bits.min(8)) - 1);
+    u8::try_from(masked).unwrap_or(u8::MAX)
 }
 
 /// Decodes a raw descriptor into the `kvm_segment` that KVM loads into the hidden part of a
 /// segment register whose selector is `index * 8`.
 pub fn kvm_segment_from_gdt(entry: u64, index: u16) -> kvm_segment {
     let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
-    let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
+    // 20 bits (Intel SDM vol. 3A, 3.4.5): fits a u32.
+    let raw_limit = u32::try_from((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)).unwrap_or(0);
     let g = field(entry, 55, 1);
     // With G set the limit counts 4 KiB pages; KVM wants it in bytes.
     let limit = if g == 1 {

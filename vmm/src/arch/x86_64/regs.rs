@@ -75,7 +75,8 @@ pub fn boot_sregs(mem: &GuestMemoryMmap, mut sregs: kvm_sregs) -> Result<kvm_sre
     let data = kvm_segment_from_gdt(gdt[DATA_INDEX as usize], DATA_INDEX);
     let tss = kvm_segment_from_gdt(gdt[TSS_INDEX as usize], TSS_INDEX);
     sregs.gdt.base = BOOT_GDT_START;
-    sregs.gdt.limit = (std::mem::size_of_val(&gdt) - 1) as u16;
+    // A handful of 8-byte descriptors: the limit fits the 16-bit GDTR field.
+    sregs.gdt.limit = u16::try_from(std::mem::size_of_val(&gdt) - 1).unwrap_or(u16::MAX);
     sregs.idt.base = BOOT_IDT_START;
     sregs.idt.limit = 7;
     sregs.cs = code;

@@ -51,6 +51,12 @@ pub struct VmClock {
     offset_ns: u64,
 }
 
+/// The register offset of `port` in a device whose ports start at `base` (the callers
+/// match small port ranges: the UART's 8, the i8042's 5).
+fn reg(port: u16, base: u16) -> u8 {
+    u8::try_from(port.wrapping_sub(base)).unwrap_or(u8::MAX)
+}
+
 impl VmClock {
     pub fn new() -> Self {
         VmClock {
@@ -66,7 +72,8 @@ impl VmClock {
         }
     }
     pub fn now_ns(&self) -> u64 {
-        self.offset_ns + self.start.elapsed().as_nanos() as u64
+        // u64 nanoseconds last 584 years.
+        self.offset_ns + u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
@@ -134,11 +141,11 @@ impl LegacyDevices {
                 self.pit.pio_read(port, now)
             }
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
-                let v = self.serial.read((p - COM1_BASE) as u8);
+                let v = self.serial.read(reg(p, COM1_BASE));
                 self.forward_serial_irq();
                 v
             }
-            I8042_DATA_PORT | I8042_COMMAND_PORT => self.i8042.read((port - I8042_DATA_PORT) as u8),
+            I8042_DATA_PORT | I8042_COMMAND_PORT => self.i8042.read(reg(port, I8042_DATA_PORT)),
             _ => 0xff,
         };
         data.fill(0xff);
@@ -170,12 +177,12 @@ impl LegacyDevices {
                 }
             }
             p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
-                self.serial.write((p - COM1_BASE) as u8, value);
+                self.serial.write(reg(p, COM1_BASE), value);
                 self.forward_serial_irq();
                 PioAction::None
             }
             I8042_DATA_PORT | I8042_COMMAND_PORT => {
-                let _ = self.i8042.write((port - I8042_DATA_PORT) as u8, value);
+                let _ = self.i8042.write(reg(port, I8042_DATA_PORT), value);
                 if self.reset.take() {
                     PioAction::PowerOff
                 } else {

@@ -103,19 +103,24 @@ pub struct PitState {
     pub last_write_ns: u64,
 }
 
+/// A u128 intermediate back to u64, saturating (u64 nanoseconds last 584 years).
+fn sat_u64(v: u128) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
 /// Clock pulses between two guest times.
 fn ticks_between(since_ns: u64, now_ns: u64) -> u64 {
-    (u128::from(now_ns.saturating_sub(since_ns)) * u128::from(PIT_HZ) / NS_PER_SEC) as u64
+    sat_u64(u128::from(now_ns.saturating_sub(since_ns)) * u128::from(PIT_HZ) / NS_PER_SEC)
 }
 
 /// Smallest delay after which `ticks_between` reaches `ticks`.
 fn ticks_to_ns(ticks: u64) -> u64 {
-    (u128::from(ticks) * NS_PER_SEC).div_ceil(u128::from(PIT_HZ)) as u64
+    sat_u64((u128::from(ticks) * NS_PER_SEC).div_ceil(u128::from(PIT_HZ)))
 }
 
 /// Host timer period for a reload value: N * 1e9 / PIT_HZ, rounded down.
 fn period_ns(count: u32) -> u64 {
-    (u128::from(count) * NS_PER_SEC / u128::from(PIT_HZ)) as u64
+    sat_u64(u128::from(count) * NS_PER_SEC / u128::from(PIT_HZ))
 }
 
 impl CountRun {
@@ -194,7 +199,9 @@ impl PitChannelState {
             // Modes 0, 1, 4, 5 keep decrementing after terminal count, wrapping at 2^16.
             _ => n.wrapping_sub(e),
         };
-        value as u16
+        // The counting element is 16 bits wide: it wraps (8254 datasheet).
+        let [lo, hi, ..] = value.to_le_bytes();
+        u16::from_le_bytes([lo, hi])
     }
 
     /// Level of OUT ("Mode Definitions"; initial levels from "Control Word Format": after a

@@ -16,16 +16,17 @@ fn after(base: u64, ticks: u64) -> u64 {
 fn program(pit: &mut Pit, channel: u16, mode: u8, count: u16, now: u64) {
     pit.pio_write(
         PIT_CONTROL,
-        ((channel as u8) << 6) | 0x30 | (mode << 1),
+        (channel.to_le_bytes()[0] << 6) | 0x30 | (mode << 1),
         now,
     );
-    pit.pio_write(PIT_CHANNEL0 + channel, count as u8, now);
-    pit.pio_write(PIT_CHANNEL0 + channel, (count >> 8) as u8, now);
+    let [lo, hi] = count.to_le_bytes();
+    pit.pio_write(PIT_CHANNEL0 + channel, lo, now);
+    pit.pio_write(PIT_CHANNEL0 + channel, hi, now);
 }
 
 /// Counter latch command, then LSB and MSB reads.
 fn latched_count(pit: &mut Pit, channel: u16, now: u64) -> u16 {
-    pit.pio_write(PIT_CONTROL, (channel as u8) << 6, now);
+    pit.pio_write(PIT_CONTROL, channel.to_le_bytes()[0] << 6, now);
     let lo = pit.pio_read(PIT_CHANNEL0 + channel, now);
     let hi = pit.pio_read(PIT_CHANNEL0 + channel, now);
     u16::from_le_bytes([lo, hi])
@@ -389,10 +390,11 @@ fn counter2_tsc_calibration_through_port_b() {
     // Linux pit_calibrate_tsc(): gate high, speaker off; counter 2 mode 0, 50 ms.
     let b = pit.pio_read(PORT_B, T0);
     pit.pio_write(PORT_B, (b & !0x02) | 0x01, T0);
-    let latch = (PIT_HZ / 20) as u16;
+    let latch = u16::try_from(PIT_HZ / 20).expect("59659");
     pit.pio_write(PIT_CONTROL, 0xb0, T0);
-    pit.pio_write(0x42, latch as u8, T0);
-    pit.pio_write(0x42, (latch >> 8) as u8, T0);
+    let [lo, hi] = latch.to_le_bytes();
+    pit.pio_write(0x42, lo, T0);
+    pit.pio_write(0x42, hi, T0);
     assert_eq!(pit.pio_read(PORT_B, T0) & 0x21, 0x01);
     let expiry = T0 + ticks_to_ns(u64::from(latch));
     assert_eq!(pit.pio_read(PORT_B, expiry - 1) & 0x20, 0);

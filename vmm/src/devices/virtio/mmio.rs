@@ -2,8 +2,8 @@
 //! Register Layout"). The register file lives here; the device itself is a `VirtioBackend`.
 
 use super::{
-    QueueConfig, VirtioBackend, STATUS_ACKNOWLEDGE, STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER,
-    STATUS_DRIVER_OK, STATUS_FEATURES_OK, VIRTIO_F_VERSION_1,
+    ActivateError, QueueConfig, VirtioBackend, STATUS_ACKNOWLEDGE, STATUS_DEVICE_NEEDS_RESET,
+    STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FEATURES_OK, VIRTIO_F_VERSION_1,
 };
 use crate::devices::mmio_bus::MmioDevice;
 use crate::persist::Persist;
@@ -14,34 +14,36 @@ const VENDOR_ID: u32 = 0x554d_4551; // "QEMU", as other VMMs report; drivers ign
 pub const MMIO_WINDOW_SIZE: u64 = 0x1000;
 
 /// InterruptStatus bits (virtio 1.2 section 4.2.2).
-pub const INT_USED_RING: u32 = 1;
-pub const INT_CONFIG: u32 = 2;
+pub const INT_USED_RING: u32 = mmio::VIRTIO_MMIO_INT_VRING;
+pub const INT_CONFIG: u32 = mmio::VIRTIO_MMIO_INT_CONFIG;
 
-// Register offsets.
-const REG_MAGIC: u64 = 0x000;
-const REG_VERSION: u64 = 0x004;
-const REG_DEVICE_ID: u64 = 0x008;
-const REG_VENDOR_ID: u64 = 0x00c;
-const REG_DEVICE_FEATURES: u64 = 0x010;
-const REG_DEVICE_FEATURES_SEL: u64 = 0x014;
-const REG_DRIVER_FEATURES: u64 = 0x020;
-const REG_DRIVER_FEATURES_SEL: u64 = 0x024;
-const REG_QUEUE_SEL: u64 = 0x030;
-const REG_QUEUE_NUM_MAX: u64 = 0x034;
-const REG_QUEUE_NUM: u64 = 0x038;
-const REG_QUEUE_READY: u64 = 0x044;
-const REG_QUEUE_NOTIFY: u64 = 0x050;
-const REG_INTERRUPT_STATUS: u64 = 0x060;
-const REG_INTERRUPT_ACK: u64 = 0x064;
-const REG_STATUS: u64 = 0x070;
-const REG_QUEUE_DESC_LOW: u64 = 0x080;
-const REG_QUEUE_DESC_HIGH: u64 = 0x084;
-const REG_QUEUE_DRIVER_LOW: u64 = 0x090;
-const REG_QUEUE_DRIVER_HIGH: u64 = 0x094;
-const REG_QUEUE_DEVICE_LOW: u64 = 0x0a0;
-const REG_QUEUE_DEVICE_HIGH: u64 = 0x0a4;
-const REG_CONFIG_GENERATION: u64 = 0x0fc;
-const REG_CONFIG: u64 = 0x100;
+// Register offsets (virtio 1.2 section 4.2.2), from virtio-bindings.
+use virtio_bindings::virtio_mmio as mmio;
+
+const REG_MAGIC: u64 = mmio::VIRTIO_MMIO_MAGIC_VALUE as u64;
+const REG_VERSION: u64 = mmio::VIRTIO_MMIO_VERSION as u64;
+const REG_DEVICE_ID: u64 = mmio::VIRTIO_MMIO_DEVICE_ID as u64;
+const REG_VENDOR_ID: u64 = mmio::VIRTIO_MMIO_VENDOR_ID as u64;
+const REG_DEVICE_FEATURES: u64 = mmio::VIRTIO_MMIO_DEVICE_FEATURES as u64;
+const REG_DEVICE_FEATURES_SEL: u64 = mmio::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
+const REG_DRIVER_FEATURES: u64 = mmio::VIRTIO_MMIO_DRIVER_FEATURES as u64;
+const REG_DRIVER_FEATURES_SEL: u64 = mmio::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
+const REG_QUEUE_SEL: u64 = mmio::VIRTIO_MMIO_QUEUE_SEL as u64;
+const REG_QUEUE_NUM_MAX: u64 = mmio::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
+const REG_QUEUE_NUM: u64 = mmio::VIRTIO_MMIO_QUEUE_NUM as u64;
+const REG_QUEUE_READY: u64 = mmio::VIRTIO_MMIO_QUEUE_READY as u64;
+const REG_QUEUE_NOTIFY: u64 = mmio::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
+const REG_INTERRUPT_STATUS: u64 = mmio::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
+const REG_INTERRUPT_ACK: u64 = mmio::VIRTIO_MMIO_INTERRUPT_ACK as u64;
+const REG_STATUS: u64 = mmio::VIRTIO_MMIO_STATUS as u64;
+const REG_QUEUE_DESC_LOW: u64 = mmio::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
+const REG_QUEUE_DESC_HIGH: u64 = mmio::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
+const REG_QUEUE_DRIVER_LOW: u64 = mmio::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
+const REG_QUEUE_DRIVER_HIGH: u64 = mmio::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
+const REG_QUEUE_DEVICE_LOW: u64 = mmio::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
+const REG_QUEUE_DEVICE_HIGH: u64 = mmio::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
+const REG_CONFIG_GENERATION: u64 = mmio::VIRTIO_MMIO_CONFIG_GENERATION as u64;
+const REG_CONFIG: u64 = mmio::VIRTIO_MMIO_CONFIG as u64;
 /// Offset of QueueNotify, where the VMM registers the kick ioeventfds.
 pub const QUEUE_NOTIFY_OFFSET: u64 = REG_QUEUE_NOTIFY;
 
@@ -65,6 +67,12 @@ pub enum MmioStateError {
     Queues { got: usize, wanted: usize },
     #[error("queue {queue} of size {size} is over the device's maximum {max}")]
     QueueSize { queue: usize, size: u16, max: u16 },
+}
+
+/// The low 32 bits: the feature registers show 64 feature bits 32 at a time (virtio 1.2
+/// section 4.2.2, DeviceFeaturesSel).
+fn low_half(v: u64) -> u32 {
+    u32::try_from(v & 0xffff_ffff).unwrap_or(0)
 }
 
 impl MmioState {
@@ -129,7 +137,7 @@ impl MmioTransport {
 
     /// Keeps the backend stopped (FT backup) or, when `hold` is false, starts it if the driver
     /// has set DRIVER_OK (going live).
-    pub fn hold_backend(&mut self, hold: bool) -> Result<(), String> {
+    pub fn hold_backend(&mut self, hold: bool) -> Result<(), ActivateError> {
         self.hold_backend = hold;
         if !hold && self.state.activated {
             self.backend
@@ -189,8 +197,8 @@ impl MmioTransport {
             REG_DEVICE_ID => self.backend.device_type(),
             REG_VENDOR_ID => VENDOR_ID,
             REG_DEVICE_FEATURES => match self.state.device_features_sel {
-                0 => self.offered_features() as u32,
-                1 => (self.offered_features() >> 32) as u32,
+                0 => low_half(self.offered_features()),
+                1 => low_half(self.offered_features() >> 32),
                 _ => 0,
             },
             REG_QUEUE_NUM_MAX => {
@@ -230,7 +238,8 @@ impl MmioTransport {
             }
             REG_QUEUE_NUM => {
                 if let Some(q) = self.selected_queue() {
-                    q.size = value as u16;
+                    // Larger than any queue: 0, which activation refuses.
+                    q.size = u16::try_from(value).unwrap_or(0);
                 }
             }
             REG_QUEUE_READY => {
@@ -285,7 +294,7 @@ impl MmioTransport {
         if new & STATUS_DRIVER_OK != 0 && !self.state.activated {
             let ready = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
             let result = if new & ready != ready {
-                Err("DRIVER_OK before ACKNOWLEDGE|DRIVER|FEATURES_OK".to_string())
+                Err(ActivateError::NotNegotiated)
             } else if self.hold_backend {
                 Ok(())
             } else {

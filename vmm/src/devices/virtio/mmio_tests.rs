@@ -30,13 +30,17 @@ impl VirtioBackend for FakeDevice {
     }
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
-            *b = (offset as u8).wrapping_add(i as u8);
+            *b = offset.to_le_bytes()[0].wrapping_add(i.to_le_bytes()[0]);
         }
     }
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn activate(&mut self, driver_features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+    fn activate(
+        &mut self,
+        driver_features: u64,
+        queues: &[QueueConfig],
+    ) -> Result<(), ActivateError> {
         if self.fail_activate {
-            return Err("backend not connected".into());
+            return Err(ActivateError::NotConnected);
         }
         self.seen.lock().expect("lock").activated = Some((driver_features, queues.to_vec()));
         Ok(())
@@ -73,9 +77,17 @@ fn initialise(t: &mut MmioTransport, features: u64) {
     write(t, REG_STATUS, STATUS_ACKNOWLEDGE);
     write(t, REG_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
     write(t, REG_DRIVER_FEATURES_SEL, 0);
-    write(t, REG_DRIVER_FEATURES, features as u32);
+    write(
+        t,
+        REG_DRIVER_FEATURES,
+        u32::try_from(features & 0xffff_ffff).expect("low half"),
+    );
     write(t, REG_DRIVER_FEATURES_SEL, 1);
-    write(t, REG_DRIVER_FEATURES, (features >> 32) as u32);
+    write(
+        t,
+        REG_DRIVER_FEATURES,
+        u32::try_from(features >> 32).expect("high half"),
+    );
     write(
         t,
         REG_STATUS,

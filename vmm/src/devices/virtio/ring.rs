@@ -14,7 +14,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::QueueConfig;
 
+// Flag bits 1 and 4 (virtio 1.2 section 2.7.5): they fit the u16 `flags`.
+#[allow(clippy::cast_possible_truncation)]
 const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+#[allow(clippy::cast_possible_truncation)]
 const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -196,6 +199,7 @@ mod tests {
         sha2::Sha256::digest(bytes).into()
     }
 
+    #[allow(clippy::cast_possible_truncation)] // flag bit 2
     const F_WRITE: u16 = virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16;
 
     #[test]

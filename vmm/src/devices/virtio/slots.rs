@@ -131,7 +131,7 @@ impl VirtioDevices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::{QueueConfig, VirtioBackend};
+    use crate::devices::virtio::{ActivateError, QueueConfig, VirtioBackend};
 
     struct Nothing;
     impl VirtioBackend for Nothing {
@@ -149,7 +149,7 @@ mod tests {
         }
         fn read_config(&mut self, _: u64, _: &mut [u8]) {}
         fn write_config(&mut self, _: u64, _: &[u8]) {}
-        fn activate(&mut self, _: u64, _: &[QueueConfig]) -> Result<(), String> {
+        fn activate(&mut self, _: u64, _: &[QueueConfig]) -> Result<(), ActivateError> {
             Ok(())
         }
         fn reset(&mut self) {}

@@ -27,11 +27,11 @@ use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{QueueConfig, VirtioBackend};
+use super::{ActivateError, QueueConfig, VirtioBackend};
 use crate::sync::lock;
 
 /// VIRTIO_RING_F_EVENT_IDX (virtio 1.2 section 6).
-const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 /// Protocol features we use when the backend offers them.
 fn wanted_protocol_features() -> VhostUserProtocolFeatures {
@@ -173,32 +173,42 @@ impl VhostUserDevice {
     }
 
     /// Host virtual address of `len` bytes at guest address `gpa`, if all of it is RAM.
-    fn hva(&self, gpa: u64, len: usize) -> Result<u64, String> {
+    fn hva(&self, gpa: u64, len: usize) -> Result<u64, ActivateError> {
         let addr = GuestAddress(gpa);
         if !self.mem.check_range(addr, len) {
-            return Err(format!("ring at {gpa:#x}+{len:#x} is outside guest memory"));
+            return Err(ActivateError::RingOutside { gpa, len });
         }
         self.mem
             .get_host_address(addr)
             .map(|p| p as u64)
-            .map_err(|e| e.to_string())
+            .map_err(|e| ActivateError::Memory(e.to_string()))
     }
 
-    fn memory_table(&self) -> Result<Vec<VhostUserMemoryRegionInfo>, String> {
+    fn memory_table(&self) -> Result<Vec<VhostUserMemoryRegionInfo>, ActivateError> {
         self.mem
             .iter()
-            .map(|r| VhostUserMemoryRegionInfo::from_guest_region(r).map_err(|e| e.to_string()))
+            .map(|r| {
+                VhostUserMemoryRegionInfo::from_guest_region(r)
+                    .map_err(|e| ActivateError::Memory(e.to_string()))
+            })
             .collect()
     }
 
-    fn start_rings(&mut self, driver_features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+    fn start_rings(
+        &mut self,
+        driver_features: u64,
+        queues: &[QueueConfig],
+    ) -> Result<(), ActivateError> {
         let protocol = self.backend_features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         let table = self.memory_table()?;
         let mut rings = Vec::new();
         for (i, q) in queues.iter().enumerate().filter(|(_, q)| q.ready) {
             let size = usize::from(q.size);
             if size == 0 || !size.is_power_of_two() || q.size > self.queue_max_size {
-                return Err(format!("queue {i}: invalid size {}", q.size));
+                return Err(ActivateError::QueueSize {
+                    queue: i,
+                    size: q.size,
+                });
             }
             // Split ring sizes (virtio 1.2 section 2.7): 16-byte descriptors; avail and used
             // rings with a 4-byte header, one entry per descriptor and a 2-byte event field.
@@ -215,11 +225,12 @@ impl VhostUserDevice {
             let used_idx: u16 = self
                 .mem
                 .read_obj(GuestAddress(q.device + 2))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ActivateError::Memory(e.to_string()))?;
             rings.push((i, q.size, config, used_idx));
         }
-        let frontend = self.frontend.as_mut().ok_or("backend not connected")?;
-        let err = |what: &'static str| move |e: vhost::Error| format!("{what}: {e}");
+        let frontend = self.frontend.as_mut().ok_or(ActivateError::NotConnected)?;
+        let err =
+            |request: &'static str| move |source| ActivateError::VhostUser { request, source };
         let features = (driver_features & self.backend_features) | protocol;
         frontend
             .set_features(features)
@@ -309,22 +320,24 @@ impl VirtioBackend for VhostUserDevice {
 
     fn read_config(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
-        let own = self.vmm_config.len() as u64;
-        if offset + data.len() as u64 <= own {
-            let start = offset as usize;
-            data.copy_from_slice(&self.vmm_config[start..start + data.len()]);
+        // The guest's config-space offset and access width (1, 2, 4 or 8 bytes; virtio 1.2
+        // section 4.2.2): small, but checked rather than cast.
+        let (Ok(start), Ok(off32), Ok(len32)) = (
+            usize::try_from(offset),
+            u32::try_from(offset),
+            u32::try_from(data.len()),
+        ) else {
+            return;
+        };
+        if let Some(own) = self.vmm_config.get(start..start + data.len()) {
+            data.copy_from_slice(own);
             return;
         }
         let Some(frontend) = self.frontend.as_mut() else {
             return;
         };
         let buf = vec![0u8; data.len()];
-        match frontend.get_config(
-            offset as u32,
-            data.len() as u32,
-            VhostUserConfigFlags::empty(),
-            &buf,
-        ) {
+        match frontend.get_config(off32, len32, VhostUserConfigFlags::empty(), &buf) {
             Ok((_, payload)) if payload.len() == data.len() => data.copy_from_slice(&payload),
             Ok(_) => log::warn!("vhost-user {}: short GET_CONFIG reply", self.path.display()),
             Err(e) => log::warn!(
@@ -336,14 +349,20 @@ impl VirtioBackend for VhostUserDevice {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if let Some(frontend) = self.frontend.as_mut() {
-            if let Err(e) = frontend.set_config(offset as u32, VhostUserConfigFlags::WRITABLE, data)
-            {
+            let Ok(offset) = u32::try_from(offset) else {
+                return;
+            };
+            if let Err(e) = frontend.set_config(offset, VhostUserConfigFlags::WRITABLE, data) {
                 log::warn!("vhost-user {}: SET_CONFIG failed: {e}", self.path.display());
             }
         }
     }
 
-    fn activate(&mut self, driver_features: u64, queues: &[QueueConfig]) -> Result<(), String> {
+    fn activate(
+        &mut self,
+        driver_features: u64,
+        queues: &[QueueConfig],
+    ) -> Result<(), ActivateError> {
         self.start_rings(driver_features, queues)?;
         self.active = Some((driver_features, queues.to_vec()));
         Ok(())

@@ -1,6 +1,7 @@
 //! The hooks the vCPU thread calls, and which engine answers each. This is the only place
 //! that looks at the FT role.
 
+use crate::ft::primary::ProtectError;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -181,10 +182,10 @@ impl Engine {
     }
 
     /// The control socket's `protect`.
-    pub fn protect(&mut self, peer: SocketAddr) -> Result<(), String> {
+    pub fn protect(&mut self, peer: SocketAddr) -> Result<(), ProtectError> {
         match self {
             Engine::Recorder(r) => r.sink.protect(peer),
-            _ => Err("not an FT primary".into()),
+            _ => Err(ProtectError::NotPrimary),
         }
     }
 

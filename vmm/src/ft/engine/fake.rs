@@ -71,7 +71,8 @@ impl Machine for FakeMachine {
         if slot >= SLOTS {
             return Err(MachineError::NoDevice(slot));
         }
-        self.pending.push_back(VEC_VIRTIO + slot as u8);
+        self.pending
+            .push_back(VEC_VIRTIO + u8::try_from(slot).expect("a few slots"));
         Ok(())
     }
 
@@ -264,7 +265,7 @@ pub fn script(n: u64) -> Vec<Landmark> {
                 2 => events.push(Event::Complete {
                     slot: (i % 2) as usize,
                     head: (i % 200) as u16,
-                    data: vec![i as u8; 5],
+                    data: vec![i.to_le_bytes()[0]; 5],
                 }),
                 3 => events.push(Event::Output {
                     slot: 1,
@@ -323,8 +324,13 @@ pub fn record_into<S: LogSink>(rec: &mut Recorder<S>, m: &mut FakeMachine, scrip
                         gpa: 0x1000 + u64::from(*head) * 8,
                         data: data.clone(),
                     }];
-                    rec.completion(m, *slot, (0, *head, data.len() as u32), writes)
-                        .expect("completion");
+                    rec.completion(
+                        m,
+                        *slot,
+                        (0, *head, u32::try_from(data.len()).expect("short")),
+                        writes,
+                    )
+                    .expect("completion");
                 }
                 Event::Output { slot, head, bytes } => {
                     let digest = Sha256::digest(bytes).into();
