@@ -7,9 +7,10 @@ GUEST_ELF := $(BUILD)/guest.elf
 VMM := target/release/vmm
 # Debian packages the tests and the demo use (qemu-nbd/qemu-storage-daemon come with qemu-utils).
 APT_PACKAGES := qemu-utils nbdkit redis-tools iproute2 python3 openssl curl
-# promtool checks the metrics endpoints. Installed without its recommends (which would add
-# prometheus-node-exporter); the Prometheus server it comes with is stopped and never used.
-APT_TOOLS := prometheus
+# promtool checks the metrics endpoints; the etcd tests start their own three-member cluster.
+# Installed without recommends (which would add prometheus-node-exporter); the servers the
+# packages come with are stopped and never used.
+APT_TOOLS := prometheus etcd-server etcd-client
 
 .PHONY: help deps build guest run demo lint test test-long bench bench-compare fuzz clean
 
@@ -42,6 +43,7 @@ deps:
 	if [ -n "$$tools" ]; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$tools || exit 1; \
 		service prometheus stop >/dev/null 2>&1 || true; \
+		service etcd stop >/dev/null 2>&1 || true; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo is required (rustup toolchain)"; exit 1; }
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy rustfmt

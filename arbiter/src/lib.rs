@@ -5,11 +5,13 @@
 //! flag of an epoch, the other halts. A grant is durable before it is sent, so it survives an
 //! arbiter crash, and a request for an epoch older than the highest decided one is refused,
 //! as is one far ahead of the arbiter's clock (limits.rs).
-//! Wire protocol: docs/PROTOCOL.md, "Arbiter (test-and-set)".
+//! Wire protocol: docs/PROTOCOL.md, "Arbiter (test-and-set)". The same test-and-set on an
+//! etcd cluster instead of this process: [`etcd`].
 
 pub mod client;
 pub mod conn;
 pub mod error;
+pub mod etcd;
 pub mod limits;
 pub mod pool;
 pub mod protocol;

@@ -24,6 +24,8 @@ pub const LIVE: &str = "backup is LIVE";
 /// the topology and the directory with the logs.
 pub struct Cluster {
     pub hosts: [Option<Host>; 2],
+    /// With `start_etcd`: the three-member etcd cluster the pair asks instead of `arbiter`.
+    pub etcd: Option<crate::etcd::Etcd>,
     pub arbiter: Arbiter,
     pub storage: Storage,
     /// Index in `HOSTS` of the host running the primary.
@@ -56,6 +58,12 @@ impl Cluster {
         Self::start_opts(timeout_ms, extra_cmdline, protected, None, false)
     }
 
+    /// A protected pair whose arbiter is a three-member etcd cluster in the storage
+    /// namespace (`--arbiter etcd://...`).
+    pub fn start_etcd(timeout_ms: Option<u64>) -> Result<Self, crate::stack::StackError> {
+        Self::start_with(timeout_ms, "", true, None, true, true)
+    }
+
     /// Like `start`, with `mem_mib` MiB of guest memory (None: 64).
     pub fn start_sized(
         timeout_ms: Option<u64>,
@@ -73,17 +81,37 @@ impl Cluster {
         mem_mib: Option<u64>,
         tls: bool,
     ) -> Result<Self, crate::stack::StackError> {
+        Self::start_with(timeout_ms, extra_cmdline, protected, mem_mib, tls, false)
+    }
+
+    fn start_with(
+        timeout_ms: Option<u64>,
+        extra_cmdline: &str,
+        protected: bool,
+        mem_mib: Option<u64>,
+        tls: bool,
+        etcd: bool,
+    ) -> Result<Self, crate::stack::StackError> {
         let lab = Lab::new(&HOSTS)?;
+        let etcd = match etcd {
+            true => Some(crate::etcd::Etcd::start(&lab)?),
+            false => None,
+        };
         let disk = lab.create_disk("disk.img")?;
         let storage = Storage::start(&lab, NbdServer::QemuNbd, &disk)?;
         let arbiter = Arbiter::start(&lab, tls)?;
+        let arbiter_url = match etcd {
+            Some(_) => crate::etcd::Etcd::url(),
+            None => Arbiter::addr(),
+        };
         let mut c = Cluster {
             hosts: [None, None],
+            etcd,
             arbiter,
             storage,
             primary: 0,
             opts: FtOpts {
-                arbiter: Arbiter::addr(),
+                arbiter: arbiter_url,
                 timeout_ms,
                 mem_mib,
                 tls,

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cgroup;
 pub mod cluster;
+pub mod etcd;
 pub mod metrics;
 pub mod netns;
 pub mod plot;

@@ -72,8 +72,10 @@ struct Cli {
     /// FT backup: where to wait for the primary (HOST:PORT).
     #[arg(long, value_name = "HOST:PORT", requires = "ft")]
     listen: Option<std::net::SocketAddr>,
-    /// FT: the arbiter (HOST:PORT) asked before either side of the pair goes on alone.
-    #[arg(long, value_name = "HOST:PORT", requires = "ft")]
+    /// FT: the arbiter asked before either side of the pair goes on alone: the built-in
+    /// `arbiter serve` at HOST:PORT, or an etcd cluster, etcd://HOST:PORT[,HOST:PORT...]
+    /// (its v3 JSON gateway; keys under /ftvm/arbiter/).
+    #[arg(long, value_name = "HOST:PORT|etcd://HOST:PORT,...", requires = "ft")]
     arbiter: Option<String>,
     /// FT: the VM's name at the arbiter; the same for its primary and backup.
     #[arg(long, default_value = DEFAULT_VM_ID, requires = "ft")]
@@ -190,6 +192,13 @@ fn main() -> ExitCode {
             "vmm: error: FT mode needs --arbiter HOST:PORT (who may go on alone after a failure)"
         );
         return ExitCode::from(2);
+    }
+    // A malformed etcd URL is a startup error, not a failover that can never decide.
+    if let Some(url) = cli.arbiter.as_deref().filter(|a| a.starts_with("etcd://")) {
+        if let Err(e) = arbiter::etcd::EtcdCluster::parse(url, vmm::ft::etcd_ask::ATTEMPT_TIMEOUT) {
+            eprintln!("vmm: error: --arbiter: {e}");
+            return ExitCode::from(2);
+        }
     }
     let security = match link_security(
         cli.ft_tls_dir.as_deref(),

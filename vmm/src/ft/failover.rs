@@ -11,7 +11,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::arbiter_ask;
+use arbiter::etcd::EtcdCluster;
+
+use super::{arbiter_ask, etcd_ask};
 use crate::config::FailoverConfig;
 use crate::event_loop::Registrar;
 use crate::inbox::Inbox;
@@ -57,6 +59,19 @@ impl Arbitration {
             None => {
                 log::error!("ft: no arbiter configured; this side halts");
                 *lock(&verdict) = lost("(no arbiter configured)");
+            }
+            Some(url) if url.starts_with("etcd://") => {
+                let asked = EtcdCluster::parse(&url, etcd_ask::ATTEMPT_TIMEOUT)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cluster| {
+                        let (vm, node) = (cfg.vm_id.clone(), cfg.node.clone());
+                        etcd_ask::start(cluster, vm, node, epoch, verdict.clone(), inbox)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = asked {
+                    log::error!("ft: cannot ask the etcd arbiter: {e}");
+                    *lock(&verdict) = lost("(cannot ask the arbiter)");
+                }
             }
             Some(addr) => {
                 let asked = arbiter_ask::start(events, addr, cfg, epoch, verdict.clone(), inbox);

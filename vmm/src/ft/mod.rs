@@ -9,6 +9,7 @@ pub mod backup;
 pub mod channel;
 pub mod dirty;
 pub mod engine;
+pub mod etcd_ask;
 pub mod failover;
 pub mod join;
 pub mod joiner;

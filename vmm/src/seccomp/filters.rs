@@ -198,6 +198,10 @@ pub fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             socket_io(&mut r);
             spawn(&mut r)?; // one api-client thread per client (inherits this filter)
         }
+        ThreadKind::Arbiter => {
+            socket_io(&mut r);
+            connect(&mut r)?; // one connection per member per attempt
+        }
         ThreadKind::Metrics => {
             allow(&mut r, &[libc::SYS_accept, libc::SYS_accept4]);
             socket_io(&mut r);

@@ -31,13 +31,15 @@ pub enum ThreadKind {
     Api,
     /// metrics: the `--metrics-listen` endpoint (accept, one request, close).
     Metrics,
+    /// ft-arbiter: asks an etcd cluster (`--arbiter etcd://...`) over HTTP.
+    Arbiter,
     /// ft-tls-connect: the primary's TLS handshakes; it starts each session's relay thread.
     TlsHandshake,
     /// ft-tls-relay: moves bytes between a TLS session's TCP socket and its Unix pair.
     TlsRelay,
 }
 
-const KINDS: [ThreadKind; 9] = [
+const KINDS: [ThreadKind; 10] = [
     ThreadKind::Main,
     ThreadKind::Vcpu,
     ThreadKind::EventLoop,
@@ -45,6 +47,7 @@ const KINDS: [ThreadKind; 9] = [
     ThreadKind::Precopy,
     ThreadKind::Api,
     ThreadKind::Metrics,
+    ThreadKind::Arbiter,
     ThreadKind::TlsHandshake,
     ThreadKind::TlsRelay,
 ];
