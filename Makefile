@@ -66,8 +66,10 @@ GUEST_CMDLINE ?= guest.mode=spin guest.report=50000000 guest.lines=10
 run: build guest
 	$(VMM) --kernel $(GUEST_ELF) --cmdline "$(GUEST_CMDLINE)" --stats
 
+# ARBITER=etcd: the pair's arbiter is a three-member etcd cluster instead of `arbiter serve`.
+ARBITER ?= builtin
 demo: deps build guest
-	$(CARGO) run --release --locked -q -p integration --bin demo
+	ARBITER=$(ARBITER) $(CARGO) run --release --locked -q -p integration --bin demo
 
 # Unit tests of every crate, then the tests that boot guests and run real processes.
 # The compiler's house rules first (the workspace lints in Cargo.toml): a warning fails.

@@ -6,7 +6,8 @@
 //! live, and a new backup is started in host-a (re-protection). Prints a timeline with the measured failover time and
 //! writes the client's latency over time to build/failover-latency.svg.
 //! With a terminal the cluster stays up afterwards until Enter or Ctrl-C (`DEMO_SECONDS` sets
-//! a limit). Everything is torn down at the end.
+//! a limit). `ARBITER=etcd` uses a three-member etcd cluster as the arbiter (`--arbiter
+//! etcd://...`). Everything is torn down at the end.
 
 use std::io::{BufRead, IsTerminal};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,8 +52,18 @@ fn main() {
         }
     }
     let t0 = Instant::now();
-    step(t0, "starting: namespaces client/storage/host-a/host-b, qemu-nbd + arbiter in storage, backup in host-b, primary in host-a");
-    let mut c = Cluster::start(None, "", true).expect("FT cluster");
+    // ARBITER=etcd (make demo ARBITER=etcd): the pair asks a three-member etcd cluster.
+    let etcd = std::env::var("ARBITER").is_ok_and(|a| a == "etcd");
+    let arbiter = match etcd {
+        true => "a three-member etcd cluster (the arbiter)",
+        false => "the arbiter",
+    };
+    step(t0, &format!("starting: namespaces client/storage/host-a/host-b, qemu-nbd + {arbiter} in storage, backup in host-b, primary in host-a"));
+    let started = match etcd {
+        true => Cluster::start_etcd(None),
+        false => Cluster::start(None, "", true),
+    };
+    let mut c = started.expect("FT cluster");
     let join_ms = join_pause_ms(c.primary_host());
     step(t0, &format!("host-a: primary running, guest kv ready at {GUEST_IP}:6379; host-b: backup joined (the guest paused {join_ms:.1} ms for the state transfer)"));
     let link = c
